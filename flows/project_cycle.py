@@ -1,0 +1,120 @@
+"""The ``project-cycle`` flow: plan, work, judge and merge for one project.
+
+The flow only sequences steps and records what each returned; the work is
+in the tasks and the core. A cycle a crash left unfinished is found in the
+project's store and re-entered under its own cycle id, so the cached steps
+of its first run are reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from orchestrator import cycle
+from orchestrator.audit import plan_markdown
+from orchestrator.config import find_config
+from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.models import CycleSummary, Task, Verdict, WorkResult
+from tasks.judge import baseline, judge
+from tasks.merge import merge
+from tasks.plan import plan
+from tasks.work import work
+
+
+def artifact_key(kind: str, project: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    slug = "".join(c if c.isalnum() else "-" for c in project.lower()).strip("-")
+    return f"{kind}-{slug}"
+
+
+@flow(name="project-cycle", log_prints=True)
+async def project_cycle(project: str, config: str | None = None, cycle_id: str | None = None) -> CycleSummary:
+    """Run one cycle of ``project`` from the portfolio file ``config``."""
+    ref = ProjectRef(project=project, config_path=str(find_config(config).resolve()))
+    ctx = ProjectContext.open(ref)
+    logger = get_run_logger()
+    state = ctx.store.state()
+    if state["paused"]:
+        message = f"project {project!r} is paused ({state['paused_reason'] or 'by a user'}): nothing done"
+        logger.info(message)
+        return CycleSummary(project=project, cycle_id="", status="skipped", message=message)
+    start = cycle.begin(ctx, cycle_id, flow_run_id=str(flow_run.get_id() or ""))
+    logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
+                start.cycle_id, project, start.base_commit[:12])
+    options = {"result_storage": ctx.results_dir, "persist_result": True, "tags": [f"project:{project}"]}
+    try:
+        summary = await _run(ctx, ref, start, options)
+    except Exception as exc:
+        summary = cycle.summarize(ctx, start.cycle_id, "failed", f"{type(exc).__name__}: {exc}")
+        cycle.abandon(ctx, start.cycle_id, summary)
+        raise
+    cycle.finish(ctx, summary)
+    await _publish_summary(ctx, summary)
+    return summary
+
+
+async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart, options: dict) -> CycleSummary:
+    cycle_id, base = start.cycle_id, start.base_commit
+    the_plan = await plan.with_options(**options, tags=[*options["tags"], "role:planner"])(ref, cycle_id, base)
+    planned = cycle.record_plan(ctx, the_plan)
+    if the_plan.output is not None:
+        await create_markdown_artifact(
+            key=artifact_key("plan", ctx.name),
+            markdown=plan_markdown(cycle_id, the_plan.output, planned, []),
+            description=f"Plan of cycle {cycle_id}",
+        )
+    tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
+    worker_step = work.with_options(**options, tags=[*options["tags"], "role:worker"])
+    results: list[WorkResult] = await asyncio.gather(
+        *[worker_step.with_options(task_run_name=f"work: {t.title}")(ref, cycle_id, base, t) for t in tasks]
+    )
+    for task, result in zip(tasks, results, strict=True):
+        cycle.record_work(ctx, task, result)
+    judged = [(t, r) for t, r in zip(tasks, results, strict=True) if r.success]
+    verdicts: list[Verdict] = []
+    if judged:
+        base_checks = await baseline.with_options(**options)(ref, cycle_id, base)
+        judge_step = judge.with_options(**options, tags=[*options["tags"], "role:judge"])
+        verdicts = await asyncio.gather(
+            *[judge_step.with_options(task_run_name=f"judge: {t.title}")(ref, t, r, base_checks) for t, r in judged]
+        )
+        for (task, _), verdict in zip(judged, verdicts, strict=True):
+            cycle.record_verdict(ctx, task, verdict)
+        await _publish_verdicts(ctx, judged, verdicts)
+    passing = [(t, r) for (t, r), v in zip(judged, verdicts, strict=True) if v.passed]
+    if passing:
+        merge_step = merge.with_options(**options, tags=[*options["tags"], "role:resolver"])
+        outcome = await merge_step(ref, cycle_id, ctx.repo.head(), passing)
+        cycle.record_merge(ctx, outcome, [t for t, _ in passing])
+    return cycle.summarize(ctx, cycle_id, "done")
+
+
+async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkResult]], verdicts: list[Verdict]) -> None:
+    rows = [
+        {"task": t.title, "id": t.id, "verdict": "pass" if v.passed else "fail",
+         "reasons": "; ".join(v.reasons) or "-", "review cost ($)": f"{v.cost_usd:.4f}"}
+        for (t, _), v in zip(judged, verdicts, strict=True)
+    ]
+    await create_table_artifact(key=artifact_key("verdicts", ctx.name), table=rows,
+                                description="Judge verdicts of this cycle")
+
+
+async def _publish_summary(ctx: ProjectContext, summary: CycleSummary) -> None:
+    costs = "\n".join(f"| {role} | ${cost:.4f} |" for role, cost in sorted(summary.cost_by_role.items()))
+    rejected = "\n".join(f"- `{t}`: {why}" for t, why in summary.rejected.items()) or "None."
+    await create_markdown_artifact(
+        key=artifact_key("summary", ctx.name),
+        description=f"Summary of cycle {summary.cycle_id}",
+        markdown=(
+            f"# Cycle {summary.cycle_id} of {summary.project}: {summary.status}\n\n"
+            f"Planned {len(summary.planned)}, worked {len(summary.worked)}, passed {len(summary.passed)}, "
+            f"merged {len(summary.merged)}.\n\n## Not merged\n\n{rejected}\n\n"
+            f"## Cost\n\n| role | cost |\n|---|---|\n{costs}\n\n**Total: ${summary.total_cost_usd:.4f}**\n\n"
+            f"Audit trail: `{Path(ctx.orch_dir)}`\n"
+        ),
+    )

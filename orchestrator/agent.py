@@ -1,0 +1,215 @@
+"""The agent runtime: every Claude Code session of every role goes through here.
+
+This is the only module that imports ``claude_agent_sdk``. It fixes what a
+role may do (its exact tool list), where (``cwd``), for how much (budget,
+turn cap, a timeout that kills the CLI), and turns the SDK's outcomes into an
+:class:`AgentRun` or one :class:`AgentError` that says whether a retry could
+help.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from claude_agent_sdk import (
+    ClaudeAgentOptions,
+    ClaudeSDKError,
+    ProcessError,
+    ResultError,
+    ResultMessage,
+    query,
+)
+from pydantic import BaseModel, ValidationError
+
+from .errors import AgentError
+from .models import AgentRun, Role
+
+READ_ONLY_TOOLS = ("Read", "Grep", "Glob")
+EDIT_TOOLS = ("Read", "Edit", "Write", "Bash", "Grep", "Glob")
+
+# Planner and judge can look but never write or run anything.
+ROLE_TOOLS: dict[Role, tuple[str, ...]] = {
+    Role.planner: READ_ONLY_TOOLS,
+    Role.judge: READ_ONLY_TOOLS,
+    Role.worker: EDIT_TOOLS,
+    Role.resolver: EDIT_TOOLS,
+}
+
+# HTTP statuses worth another try: rate limits, server errors, overload.
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+_SESSION_NAMESPACE = uuid.UUID("5b0c2a40-7f3e-4d6a-9d1c-0c4e0a7d2e11")
+
+
+def session_uuid(*parts: object) -> str:
+    """A deterministic session id, so a crashed run can be found and resumed."""
+    return str(uuid.uuid5(_SESSION_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+@dataclass
+class AgentSpec:
+    """Everything one agent session needs besides its prompt."""
+
+    role: Role
+    model: str
+    system_prompt: str
+    cwd: Path
+    max_budget_usd: float
+    timeout_s: float
+    max_turns: int
+    task_id: str | None = None
+    """Named in the role line so logs (and the scripted model) can tell sessions apart."""
+    output_model: type[BaseModel] | None = None
+    """When set, the run must end with structured output valid for this model."""
+    session_id: str | None = None
+    resume: bool = False
+    """Continue ``session_id`` instead of starting it (after a crash)."""
+    config_dir: Path | None = None
+    """CLAUDE_CONFIG_DIR for the CLI, unless the user set one: keeps transcripts together."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def role_line(role: Role, task_id: str | None) -> str:
+    """The first line of every system prompt: who this session is."""
+    return f"[orchestrator] role={role.value}" + (f" task={task_id}" if task_id else "")
+
+
+def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
+    """The SDK options for a spec; the user's environment is inherited by the CLI."""
+    tools = list(ROLE_TOOLS[spec.role])
+    env = dict(spec.extra_env)
+    if spec.config_dir and "CLAUDE_CONFIG_DIR" not in os.environ:
+        env["CLAUDE_CONFIG_DIR"] = str(spec.config_dir)
+    options = ClaudeAgentOptions(
+        tools=tools,
+        allowed_tools=tools,
+        # acceptEdits with an explicit tool list works as root; bypassPermissions does not.
+        permission_mode="acceptEdits",
+        system_prompt=f"{role_line(spec.role, spec.task_id)}\n\n{spec.system_prompt}",
+        cwd=str(spec.cwd),
+        model=spec.model,
+        max_turns=spec.max_turns,
+        max_budget_usd=spec.max_budget_usd,
+        setting_sources=[],  # a project's own .claude/ settings (and hooks) stay out
+        env=env,
+        stderr=stderr.append,
+    )
+    if spec.output_model is not None:
+        schema = spec.output_model.model_json_schema()
+        options.output_format = {"type": "json_schema", "schema": schema}
+    if spec.session_id:
+        if spec.resume:
+            options.resume = spec.session_id
+        else:
+            options.session_id = spec.session_id
+    return options
+
+
+async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
+    """Run one agent session to its end and return what it produced.
+
+    Raises AgentError on any failure; ``transient`` is True only for API
+    failures that another try may get past.
+    """
+    stderr: deque[str] = deque(maxlen=20)
+    options = build_options(spec, stderr)
+    started = time.monotonic()
+    result: ResultMessage | None = None
+    who = role_line(spec.role, spec.task_id).removeprefix("[orchestrator] ")
+    try:
+        # Cancelling the scope closes the SDK's generator, which ends the CLI process.
+        with anyio.fail_after(spec.timeout_s):
+            async for message in query(prompt=prompt, options=options):
+                if isinstance(message, ResultMessage):
+                    result = message
+    except TimeoutError as exc:
+        raise AgentError(
+            f"{who}: timed out after {spec.timeout_s:g}s; raise the timeout or make the task smaller",
+            subtype="timeout",
+            cost_usd=_cost(result),
+            session_id=spec.session_id,
+        ) from exc
+    except ResultError as exc:
+        raise _from_result_error(who, exc, result) from exc
+    except ProcessError as exc:
+        detail = " | ".join(stderr) or str(exc).splitlines()[0]
+        raise AgentError(
+            f"{who}: Claude Code exited with code {exc.exit_code}: {detail}",
+            subtype="process",
+            cost_usd=_cost(result),
+            session_id=spec.session_id,
+        ) from exc
+    except ClaudeSDKError as exc:
+        raise AgentError(
+            f"{who}: {exc}", subtype="sdk", transient=True, session_id=spec.session_id
+        ) from exc
+    if result is None:
+        raise AgentError(f"{who}: Claude Code ended without a result", subtype="process")
+    return _finish(spec, who, result, time.monotonic() - started)
+
+
+def _cost(result: ResultMessage | None) -> float:
+    return float(result.total_cost_usd or 0.0) if result else 0.0
+
+
+def _from_result_error(who: str, exc: ResultError, result: ResultMessage | None) -> AgentError:
+    status = exc.api_error_status
+    transient = status in TRANSIENT_STATUSES or (
+        exc.terminal_reason == "api_error" and status is None
+    )
+    reason = exc.subtype or "error"
+    if status is not None:
+        reason = f"API error {status}"
+    detail = "; ".join(exc.errors) or (exc.result or "").strip()[:200]
+    return AgentError(
+        f"{who}: {reason}" + (f": {detail}" if detail else ""),
+        subtype=exc.subtype or "error",
+        transient=transient,
+        cost_usd=_cost(result),
+        session_id=exc.session_id,
+    )
+
+
+def _finish(spec: AgentSpec, who: str, result: ResultMessage, elapsed_s: float) -> AgentRun:
+    cost = _cost(result)
+    if result.is_error:
+        raise AgentError(
+            f"{who}: run ended in error ({result.subtype})",
+            subtype=result.subtype,
+            cost_usd=cost,
+            session_id=result.session_id,
+        )
+    structured = result.structured_output
+    if spec.output_model is not None:
+        if structured is None:
+            raise AgentError(
+                f"{who}: the agent gave no structured output",
+                subtype="no_structured_output",
+                cost_usd=cost,
+                session_id=result.session_id,
+            )
+        try:
+            structured = spec.output_model.model_validate(structured).model_dump(mode="json")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "output"
+            raise AgentError(
+                f"{who}: structured output is invalid at {where}: {first['msg']}",
+                subtype="invalid_output",
+                cost_usd=cost,
+                session_id=result.session_id,
+            ) from exc
+    return AgentRun(
+        text=result.result or "",
+        structured=structured,
+        cost_usd=cost,
+        num_turns=result.num_turns,
+        duration_s=round(elapsed_s, 3),
+        session_id=result.session_id,
+    )

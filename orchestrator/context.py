@@ -1,0 +1,109 @@
+"""Everything a step needs to act on one project, opened from its name.
+
+Prefect tasks receive a :class:`ProjectRef` (plain, picklable, part of no
+cache key) and reopen the context from it, so no live handle crosses a task
+boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from .agent import AgentSpec, session_uuid
+from .config import PortfolioConfig, ProjectConfig, load_portfolio
+from .gitops import Project
+from .models import Role, TaskType
+from .prompts import load_prompt
+from .store import Store
+
+
+class ProjectRef(BaseModel):
+    """Names a project in a portfolio file: what crosses task boundaries."""
+
+    project: str
+    config_path: str
+
+
+@dataclass
+class ProjectContext:
+    """Config, state and repository of one project."""
+
+    ref: ProjectRef
+    portfolio: PortfolioConfig
+    config: ProjectConfig
+    store: Store
+    repo: Project
+
+    @classmethod
+    def open(cls, ref: ProjectRef) -> ProjectContext:
+        portfolio = load_portfolio(ref.config_path)
+        config = portfolio.project(ref.project)
+        repo = Project(config.path, config.main_branch)
+        repo.ensure_excluded()
+        store = Store.for_project(portfolio.data_dir, config.name)
+        return cls(ref=ref, portfolio=portfolio, config=config, store=store, repo=repo)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def orch_dir(self) -> Path:
+        return self.repo.orch_dir
+
+    @property
+    def results_dir(self) -> Path:
+        """Where Prefect persists step results (shared by all projects of the portfolio)."""
+        return self.portfolio.data_dir / "results"
+
+    @property
+    def claude_config_dir(self) -> Path:
+        """CLAUDE_CONFIG_DIR for agents unless the user set one: keeps sessions resumable."""
+        return self.portfolio.data_dir / "claude"
+
+    def branch(self, name: str) -> str:
+        return f"{self.config.git_branch_prefix}/{name}"
+
+    def base_worktree(self, cycle_id: str, base_commit: str) -> Path:
+        """A clean checkout of the cycle's base commit, made once per cycle."""
+        name = f"base-{cycle_id}"
+        path = self.orch_dir / "worktrees" / name
+        if not (path.exists() and self.repo.head_of(path) == base_commit):
+            path = self.repo.add_worktree(name, self.branch(name), base_commit)
+        return path
+
+    def agent_spec(
+        self,
+        role: Role,
+        cwd: Path,
+        *,
+        cycle_id: str,
+        task_id: str | None = None,
+        task_type: TaskType | None = None,
+        attempt: int = 1,
+        output_model: type[BaseModel] | None = None,
+    ) -> AgentSpec:
+        """The agent settings of a role in this project, from its config."""
+        c = self.config
+        model, budget, timeout_s, turns = {
+            Role.planner: (c.planner_model, c.max_budget_per_plan, c.planner_timeout_seconds, c.planner_max_turns),
+            Role.worker: (c.model, c.max_budget_per_task, c.worker_timeout_seconds, c.worker_max_turns),
+            Role.judge: (c.judge_model, c.max_budget_per_review, c.judge_timeout_seconds, c.judge_max_turns),
+            Role.resolver: (c.resolver_model or c.model, c.max_budget_per_task, c.worker_timeout_seconds, c.worker_max_turns),
+        }[role]
+        return AgentSpec(
+            role=role,
+            model=model,
+            system_prompt=load_prompt(role, task_type),
+            cwd=cwd,
+            max_budget_usd=budget,
+            timeout_s=timeout_s,
+            max_turns=turns,
+            task_id=task_id,
+            output_model=output_model,
+            session_id=session_uuid(self.name, cycle_id, task_id or "", role.value, attempt),
+            config_dir=self.claude_config_dir,
+        )

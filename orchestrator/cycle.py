@@ -1,0 +1,151 @@
+"""Bookkeeping between the steps of a cycle, called from flow code.
+
+Prefect replays a finished step from its cached result without running its
+body, so everything a step's result implies for the store and the audit
+trail is written here, by the flow, after each step. Every function is
+idempotent: calling it again with the same result changes nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .audit import write_merge, write_plan, write_verdict, write_worker
+from .context import ProjectContext
+from .models import (
+    CycleSummary,
+    MergeOutcome,
+    Plan,
+    Role,
+    Task,
+    TaskStatus,
+    Verdict,
+    WorkResult,
+    new_id,
+)
+from .planner import accept_tasks
+
+
+@dataclass(frozen=True)
+class CycleStart:
+    """The cycle being run: a new one, or one a crash left unfinished."""
+
+    cycle_id: str
+    base_commit: str
+    resumed: bool
+
+
+def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "") -> CycleStart:
+    """Re-enter the named or the unfinished cycle, or start a new one from main."""
+    row = ctx.store.get_cycle(cycle_id) if cycle_id else ctx.store.unfinished_cycle()
+    if row is not None and row["status"] == "running":
+        return CycleStart(row["id"], row["base_commit"], resumed=True)
+    start = CycleStart(new_id(), ctx.repo.head(), resumed=False)
+    ctx.store.start_cycle(start.cycle_id, start.base_commit, flow_run_id)
+    return start
+
+
+def record_plan(ctx: ProjectContext, plan: Plan) -> list[Task]:
+    """Store the planned tasks and write the plan document."""
+    if plan.output is None:
+        return []
+    accepted, rejected = accept_tasks(ctx, plan.cycle_id, plan.output, plan.max_tasks)
+    for task in accepted:
+        ctx.store.add_task(task)
+    path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected)
+    ctx.store.update_cycle(
+        plan.cycle_id, planned=[t.id for t in accepted], plan_path=str(path),
+        session_id=plan.session_id,
+    )
+    ctx.store.record_cost(plan.session_id, plan.cycle_id, None, Role.planner, ctx.config.planner_model, plan.cost_usd)
+    return accepted
+
+
+def claim(ctx: ProjectContext, cycle_id: str) -> list[Task]:
+    """The tasks this cycle works on: claimed once, the same ones after a crash."""
+    row = ctx.store.get_cycle(cycle_id)
+    if row["claimed"]:
+        return ctx.store.tasks_of(json.loads(row["claimed"]))
+    tasks = ctx.store.claim_tasks(cycle_id, ctx.config.max_workers)
+    ctx.store.update_cycle(cycle_id, claimed=[t.id for t in tasks])
+    return tasks
+
+
+def still_held(ctx: ProjectContext, cycle_id: str, task: Task) -> bool:
+    """True while the task is in progress for this cycle (not failed or done)."""
+    current = ctx.store.get_task(task.id)
+    return current.status is TaskStatus.in_progress and current.claimed_by == cycle_id
+
+
+def record_work(ctx: ProjectContext, task: Task, result: WorkResult) -> None:
+    ctx.store.record_work(result)
+    ctx.store.record_cost(result.session_id, result.cycle_id, task.id, Role.worker, ctx.config.model, result.cost_usd)
+    write_worker(ctx.orch_dir, task, result)
+    if not result.success and still_held(ctx, result.cycle_id, task):
+        ctx.store.fail_attempt(task.id, f"worker failed: {result.error}")
+        ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
+
+
+def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
+    ctx.store.record_verdict(verdict)
+    ctx.store.record_cost(verdict.session_id, verdict.cycle_id, task.id, Role.judge, ctx.config.judge_model, verdict.cost_usd)
+    write_verdict(ctx.orch_dir, task, verdict)
+    if not verdict.passed and still_held(ctx, verdict.cycle_id, task):
+        ctx.store.fail_attempt(task.id, "judge rejected the change: " + "; ".join(verdict.reasons))
+        ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
+
+
+def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) -> None:
+    """Mark merged tasks done, send the rest back with the reasons, tidy up."""
+    cycle_id = outcome.cycle_id
+    for task in tasks:
+        if not still_held(ctx, cycle_id, task):
+            continue
+        if task.id in outcome.merged and outcome.main_updated:
+            ctx.store.complete_task(task.id, outcome.merged[task.id])
+            ctx.store.record_merge(cycle_id, task.id, outcome.merged[task.id], task.id in outcome.resolved_conflicts)
+        elif task.id in outcome.rejected:
+            ctx.store.fail_attempt(task.id, "merge failed: " + outcome.rejected[task.id])
+        else:  # main could not move: try again later without spending an attempt
+            ctx.store.update_task(task.id, status=TaskStatus.pending, claimed_by=None, attempts=task.attempts - 1,
+                                  last_failure=f"merge waited: {outcome.waiting_reason}")
+        ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
+    if outcome.cost_usd:
+        ctx.store.record_cost(f"resolver-{cycle_id}", cycle_id, None, Role.resolver, ctx.config.resolver_model or ctx.config.model, outcome.cost_usd)
+    write_merge(ctx.orch_dir, outcome, {t.id: t.title for t in tasks})
+
+
+def finish(ctx: ProjectContext, summary: CycleSummary) -> None:
+    """Close the cycle in the store and remove its base worktree."""
+    name = f"base-{summary.cycle_id}"
+    ctx.repo.remove_worktree(name, ctx.branch(name))
+    ctx.store.finish_cycle(summary.cycle_id, summary.status, summary.model_dump(mode="json"), summary.message)
+
+
+def abandon(ctx: ProjectContext, cycle_id: str, summary: CycleSummary) -> None:
+    """A step raised: give the cycle's tasks back and close it as failed."""
+    for task in ctx.store.tasks_of(json.loads(ctx.store.get_cycle(cycle_id)["claimed"] or "[]")):
+        if still_held(ctx, cycle_id, task):
+            ctx.store.fail_attempt(task.id, f"cycle {cycle_id} failed: {summary.message}")
+            ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
+    finish(ctx, summary)
+
+
+def summarize(ctx: ProjectContext, cycle_id: str, status: str, message: str = "") -> CycleSummary:
+    """What the cycle did, read back from the store."""
+    row = ctx.store.get_cycle(cycle_id)
+    planned = json.loads(row["planned"] or "[]")
+    claimed = json.loads(row["claimed"] or "[]")
+    verdicts = ctx.store.verdicts(cycle_id)
+    merged = ctx.store.merged_task_ids(cycle_id)
+    rejected = {}
+    for task in ctx.store.tasks_of(claimed):
+        if task.id not in merged and task.last_failure:
+            rejected[task.id] = task.last_failure
+    return CycleSummary(
+        project=ctx.name, cycle_id=cycle_id, status=status, message=message,
+        planned=planned, worked=claimed,
+        passed=[v["task_id"] for v in verdicts if v["passed"]],
+        rejected=rejected, merged=merged, cost_by_role=ctx.store.costs_by_role(cycle_id),
+    )

@@ -1,0 +1,124 @@
+"""The judge stage: an automated gate, then an AI review with the evidence.
+
+The gate fails closed. Tests that pass on the base and fail on the branch
+reject the branch whatever the reviewer says; a test command that cannot run
+is a failure; lint that was clean on the base and fails on the branch is a
+failure. Only a branch through the gate is shown to the reviewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from .agent import run_agent
+from .checks import run_check, tail
+from .context import ProjectContext
+from .errors import AgentError
+from .models import Baseline, CheckResult, Review, Role, Task, Verdict, WorkResult
+
+MAX_FILES = 15  # a small task touching more files than this is worth a look
+MAX_LINES = 400
+
+
+def run_checks(ctx: ProjectContext, cwd: Path) -> tuple[CheckResult | None, CheckResult | None]:
+    """The project's test and lint commands in ``cwd`` (None where not configured)."""
+    c = ctx.config
+    tests = run_check(c.test_command, cwd, c.test_timeout_seconds) if c.test_command else None
+    lint = run_check(c.lint_command, cwd, c.lint_timeout_seconds) if c.lint_command else None
+    return tests, lint
+
+
+def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Baseline:
+    """Test and lint results on the cycle's base commit, computed once per cycle."""
+    tests, lint = run_checks(ctx, ctx.base_worktree(cycle_id, base_commit))
+    return Baseline(commit=base_commit, tests=tests, lint=lint)
+
+
+def gate(base: Baseline, tests: CheckResult | None, lint: CheckResult | None) -> list[str]:
+    """Reasons the automated checks reject a branch (empty when they pass)."""
+    reasons = []
+    if tests is not None:
+        if not tests.ran:
+            why = "timed out" if tests.timed_out else f"could not run (exit {tests.exit_code})"
+            reasons.append(f"test command `{tests.command}` {why}")
+        elif not tests.passed and (base.tests is None or base.tests.passed):
+            reasons.append(f"tests pass on the base but fail on the branch (exit {tests.exit_code})")
+    if lint is not None:
+        if not lint.ran:
+            reasons.append(f"lint command `{lint.command}` could not run")
+        elif not lint.passed and (base.lint is None or base.lint.passed):
+            reasons.append(f"lint passes on the base but fails on the branch ({lint.warnings} lines)")
+    return reasons
+
+
+def scope_warnings(ctx: ProjectContext, worktree: Path, base_commit: str) -> list[str]:
+    """Signs that a change is bigger or riskier than a small task should be."""
+    _, files, lines = ctx.repo.diff_summary(worktree, base_commit)
+    warnings = []
+    if len(files) > MAX_FILES:
+        warnings.append(f"touches {len(files)} files (more than {MAX_FILES})")
+    if lines > MAX_LINES:
+        warnings.append(f"changes {lines} lines (more than {MAX_LINES})")
+    deleted = ctx.repo.deleted_files(worktree, base_commit)
+    if deleted:
+        warnings.append("deletes " + ", ".join(deleted[:10]))
+    return warnings
+
+
+def _evidence(check: CheckResult | None, base: CheckResult | None, name: str) -> str:
+    if check is None:
+        return f"## {name}\n\nNot configured."
+    base_state = "not run" if base is None else ("passed" if base.passed else "failed")
+    return (
+        f"## {name}: {'passed' if check.passed else 'failed'} (base: {base_state}, "
+        f"{check.warnings} output lines vs {base.warnings if base else 0} on the base)\n\n"
+        f"```\n{tail(check.output, 2000)}\n```"
+    )
+
+
+def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckResult | None,
+                 base: Baseline, warnings: list[str]) -> str:
+    """The reviewer's user message: the task and all the evidence."""
+    return "\n\n".join([
+        f"# Review of task {task.id}: {task.title}",
+        f"Type: {task.type.value}.\n\n{task.description}",
+        _evidence(tests, base.tests, "Tests"),
+        _evidence(lint, base.lint, "Lint"),
+        "## Scope warnings\n\n" + ("\n".join(f"- {w}" for w in warnings) or "None."),
+        f"## Diff\n\n```diff\n{tail(diff, 30_000)}\n```",
+    ])
+
+
+async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline) -> Verdict:
+    """Judge one worker's branch in its worktree."""
+    worktree = ctx.orch_dir / "worktrees" / task.id
+    # In a thread: judges of several branches run their tests at the same time.
+    tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
+    warnings = scope_warnings(ctx, worktree, work.base_commit)
+    verdict = Verdict(
+        task_id=task.id, cycle_id=work.cycle_id, attempt=work.attempt, commit=work.commit or "",
+        passed=False, tests=tests, lint=lint, scope_warnings=warnings,
+    )
+    reasons = gate(base, tests, lint)
+    if reasons:  # the reviewer cannot overrule the gate, so do not pay for it
+        return verdict.model_copy(update={"reasons": reasons})
+    spec = ctx.agent_spec(
+        Role.judge, worktree, cycle_id=work.cycle_id, task_id=task.id, attempt=work.attempt,
+        output_model=Review,
+    )
+    prompt = build_prompt(task, ctx.repo.diff_text(worktree, work.base_commit), tests, lint, base, warnings)
+    try:
+        run = await run_agent(spec, prompt)
+    except AgentError as exc:
+        return verdict.model_copy(update={
+            "reasons": [f"review failed: {exc}"], "cost_usd": exc.cost_usd,
+            "session_id": exc.session_id or "",
+        })
+    review = Review.model_validate(run.structured)
+    reasons = list(review.reasons) if not review.approve else []
+    return verdict.model_copy(update={
+        "passed": review.approve, "reasons": reasons or ([] if review.approve else ["rejected by the reviewer"]),
+        "review": review, "cost_usd": run.cost_usd, "session_id": run.session_id,
+    })

@@ -1,0 +1,242 @@
+"""Domain models passed between the core, the Prefect tasks and the store.
+
+Every model here is a plain pydantic model so it pickles into Prefect's
+persisted results and hashes into nothing surprising.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+def utcnow() -> str:
+    """Current UTC time as an ISO-8601 string (what the store keeps)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_id() -> str:
+    """A short random id for tasks and cycles (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
+class TaskType(StrEnum):
+    """What kind of change a task asks for; picks the worker's prompt."""
+
+    code = "code"
+    test = "test"
+    fix = "fix"
+    review = "review"
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life."""
+
+    pending = "pending"
+    in_progress = "in_progress"
+    done = "done"
+    failed = "failed"
+
+
+class Role(StrEnum):
+    """Agent roles; each has its own prompt, model and tool list."""
+
+    planner = "planner"
+    worker = "worker"
+    judge = "judge"
+    resolver = "resolver"
+
+
+def fingerprint(title: str, description: str) -> str:
+    """Identity of a task's content, insensitive to case and spacing.
+
+    Used to refuse a failed task that the planner emits again unchanged.
+    """
+    norm = " ".join(re.sub(r"\s+", " ", f"{title}\n{description}").lower().split())
+    return hashlib.sha256(norm.encode()).hexdigest()[:16]
+
+
+class Task(BaseModel):
+    """One unit of work, as the store keeps it."""
+
+    id: str = Field(default_factory=new_id)
+    title: str
+    description: str = ""
+    type: TaskType = TaskType.code
+    priority: int = 3  # 1 is most urgent
+    status: TaskStatus = TaskStatus.pending
+    attempts: int = 0  # attempts started so far
+    max_attempts: int = 3  # the first try plus two retries
+    source: str = "planner"  # planner | manual | backlog
+    cycle_id: str | None = None  # cycle that created it
+    claimed_by: str | None = None  # cycle that holds it while in progress
+    branch: str | None = None
+    last_failure: str = ""  # the reasons the last attempt failed, shown to the next one
+    merge_commit: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.title, self.description)
+
+
+class PlannedTask(BaseModel):
+    """A task as the planner proposes it (its structured output)."""
+
+    title: str = Field(min_length=3, max_length=120)
+    description: str = Field(min_length=1)
+    type: TaskType
+    priority: int = Field(default=3, ge=1, le=5)
+
+
+class PlanOutput(BaseModel):
+    """The planner's structured output: tasks plus the plan document's parts."""
+
+    findings: str = Field(description="What the planner found in the code and backlog.")
+    proposal: str = Field(description="What it proposes for this cycle, and why.")
+    deferred: list[str] = Field(default_factory=list, description="Work left for later.")
+    risks: list[str] = Field(default_factory=list, description="What could go wrong.")
+    tasks: list[PlannedTask] = Field(default_factory=list)
+
+
+class AgentRun(BaseModel):
+    """What one agent session returned."""
+
+    text: str = ""
+    structured: dict | None = None
+    cost_usd: float = 0.0
+    num_turns: int = 0
+    duration_s: float = 0.0
+    session_id: str = ""
+
+
+class Plan(BaseModel):
+    """Result of the plan step."""
+
+    cycle_id: str
+    ran_planner: bool  # False when enough tasks were pending already
+    max_tasks: int = 0  # room for new tasks when the planner ran
+    output: PlanOutput | None = None
+    rejected: list[str] = Field(default_factory=list)  # titles refused, with why
+    cost_usd: float = 0.0
+    session_id: str = ""
+
+
+class WorkerReport(BaseModel):
+    """The worker's structured output."""
+
+    summary: str = Field(description="What was changed and why, in a few sentences.")
+    completed: bool = Field(description="False if the task could not be done.")
+
+
+class ResolverReport(BaseModel):
+    """The resolver's structured output."""
+
+    summary: str = Field(description="How the conflicts were resolved, or why they were not.")
+    resolved: bool = Field(description="True only if every conflict is resolved.")
+
+
+class WorkResult(BaseModel):
+    """Result of the work step for one task."""
+
+    task_id: str
+    cycle_id: str
+    attempt: int
+    branch: str
+    base_commit: str
+    commit: str | None = None  # branch head after the orchestrator's commit
+    success: bool
+    error: str = ""
+    summary: str = ""
+    diff_stat: str = ""
+    files_changed: list[str] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    duration_s: float = 0.0
+    num_turns: int = 0
+    session_id: str = ""
+
+
+class CheckResult(BaseModel):
+    """One run of a test or lint command."""
+
+    command: str
+    ran: bool  # False when the command could not run (missing, 126/127, timeout)
+    passed: bool
+    exit_code: int | None = None
+    timed_out: bool = False
+    duration_s: float = 0.0
+    output: str = ""  # the tail of stdout+stderr
+    warnings: int = 0  # non-empty output lines, counted for lint
+
+
+class Baseline(BaseModel):
+    """Test and lint results on the cycle's base commit."""
+
+    commit: str
+    tests: CheckResult | None = None
+    lint: CheckResult | None = None
+
+
+class Review(BaseModel):
+    """The judge agent's structured output."""
+
+    approve: bool = Field(description="True only if the change does the task well and safely.")
+    reasons: list[str] = Field(default_factory=list, description="Why, one point each.")
+    summary: str = Field(default="", description="One-paragraph assessment.")
+
+
+class Verdict(BaseModel):
+    """Result of the judge step for one branch."""
+
+    task_id: str
+    cycle_id: str
+    attempt: int
+    commit: str
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+    tests: CheckResult | None = None
+    lint: CheckResult | None = None
+    scope_warnings: list[str] = Field(default_factory=list)
+    review: Review | None = None
+    cost_usd: float = 0.0
+    session_id: str = ""
+
+
+class MergeOutcome(BaseModel):
+    """Result of the merge step for one cycle."""
+
+    cycle_id: str
+    main_before: str
+    main_after: str
+    merged: dict[str, str] = Field(default_factory=dict)  # task id -> merge commit
+    rejected: dict[str, str] = Field(default_factory=dict)  # task id -> reason
+    resolved_conflicts: list[str] = Field(default_factory=list)  # task ids
+    main_updated: bool = False
+    waiting_reason: str = ""  # why main was not advanced, when it was not
+    pushed: bool = False
+    cost_usd: float = 0.0
+
+
+class CycleSummary(BaseModel):
+    """What one cycle did, for the CLI, the demo and the UI."""
+
+    project: str
+    cycle_id: str
+    status: str  # done | skipped | failed
+    message: str = ""
+    planned: list[str] = Field(default_factory=list)
+    worked: list[str] = Field(default_factory=list)
+    passed: list[str] = Field(default_factory=list)
+    rejected: dict[str, str] = Field(default_factory=dict)
+    merged: list[str] = Field(default_factory=list)
+    cost_by_role: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def total_cost_usd(self) -> float:
+        return round(sum(self.cost_by_role.values()), 6)

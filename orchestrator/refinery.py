@@ -1,0 +1,138 @@
+"""The merge stage: passing branches into main, through a tested integration.
+
+Branches are merged into an integration worktree made from main, never in
+the user's checkout. A conflict goes to the resolver agent; conflict markers
+never get committed. The merged result is tested once as a whole; only if
+that fails are the branches merged again one at a time, each tested, so that
+what reaches main has passed the tests as merged. Main then moves by
+fast-forward only (see :meth:`gitops.Project.advance_main`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .agent import run_agent
+from .checks import run_check
+from .context import ProjectContext
+from .errors import AgentError, GitError
+from .models import MergeOutcome, ResolverReport, Role, Task, WorkResult
+
+
+def integration_name(cycle_id: str) -> str:
+    return f"integration-{cycle_id}"
+
+
+async def _resolve(
+    ctx: ProjectContext, worktree: Path, task: Task, conflicts: list[str], cycle_id: str
+) -> tuple[str | None, float]:
+    """Ask the resolver to fix conflicts; returns (why it failed or None, cost)."""
+    spec = ctx.agent_spec(
+        Role.resolver, worktree, cycle_id=cycle_id, task_id=task.id, attempt=task.attempts,
+        output_model=ResolverReport,
+    )
+    prompt = "\n".join([
+        f"# Resolve the merge of task {task.id}: {task.title}",
+        "", task.description, "", "## Conflicted files", "",
+        *[f"- {path}" for path in conflicts],
+    ] + ([f"\nThe project's test command is `{ctx.config.test_command}`."] if ctx.config.test_command else []))
+    try:
+        run = await run_agent(spec, prompt)
+    except AgentError as exc:
+        return f"conflict in {', '.join(conflicts)}; resolver failed: {exc}", exc.cost_usd
+    report = ResolverReport.model_validate(run.structured)
+    left = ctx.repo.conflict_markers(worktree, conflicts)
+    if not report.resolved or left:
+        why = f"markers left in {', '.join(left)}" if left else report.summary
+        return f"conflict in {', '.join(conflicts)} not resolved: {why}", run.cost_usd
+    return None, run.cost_usd
+
+
+async def _merge_all(
+    ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
+    outcome: MergeOutcome,
+) -> None:
+    """Merge each candidate into the integration worktree, resolving conflicts."""
+    for task, work in candidates:
+        message = f"Merge {work.branch}: {task.title}\n\norchestrator task {task.id}, cycle {cycle_id}"
+        conflicts = ctx.repo.merge_branch(worktree, work.branch, message)
+        if conflicts:
+            failure, cost = await _resolve(ctx, worktree, task, conflicts, cycle_id)
+            outcome.cost_usd += cost
+            if failure:
+                ctx.repo.abort_merge(worktree)
+                outcome.rejected[task.id] = failure
+                continue
+            outcome.resolved_conflicts.append(task.id)
+            outcome.merged[task.id] = ctx.repo.conclude_merge(worktree)
+        else:
+            outcome.merged[task.id] = ctx.repo.head_of(worktree)
+
+
+def _tests_pass(ctx: ProjectContext, worktree: Path) -> tuple[bool, str]:
+    if not ctx.config.test_command:
+        return True, ""
+    check = run_check(ctx.config.test_command, worktree, ctx.config.test_timeout_seconds)
+    return check.passed, check.output[-500:]
+
+
+async def _merge_one_by_one(
+    ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
+    outcome: MergeOutcome,
+) -> None:
+    """Fallback when the whole merge fails its tests: keep what passes in turn."""
+    ctx.repo.reset_worktree_to(worktree, outcome.main_before)
+    outcome.merged.clear()
+    for task, work in candidates:
+        if task.id in outcome.rejected:
+            continue
+        before = ctx.repo.head_of(worktree)
+        trial = MergeOutcome(cycle_id=cycle_id, main_before=before, main_after=before)
+        await _merge_all(ctx, worktree, cycle_id, [(task, work)], trial)
+        outcome.cost_usd += trial.cost_usd
+        outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
+        if task.id in trial.rejected:
+            outcome.rejected[task.id] = trial.rejected[task.id]
+            continue
+        passed, output = _tests_pass(ctx, worktree)
+        if passed:
+            outcome.merged[task.id] = trial.merged[task.id]
+        else:
+            ctx.repo.reset_worktree_to(worktree, before)
+            outcome.rejected[task.id] = f"tests fail once merged with main and the other branches: {output}"
+
+
+async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]]) -> MergeOutcome:
+    """Merge passing branches, test the result, and advance main if allowed."""
+    main_before = ctx.repo.head()
+    outcome = MergeOutcome(cycle_id=cycle_id, main_before=main_before, main_after=main_before)
+    if not candidates:
+        return outcome
+    name = integration_name(cycle_id)
+    worktree = ctx.repo.add_worktree(name, ctx.branch(name), main_before)
+    try:
+        await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
+        passed, _ = _tests_pass(ctx, worktree) if outcome.merged else (True, "")
+        if not passed:
+            await _merge_one_by_one(ctx, worktree, cycle_id, candidates, outcome)
+        new_head = ctx.repo.head_of(worktree)
+        if new_head != main_before:
+            moved, reason = ctx.repo.advance_main(new_head, main_before)
+            outcome.main_updated, outcome.waiting_reason = moved, reason
+            if moved:
+                outcome.main_after = new_head
+                outcome.pushed = _push(ctx, outcome)
+    finally:
+        ctx.repo.remove_worktree(name, ctx.branch(name))
+    return outcome
+
+
+def _push(ctx: ProjectContext, outcome: MergeOutcome) -> bool:
+    if not (ctx.config.push and ctx.repo.has_remote()):
+        return False
+    try:
+        ctx.repo.push_main()
+    except GitError as exc:
+        outcome.waiting_reason = f"main advanced locally but the push failed: {exc}"
+        return False
+    return True

@@ -1,0 +1,340 @@
+"""The project's state in SQLite: one file per project, WAL mode.
+
+This is the only module that imports ``sqlite_utils``. Every write is either
+a single statement or inside ``db.atomic()``, and every recording method is
+an upsert keyed by what it records, so replaying a step after a crash writes
+the same rows again instead of new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from .errors import StoreError
+from .models import Task, TaskStatus, Verdict, WorkResult, utcnow
+
+migrations = Migrations("orchestrator")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["tasks"].create(
+        {
+            "id": str, "title": str, "description": str, "type": str, "priority": int,
+            "status": str, "attempts": int, "max_attempts": int, "source": str,
+            "cycle_id": str, "claimed_by": str, "branch": str, "last_failure": str,
+            "merge_commit": str, "fingerprint": str, "created_at": str, "updated_at": str,
+        },
+        pk="id",
+    )
+    db["tasks"].create_index(["status", "priority", "created_at"])
+    db["tasks"].create_index(["fingerprint"])
+    db["worker_results"].create(
+        {
+            "task_id": str, "attempt": int, "cycle_id": str, "branch": str, "base_commit": str,
+            "commit": str, "success": bool, "error": str, "summary": str, "diff_stat": str,
+            "files_changed": str, "cost_usd": float, "duration_s": float, "num_turns": int,
+            "session_id": str, "created_at": str,
+        },
+        pk=("task_id", "attempt"),
+    )
+    db["judge_verdicts"].create(
+        {
+            "task_id": str, "attempt": int, "cycle_id": str, "commit": str, "passed": bool,
+            "reasons": str, "tests": str, "lint": str, "scope_warnings": str, "review": str,
+            "cost_usd": float, "session_id": str, "created_at": str,
+        },
+        pk=("task_id", "attempt"),
+    )
+    db["planner_cycles"].create(
+        {
+            "id": str, "status": str, "base_commit": str, "started_at": str,
+            "finished_at": str, "plan_path": str, "planned": str, "claimed": str, "cost_usd": float,
+            "session_id": str, "summary": str, "message": str, "flow_run_id": str,
+        },
+        pk="id",
+    )
+    db["planner_cycles"].create_index(["status"])
+    db["merges"].create(
+        {"cycle_id": str, "task_id": str, "commit": str, "resolved_conflict": bool,
+         "created_at": str},
+        pk=("cycle_id", "task_id"),
+    )
+    db["agent_costs"].create(
+        {"session_id": str, "cycle_id": str, "task_id": str, "role": str, "model": str,
+         "cost_usd": float, "created_at": str},
+        pk="session_id",
+    )
+    db["project_state"].create(
+        {"name": str, "paused": bool, "paused_reason": str, "consecutive_failures": int,
+         "last_cycle_id": str, "last_cycle_at": str, "updated_at": str},
+        pk="name",
+    )
+
+
+def _task_row(task: Task) -> dict[str, Any]:
+    row = task.model_dump(mode="json")
+    row["fingerprint"] = task.fingerprint
+    return row
+
+
+def _task(row: dict[str, Any]) -> Task:
+    return Task.model_validate({k: v for k, v in row.items() if k != "fingerprint"})
+
+
+class Store:
+    """One project's SQLite database."""
+
+    def __init__(self, path: Path, project: str) -> None:
+        self.path = path
+        self.project = project
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(path)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.enable_wal()
+            migrations.apply(self.db)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
+
+    @classmethod
+    def for_project(cls, data_dir: Path, project: str) -> Store:
+        """The store of ``project`` under ``data_dir`` (``<data_dir>/<project>.db``)."""
+        return cls(data_dir / f"{project}.db", project)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- tasks -------------------------------------------------------------
+
+    def add_task(self, task: Task) -> Task:
+        """Insert a task, or leave it as it is if its id exists (replay-safe)."""
+        self.db["tasks"].insert(_task_row(task), ignore=True)
+        return self.get_task(task.id)
+
+    def get_task(self, task_id: str) -> Task:
+        try:
+            return _task(self.db["tasks"].get(task_id))
+        except sqlite_utils.db.NotFoundError:
+            raise StoreError(
+                f"unknown task id {task_id!r} in project {self.project!r}: see `orch tasks`"
+            ) from None
+
+    def has_task(self, task_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM tasks WHERE id = ?", [task_id]).fetchone() is not None
+
+    def find_task(self, prefix: str) -> Task:
+        """A task by its id or an unambiguous prefix of it."""
+        rows = list(self.db["tasks"].rows_where("id LIKE ?", [prefix + "%"], limit=2))
+        if len(rows) != 1:
+            what = "ambiguous" if rows else "unknown"
+            raise StoreError(f"{what} task id {prefix!r} in project {self.project!r}: see `orch tasks`")
+        return _task(rows[0])
+
+    def list_tasks(self, status: TaskStatus | None = None, limit: int | None = None) -> list[Task]:
+        where, args = ("status = ?", [status.value]) if status else (None, [])
+        rows = self.db["tasks"].rows_where(
+            where, args, order_by="priority, created_at", limit=limit
+        )
+        return [_task(r) for r in rows]
+
+    def tasks_of(self, ids: Iterable[str]) -> list[Task]:
+        return [self.get_task(i) for i in ids]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in TaskStatus}
+        for status, n in self.db.execute("SELECT status, count(*) FROM tasks GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def failed_fingerprints(self) -> set[str]:
+        """Content fingerprints of every task that failed at least once."""
+        rows = self.db.execute(
+            "SELECT fingerprint FROM tasks WHERE status = 'failed' OR last_failure != ''"
+        )
+        return {r[0] for r in rows}
+
+    def open_fingerprints(self) -> set[str]:
+        rows = self.db.execute(
+            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress')"
+        )
+        return {r[0] for r in rows}
+
+    def recent_failures(self, limit: int = 10) -> list[Task]:
+        rows = self.db["tasks"].rows_where(
+            "last_failure != ''", order_by="updated_at desc", limit=limit
+        )
+        return [_task(r) for r in rows]
+
+    def claim_tasks(self, cycle_id: str, limit: int) -> list[Task]:
+        """Atomically take up to ``limit`` tasks for ``cycle_id``.
+
+        Tasks the cycle already holds (claimed before a crash) come first; then
+        pending ones by priority. The claim is one UPDATE statement, so two
+        processes can never take the same task.
+        """
+        held = list(self.db["tasks"].rows_where(
+            "status = 'in_progress' AND claimed_by = ?", [cycle_id], order_by="priority, created_at"
+        ))
+        wanted = limit - len(held)
+        if wanted > 0:
+            now = utcnow()
+            with self.db.conn:
+                self.db.execute(
+                    """UPDATE tasks SET status = 'in_progress', claimed_by = ?,
+                           attempts = attempts + 1, updated_at = ?
+                       WHERE id IN (SELECT id FROM tasks WHERE status = 'pending'
+                                    ORDER BY priority, created_at LIMIT ?)
+                         AND status = 'pending'""",
+                    [cycle_id, now, wanted],
+                )
+            held = list(self.db["tasks"].rows_where(
+                "status = 'in_progress' AND claimed_by = ?", [cycle_id],
+                order_by="priority, created_at",
+            ))
+        return [_task(r) for r in held[:limit]]
+
+    def update_task(self, task_id: str, **fields: Any) -> Task:
+        fields["updated_at"] = utcnow()
+        self.db["tasks"].update(task_id, {k: _plain(v) for k, v in fields.items()})
+        return self.get_task(task_id)
+
+    def fail_attempt(self, task_id: str, reason: str) -> Task:
+        """An attempt failed: back to pending with the reason, or failed for good."""
+        task = self.get_task(task_id)
+        status = TaskStatus.failed if task.attempts >= task.max_attempts else TaskStatus.pending
+        return self.update_task(
+            task_id, status=status, last_failure=reason, claimed_by=None
+        )
+
+    def complete_task(self, task_id: str, merge_commit: str) -> Task:
+        return self.update_task(
+            task_id, status=TaskStatus.done, merge_commit=merge_commit, claimed_by=None
+        )
+
+    # -- results -------------------------------------------------------------
+
+    def record_work(self, result: WorkResult) -> None:
+        row = result.model_dump(mode="json")
+        row["files_changed"] = json.dumps(row["files_changed"])
+        row["created_at"] = utcnow()
+        self.db["worker_results"].upsert(row, pk=("task_id", "attempt"))
+
+    def record_verdict(self, verdict: Verdict) -> None:
+        row = verdict.model_dump(mode="json")
+        for key in ("reasons", "tests", "lint", "scope_warnings", "review"):
+            row[key] = json.dumps(row[key])
+        row["created_at"] = utcnow()
+        self.db["judge_verdicts"].upsert(row, pk=("task_id", "attempt"))
+
+    def record_merge(self, cycle_id: str, task_id: str, commit: str, resolved: bool) -> None:
+        self.db["merges"].upsert(
+            {"cycle_id": cycle_id, "task_id": task_id, "commit": commit,
+             "resolved_conflict": resolved, "created_at": utcnow()},
+            pk=("cycle_id", "task_id"),
+        )
+
+    def record_cost(
+        self, session_id: str, cycle_id: str, task_id: str | None, role: str, model: str,
+        cost_usd: float,
+    ) -> None:
+        """One agent session's cost; keyed by session so a replay is not counted twice."""
+        if not session_id:
+            return
+        self.db["agent_costs"].upsert(
+            {"session_id": session_id, "cycle_id": cycle_id, "task_id": task_id or "",
+             "role": role, "model": model, "cost_usd": cost_usd, "created_at": utcnow()},
+            pk="session_id",
+        )
+
+    def worker_results(self, task_id: str) -> list[dict[str, Any]]:
+        return list(self.db["worker_results"].rows_where("task_id = ?", [task_id], order_by="attempt"))
+
+    def verdicts(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("cycle_id = ?", [cycle_id]) if cycle_id else (None, [])
+        return list(self.db["judge_verdicts"].rows_where(where, args, order_by="created_at"))
+
+    def merged_task_ids(self, cycle_id: str) -> list[str]:
+        rows = self.db.execute("SELECT task_id FROM merges WHERE cycle_id = ?", [cycle_id])
+        return [r[0] for r in rows]
+
+    def costs_by_role(self, cycle_id: str | None = None) -> dict[str, float]:
+        where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
+        rows = self.db.execute(
+            f"SELECT role, sum(cost_usd) FROM agent_costs {where} GROUP BY role", args
+        )
+        return {role: round(total, 6) for role, total in rows}
+
+    def total_cost(self) -> float:
+        return round(sum(self.costs_by_role().values()), 6)
+
+    # -- cycles ------------------------------------------------------------------
+
+    def start_cycle(self, cycle_id: str, base_commit: str, flow_run_id: str = "") -> None:
+        self.db["planner_cycles"].insert(
+            {"id": cycle_id, "status": "running", "base_commit": base_commit,
+             "started_at": utcnow(), "finished_at": None, "plan_path": "", "planned": "[]", "claimed": "",
+             "cost_usd": 0.0, "session_id": "", "summary": "{}", "message": "",
+             "flow_run_id": flow_run_id},
+            ignore=True,
+        )
+
+    def get_cycle(self, cycle_id: str) -> dict[str, Any]:
+        rows = list(self.db["planner_cycles"].rows_where("id LIKE ?", [cycle_id + "%"], limit=2))
+        if len(rows) != 1:
+            raise StoreError(
+                f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch status`"
+            )
+        return rows[0]
+
+    def unfinished_cycle(self) -> dict[str, Any] | None:
+        """The cycle that was running when the orchestrator last stopped, if any."""
+        rows = list(self.db["planner_cycles"].rows_where(
+            "status = 'running'", order_by="started_at desc", limit=1
+        ))
+        return rows[0] if rows else None
+
+    def update_cycle(self, cycle_id: str, **fields: Any) -> None:
+        self.db["planner_cycles"].update(cycle_id, {k: _plain(v) for k, v in fields.items()})
+
+    def finish_cycle(self, cycle_id: str, status: str, summary: dict[str, Any], message: str = "") -> None:
+        self.update_cycle(
+            cycle_id, status=status, finished_at=utcnow(), summary=summary, message=message,
+            cost_usd=round(sum(self.costs_by_role(cycle_id).values()), 6),
+        )
+        self._update_state(last_cycle_id=cycle_id, last_cycle_at=utcnow())
+
+    def list_cycles(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.db["planner_cycles"].rows_where(order_by="started_at desc", limit=limit))
+
+    # -- project state -------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return dict(self.db["project_state"].get(self.project))
+        except sqlite_utils.db.NotFoundError:
+            return {"name": self.project, "paused": False, "paused_reason": "",
+                    "consecutive_failures": 0, "last_cycle_id": None, "last_cycle_at": None}
+
+    def set_paused(self, paused: bool, reason: str = "") -> None:
+        self._update_state(paused=paused, paused_reason=reason if paused else "")
+
+    def _update_state(self, **fields: Any) -> None:
+        row = self.state() | fields | {"updated_at": utcnow()}
+        self.db["project_state"].upsert(row, pk="name")
+
+
+def _plain(value: Any) -> Any:
+    """Store enums as their value and containers as JSON text."""
+    if hasattr(value, "value"):
+        return value.value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value

@@ -1,0 +1,67 @@
+"""The work stage: one worker agent does one task on its own branch.
+
+The worker edits files in its own worktree; the orchestrator, not the agent,
+commits the result and measures it, so a worker that forgets to commit or
+commits half its work still yields exactly what is in its worktree.
+"""
+
+from __future__ import annotations
+
+from .agent import run_agent
+from .context import ProjectContext
+from .errors import AgentError
+from .models import Role, Task, WorkerReport, WorkResult
+
+
+def build_prompt(ctx: ProjectContext, task: Task) -> str:
+    """The worker's user message: the task and nothing about other workers."""
+    parts = [
+        f"# Task {task.id}: {task.title}",
+        "",
+        f"Type: {task.type.value}. Priority: {task.priority}.",
+        "",
+        task.description,
+    ]
+    if ctx.config.test_command:
+        parts += ["", f"The project's test command is `{ctx.config.test_command}`; it must pass."]
+    if ctx.config.lint_command:
+        parts += [f"The project's lint command is `{ctx.config.lint_command}`."]
+    if task.last_failure:
+        parts += ["", "## The previous attempt failed", "", task.last_failure,
+                  "", "Address every point above."]
+    return "\n".join(parts)
+
+
+async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task) -> WorkResult:
+    """Run the task's worker in a fresh worktree and commit what it changed."""
+    branch = ctx.branch(task.id)
+    result = WorkResult(
+        task_id=task.id, cycle_id=cycle_id, attempt=task.attempts, branch=branch,
+        base_commit=base_commit, success=False,
+    )
+    worktree = ctx.repo.add_worktree(task.id, branch, base_commit)
+    spec = ctx.agent_spec(
+        Role.worker, worktree, cycle_id=cycle_id, task_id=task.id, task_type=task.type,
+        attempt=task.attempts, output_model=WorkerReport,
+    )
+    try:
+        run = await run_agent(spec, build_prompt(ctx, task))
+    except AgentError as exc:
+        return result.model_copy(update={
+            "error": str(exc), "cost_usd": exc.cost_usd, "session_id": exc.session_id or "",
+        })
+    report = WorkerReport.model_validate(run.structured)
+    result = result.model_copy(update={
+        "summary": report.summary, "cost_usd": run.cost_usd, "duration_s": run.duration_s,
+        "num_turns": run.num_turns, "session_id": run.session_id,
+    })
+    if not report.completed:
+        return result.model_copy(update={"error": f"worker could not complete the task: {report.summary}"})
+    commit = ctx.repo.commit_all(worktree, f"{task.title}\n\norchestrator task {task.id}, attempt {task.attempts}")
+    if commit is None and ctx.repo.head_of(worktree) == base_commit:
+        return result.model_copy(update={"error": "worker made no changes"})
+    diff_stat, files, _ = ctx.repo.diff_summary(worktree, base_commit)
+    return result.model_copy(update={
+        "success": True, "commit": ctx.repo.head_of(worktree), "diff_stat": diff_stat,
+        "files_changed": files,
+    })

@@ -1,0 +1,36 @@
+"""The judge steps: the base's checks once per cycle, then one verdict per branch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from prefect import task
+from prefect.context import TaskRunContext
+
+from orchestrator import judge as core
+from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.models import Baseline, Task, Verdict, WorkResult
+
+
+def baseline_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+    return f"baseline-{p['ref'].project}-{p['cycle_id']}-{p['base_commit']}"
+
+
+def judge_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+    # The branch's commit is the input: a new commit needs a new verdict.
+    w = p["work"]
+    return f"judge-{p['ref'].project}-{p['cycle_id']}-{w.task_id}-{w.attempt}-{w.commit}"
+
+
+@task(name="baseline", cache_key_fn=baseline_key, persist_result=True, task_run_name="baseline: {ref.project}")
+async def baseline(ref: ProjectRef, cycle_id: str, base_commit: str) -> Baseline:
+    """Run the tests and lint on the cycle's base commit."""
+    ctx = ProjectContext.open(ref)
+    return await anyio.to_thread.run_sync(core.baseline, ctx, cycle_id, base_commit)
+
+
+@task(name="judge", cache_key_fn=judge_key, persist_result=True, task_run_name="judge: {task.title}")
+async def judge(ref: ProjectRef, task: Task, work: WorkResult, base: Baseline) -> Verdict:
+    """Gate and review one branch."""
+    return await core.judge(ProjectContext.open(ref), task, work, base)

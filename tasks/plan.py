@@ -1,0 +1,23 @@
+"""The plan step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from orchestrator import planner
+from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.models import Plan
+
+
+def plan_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+    # One planning per cycle and base commit.
+    return f"plan-{p['ref'].project}-{p['cycle_id']}-{p['base_commit']}"
+
+
+@task(name="plan", cache_key_fn=plan_key, persist_result=True, task_run_name="plan: {ref.project}")
+async def plan(ref: ProjectRef, cycle_id: str, base_commit: str) -> Plan:
+    """Ask the planner for tasks when there is room for them."""
+    return await planner.plan(ProjectContext.open(ref), cycle_id, base_commit)

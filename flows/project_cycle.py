@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from prefect import Task as Task_
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
@@ -46,9 +47,8 @@ async def project_cycle(project: str, config: str | None = None, cycle_id: str |
     start = cycle.begin(ctx, cycle_id, flow_run_id=str(flow_run.get_id() or ""))
     logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
                 start.cycle_id, project, start.base_commit[:12])
-    options = {"result_storage": ctx.results_dir, "persist_result": True, "tags": [f"project:{project}"]}
     try:
-        summary = await _run(ctx, ref, start, options)
+        summary = await _run(ctx, ref, start)
     except Exception as exc:
         summary = cycle.summarize(ctx, start.cycle_id, "failed", f"{type(exc).__name__}: {exc}")
         cycle.abandon(ctx, start.cycle_id, summary)
@@ -58,9 +58,16 @@ async def project_cycle(project: str, config: str | None = None, cycle_id: str |
     return summary
 
 
-async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart, options: dict) -> CycleSummary:
+def _step(ctx: ProjectContext, task: Task_, role: str) -> Task_:
+    """A task with persisted results in the portfolio's result folder, tagged for the UI."""
+    return task.with_options(
+        result_storage=ctx.results_dir, persist_result=True, tags=[f"project:{ctx.name}", f"role:{role}"]
+    )
+
+
+async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) -> CycleSummary:
     cycle_id, base = start.cycle_id, start.base_commit
-    the_plan = await plan.with_options(**options, tags=[*options["tags"], "role:planner"])(ref, cycle_id, base)
+    the_plan = await _step(ctx, plan, "planner")(ref, cycle_id, base)
     planned = cycle.record_plan(ctx, the_plan)
     if the_plan.output is not None:
         await create_markdown_artifact(
@@ -69,7 +76,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart, op
             description=f"Plan of cycle {cycle_id}",
         )
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
-    worker_step = work.with_options(**options, tags=[*options["tags"], "role:worker"])
+    worker_step = _step(ctx, work, "worker")
     results: list[WorkResult] = await asyncio.gather(
         *[worker_step.with_options(task_run_name=f"work: {t.title}")(ref, cycle_id, base, t) for t in tasks]
     )
@@ -78,8 +85,8 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart, op
     judged = [(t, r) for t, r in zip(tasks, results, strict=True) if r.success]
     verdicts: list[Verdict] = []
     if judged:
-        base_checks = await baseline.with_options(**options)(ref, cycle_id, base)
-        judge_step = judge.with_options(**options, tags=[*options["tags"], "role:judge"])
+        base_checks = await _step(ctx, baseline, "judge")(ref, cycle_id, base)
+        judge_step = _step(ctx, judge, "judge")
         verdicts = await asyncio.gather(
             *[judge_step.with_options(task_run_name=f"judge: {t.title}")(ref, t, r, base_checks) for t, r in judged]
         )
@@ -88,8 +95,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart, op
         await _publish_verdicts(ctx, judged, verdicts)
     passing = [(t, r) for (t, r), v in zip(judged, verdicts, strict=True) if v.passed]
     if passing:
-        merge_step = merge.with_options(**options, tags=[*options["tags"], "role:resolver"])
-        outcome = await merge_step(ref, cycle_id, ctx.repo.head(), passing)
+        outcome = await _step(ctx, merge, "resolver")(ref, cycle_id, ctx.repo.head(), passing)
         cycle.record_merge(ctx, outcome, [t for t, _ in passing])
     return cycle.summarize(ctx, cycle_id, "done")
 

@@ -78,7 +78,7 @@ def accept_tasks(
 ) -> tuple[list[Task], list[str]]:
     """Turn planned tasks into store tasks, refusing what must not run."""
     failed = ctx.store.failed_fingerprints()
-    seen = ctx.store.open_fingerprints()
+    seen = ctx.store.live_fingerprints()
     accepted: list[Task] = []
     rejected: list[str] = []
     for index, planned in enumerate(output.tasks):
@@ -96,7 +96,7 @@ def accept_tasks(
         elif task.fingerprint in failed:
             rejected.append(f"{planned.title}: repeats a failed task as is")
         elif task.fingerprint in seen:
-            rejected.append(f"{planned.title}: duplicates an open task")
+            rejected.append(f"{planned.title}: duplicates an open or finished task")
         elif len(accepted) >= max_tasks:
             rejected.append(f"{planned.title}: over the limit of {max_tasks} task(s)")
         else:

@@ -40,11 +40,12 @@ Block = dict[str, Any]
 # USD per million (input, output) tokens for the models the bundled CLI's
 # aliases resolve to, as that CLI prices them (measured, and checked against
 # its total_cost_usd by the tests). Cost is deterministic because this server
-# decides the usage.
+# decides the usage. These hold for responses under 100,000 input tokens
+# (the CLI prices some models' very long prompts higher).
 PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
     "claude-opus-5-5": (4.0, 20.0),
     "claude-sonnet-5-5": (2.0, 10.0),
-    "claude-haiku-5-5": (0.5, 0.5),
+    "claude-haiku-5-5": (0.1, 0.5),
     "claude-haiku-4-5": (1.0, 5.0),
 }
 

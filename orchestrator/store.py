@@ -161,9 +161,10 @@ class Store:
         )
         return {r[0] for r in rows}
 
-    def open_fingerprints(self) -> set[str]:
+    def live_fingerprints(self) -> set[str]:
+        """Fingerprints of tasks that are open or done (re-planning them is a duplicate)."""
         rows = self.db.execute(
-            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress')"
+            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress', 'done')"
         )
         return {r[0] for r in rows}
 

@@ -20,7 +20,7 @@ def baseline_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 def judge_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     # The branch's commit is the input: a new commit needs a new verdict.
     w = p["work"]
-    return f"judge-{p['ref'].project}-{p['cycle_id']}-{w.task_id}-{w.attempt}-{w.commit}"
+    return f"judge-{p['ref'].project}-{w.cycle_id}-{w.task_id}-{w.attempt}-{w.commit}"
 
 
 @task(name="baseline", cache_key_fn=baseline_key, persist_result=True, task_run_name="baseline: {ref.project}")

@@ -1,0 +1,31 @@
+"""Shared fixtures: real git repositories, real SQLite, Prefect under one harness."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before Prefect is imported anywhere: no telemetry, a private home.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="orch-prefect-home-"))
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test server for the whole session (it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep agent sessions of a test in its own folder."""
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("ORCH_CONFIG", raising=False)

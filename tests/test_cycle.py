@@ -1,0 +1,123 @@
+"""Whole cycles: the real SDK and CLI against the scripted model, real git, real SQLite, Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.models import TaskStatus
+from orchestrator.scripted import ScriptedModel
+from orchestrator.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout
+
+
+def run_cycle(project: str, config: Path):
+    from flows.project_cycle import project_cycle
+
+    return asyncio.run(project_cycle(project=project, config=str(config)))
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> tuple[Path, Path]:
+    project = make_sample_project(tmp_path)
+    return project, write_portfolio(tmp_path, project)
+
+
+def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, config = sample
+    user_file = project / "notes.txt"  # the user's own untracked work must survive
+    user_file.write_text("mine\n")
+    main_before = git(project, "rev-parse", "main").strip()
+
+    with ScriptedModel(demo_scenario(latency_s=0.4)) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        summary = run_cycle("calc", config)
+
+    assert summary.status == "done"
+    store = Store.for_project(config.parent / "data", "calc")
+    tasks = {t.title: t for t in store.list_tasks()}
+    assert set(tasks) == {"Add shout helper", "Add mean function", "Make add faster"}
+
+    # Workers ran at overlapping times, through real tools in their worktrees.
+    workers = [r for r in model.requests if r.role == "worker"]
+    assert {r.key for r in workers} == set(tasks)
+    assert model.max_in_flight() >= 2
+
+    # The branch that broke the tests was rejected by the gate and not merged.
+    bad = tasks["Make add faster"]
+    assert bad.status is TaskStatus.pending and bad.attempts == 1
+    assert "tests pass on the base but fail on the branch" in bad.last_failure
+    assert "a - b" not in git(project, "show", "main:calc.py")
+    # The good ones were merged into main as merge commits.
+    for title in ("Add shout helper", "Add mean function"):
+        assert tasks[title].status is TaskStatus.done
+        assert tasks[title].merge_commit
+    assert sorted(summary.merged) == sorted([tasks["Add shout helper"].id, tasks["Add mean function"].id])
+    log = git(project, "log", "--merges", "--format=%s", f"{main_before}..main")
+    assert log.count("Merge orch/") == 2
+    # Main's tests pass afterwards, in the user's own (fast-forwarded) checkout.
+    assert (project / "stats.py").exists() and (project / "strings.py").exists()
+    subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, check=True, capture_output=True)
+    assert user_file.read_text() == "mine\n"
+    assert git(project, "status", "--porcelain").strip() == "?? notes.txt"
+
+    # The audit trail and the database say what happened.
+    orch = project / ".orch"
+    assert (orch / "plans" / f"cycle_{summary.cycle_id}.md").read_text().startswith("# Plan for cycle")
+    for task in tasks.values():
+        assert (orch / "workers" / f"{task.id}.md").exists()
+        assert (orch / "verdicts" / f"{task.id}.md").exists()
+    assert "FAIL" in (orch / "verdicts" / f"{bad.id}.md").read_text()
+    assert len(list(store.db["worker_results"].rows)) == 3
+    assert len(list(store.db["judge_verdicts"].rows)) == 3
+    assert store.get_cycle(summary.cycle_id)["status"] == "done"
+
+    # Costs equal what the scripted usage implies, per role and in total.
+    for role in ("planner", "worker", "judge"):
+        assert summary.cost_by_role[role] == pytest.approx(model.cost_usd(role), abs=1e-9)
+    assert store.total_cost() == pytest.approx(model.cost_usd(), abs=1e-9)
+    # The judge was never asked about the branch that failed the gate.
+    assert {r.task for r in model.requests if r.role == "judge"} == {
+        tasks["Add shout helper"].id, tasks["Add mean function"].id
+    }
+
+    # Nothing is left behind: no worktrees, no orchestrator branches; .orch stays untracked.
+    assert git(project, "worktree", "list").count("\n") == 1
+    assert git(project, "branch", "--list", "orch/*").strip() == ""
+    assert ".orch/" in (project / ".git" / "info" / "exclude").read_text()
+
+
+def test_second_cycle_retries_the_rejected_task_with_the_reasons(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, config = sample
+    with ScriptedModel(demo_scenario()) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        first = run_cycle("calc", config)
+        second = run_cycle("calc", config)
+
+    store = Store.for_project(config.parent / "data", "calc")
+    bad = next(t for t in store.list_tasks() if t.title == "Make add faster")
+    # Two pending slots were free, so the planner ran again; the rejected task was retried.
+    assert second.cycle_id != first.cycle_id
+    assert bad.id in second.worked and bad.attempts == 2
+    retry_prompt = [r for r in model.requests if r.role == "worker" and r.task == bad.id]
+    assert len(retry_prompt) >= 2
+    cycles = store.list_cycles()
+    assert [c["status"] for c in cycles] == ["done", "done"]
+    assert json.loads(cycles[0]["claimed"])  # the second cycle recorded what it worked on

@@ -21,7 +21,10 @@ from rich.table import Table
 from .errors import OrchestratorError
 from .models import CycleSummary, Task, TaskStatus, TaskType
 
-app = typer.Typer(help="Plan, work, judge and merge with Claude Code agents, on Prefect.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Plan, work, judge and merge with Claude Code agents, on Prefect.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
 console = Console()
 _debug = False
 
@@ -178,26 +181,11 @@ def print_summary(summary: CycleSummary) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app, turning our errors into one line."""
+    """Entry point: click reports usage errors; ours become one ``Error:`` line."""
     try:
-        app(standalone_mode=False)
+        app()
     except OrchestratorError as exc:
         if _debug:
             raise
-        console.print(f"[red]Error:[/] {exc}", highlight=False)
-        sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        console.print("Aborted.")
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if _debug:
-            raise
-        console.print(f"[red]Error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False)
+        console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)

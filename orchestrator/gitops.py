@@ -8,6 +8,7 @@ and only when that cannot touch the user's uncommitted changes.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -178,10 +179,8 @@ class Project:
         return self.head_of(worktree)
 
     def abort_merge(self, worktree: Path) -> None:
-        try:
+        with contextlib.suppress(GitError):  # no merge in progress
             _run(worktree, "merge", "--abort")
-        except GitError:
-            pass  # no merge in progress
 
     def reset_worktree_to(self, worktree: Path, commit: str) -> None:
         """Hard-reset one of the orchestrator's own worktrees (never the user's)."""

@@ -104,7 +104,7 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
 def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project, config = sample
+    _, config = sample
     with ScriptedModel(demo_scenario()) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)

@@ -1,0 +1,120 @@
+"""The ``orch`` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.gitops import init_repo
+from orchestrator.scripted import ScriptedModel
+
+ORCH = str(Path(sys.executable).with_name("orch"))
+
+
+def orch(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """Run ``orch ARGS`` in this process; return (exit code, output)."""
+    monkeypatch.setattr(sys, "argv", ["orch", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    init_repo(tmp_path / "app", {"README.md": "# app\n"})
+    path = tmp_path / "portfolio.json"
+    path.write_text(json.dumps({"data_dir": "data", "projects": [{"name": "app", "path": "app"}]}))
+    return path
+
+
+def test_add_task_then_list_and_filter(config: Path, capsys, monkeypatch) -> None:
+    code, out = orch(capsys, monkeypatch, "add-task", "--project", "app", "--title", "Fix parser",
+                     "--desc", "The parser drops the last line.", "--type", "fix", "--config", str(config))
+    assert code == 0 and "Added task" in out
+    code, out = orch(capsys, monkeypatch, "tasks", "--project", "app", "--config", str(config))
+    assert code == 0 and "Fix parser" in out and "pending" in out and "fix" in out
+    code, out = orch(capsys, monkeypatch, "tasks", "--project", "app", "--status", "done", "--config", str(config))
+    assert code == 0 and "Fix parser" not in out
+
+
+def test_config_from_environment(config: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("ORCH_CONFIG", str(config))
+    code, out = orch(capsys, monkeypatch, "status")
+    assert code == 0 and "app" in out
+
+
+def test_status_pause_and_resume(config: Path, capsys, monkeypatch) -> None:
+    assert orch(capsys, monkeypatch, "add-task", "-p", "app", "--title", "One", "-c", str(config))[0] == 0
+    code, out = orch(capsys, monkeypatch, "pause", "--project", "app", "--config", str(config), "--reason", "holiday")
+    assert code == 0 and "Paused app" in out
+    code, out = orch(capsys, monkeypatch, "status", "--config", str(config))
+    assert code == 0 and "yes: holiday" in out
+    row = next(line for line in out.splitlines() if "app" in line and "holiday" in line)
+    assert "│ 1 " in row  # one pending task
+    assert orch(capsys, monkeypatch, "resume", "--project", "app", "--config", str(config))[0] == 0
+    assert "holiday" not in orch(capsys, monkeypatch, "status", "--config", str(config))[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tasks", "--project", "nope"], "Error: unknown project 'nope'"),
+        (["pause", "--project", "nope"], "Error: unknown project 'nope'"),
+        (["add-task", "--project", "app", "--title", "  "], "Error: --title must not be empty"),
+    ],
+)
+def test_errors_are_one_line(config: Path, capsys, monkeypatch, args: list[str], message: str) -> None:
+    code, out = orch(capsys, monkeypatch, *args, "--config", str(config))
+    assert code == 1
+    assert out.strip().startswith(message) and len(out.strip().splitlines()) == 1
+
+
+def test_bad_config_and_bad_status_fail_clearly(tmp_path: Path, config: Path, capsys, monkeypatch) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"projects": [\n  {"name": "x",}\n]}')
+    code, out = orch(capsys, monkeypatch, "status", "--config", str(broken))
+    assert code == 1 and "invalid JSON at line 2, column" in out
+    code, out = orch(capsys, monkeypatch, "status", "--config", str(tmp_path / "missing.json"))
+    assert code == 1 and "file not found" in out
+    code, out = orch(capsys, monkeypatch, "tasks", "-p", "app", "--status", "bogus", "--config", str(config))
+    assert code == 2 and "bogus" in out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness", "agent_env")
+def test_run_prints_the_cycle_and_skips_paused_projects(tmp_path: Path, capsys, monkeypatch) -> None:
+    config = write_portfolio(tmp_path, make_sample_project(tmp_path))
+    with ScriptedModel(demo_scenario()) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        code, out = orch(capsys, monkeypatch, "run", "--project", "calc", "--config", str(config))
+        assert code == 0, out
+        assert "planned 3, worked 3, passed 2, merged 2" in out
+        orch(capsys, monkeypatch, "pause", "--project", "calc", "--config", str(config))
+        requests = len(model.requests)
+        code, out = orch(capsys, monkeypatch, "run", "--project", "calc", "--config", str(config))
+        assert code == 0 and "is paused" in out
+        assert len(model.requests) == requests  # a paused project costs nothing
+
+
+@pytest.mark.slow
+def test_demo_command_from_a_fresh_process(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PREFECT_API"))}
+    env["COLUMNS"] = "200"
+    proc = subprocess.run([ORCH, "demo", "--dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "planned 3, worked 3, passed 2, merged 2" in proc.stdout
+    assert (tmp_path / "calc" / ".orch" / "verdicts").is_dir()
+    assert (tmp_path / "data" / "calc.db").is_file()

@@ -1,0 +1,113 @@
+"""The store on real SQLite files: migrations, atomic claims, task life."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import StoreError
+from orchestrator.models import Task, TaskStatus, Verdict, WorkResult
+from orchestrator.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.for_project(tmp_path, "proj")
+
+
+def test_schema_is_migrated_once_and_uses_wal(tmp_path: Path) -> None:
+    first = Store.for_project(tmp_path, "proj")
+    again = Store.for_project(tmp_path, "proj")  # reopening applies nothing twice
+    tables = set(again.db.table_names())
+    assert {"tasks", "worker_results", "judge_verdicts", "planner_cycles", "project_state"} <= tables
+    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert len(list(first.db["_sqlite_migrations"].rows)) == 1
+
+
+def test_add_task_is_replay_safe(store: Store) -> None:
+    task = Task(id="t1", title="Do it")
+    store.add_task(task)
+    store.add_task(task.model_copy(update={"title": "changed"}))
+    assert [t.title for t in store.list_tasks()] == ["Do it"]
+
+
+def test_claim_takes_by_priority_and_is_stable_for_its_cycle(store: Store) -> None:
+    for i, priority in enumerate([3, 1, 2, 5]):
+        store.add_task(Task(id=f"t{i}", title=f"task {i}", priority=priority))
+    claimed = store.claim_tasks("c1", 2)
+    assert [t.id for t in claimed] == ["t1", "t2"]
+    assert all(t.status is TaskStatus.in_progress and t.attempts == 1 for t in claimed)
+    # The same cycle asking again (after a crash) gets the same tasks, attempts unchanged.
+    assert [(t.id, t.attempts) for t in store.claim_tasks("c1", 2)] == [("t1", 1), ("t2", 1)]
+    assert [t.id for t in store.claim_tasks("c2", 5)] == ["t0", "t3"]
+
+
+def test_failed_attempts_return_to_pending_until_retries_run_out(store: Store) -> None:
+    store.add_task(Task(id="t", title="flaky", max_attempts=2))
+    store.claim_tasks("c1", 1)
+    assert store.fail_attempt("t", "tests failed").status is TaskStatus.pending
+    store.claim_tasks("c2", 1)
+    task = store.fail_attempt("t", "tests failed again")
+    assert task.status is TaskStatus.failed and task.last_failure == "tests failed again"
+    assert task.fingerprint in store.failed_fingerprints()
+
+
+def test_results_and_costs_are_keyed_so_replays_do_not_double_count(store: Store) -> None:
+    result = WorkResult(task_id="t", cycle_id="c", attempt=1, branch="orch/t", base_commit="b", success=True, cost_usd=0.5)
+    store.record_work(result)
+    store.record_work(result)
+    store.record_verdict(Verdict(task_id="t", cycle_id="c", attempt=1, commit="x", passed=True))
+    store.record_verdict(Verdict(task_id="t", cycle_id="c", attempt=1, commit="x", passed=True))
+    store.record_cost("s1", "c", "t", "worker", "sonnet", 0.5)
+    store.record_cost("s1", "c", "t", "worker", "sonnet", 0.5)
+    store.record_cost("s2", "c", None, "planner", "opus", 0.25)
+    assert len(store.worker_results("t")) == 1 and len(store.verdicts("c")) == 1
+    assert store.costs_by_role("c") == {"worker": 0.5, "planner": 0.25}
+    assert store.total_cost() == 0.75
+
+
+def test_unknown_ids_are_clear_errors(store: Store) -> None:
+    with pytest.raises(StoreError, match="unknown task id 'nope' in project 'proj'"):
+        store.get_task("nope")
+    with pytest.raises(StoreError, match="unknown cycle id"):
+        store.get_cycle("nope")
+
+
+def test_cycles_and_pause_state(store: Store) -> None:
+    store.start_cycle("c1", "abc")
+    assert store.unfinished_cycle()["id"] == "c1"
+    store.finish_cycle("c1", "done", {"ok": True})
+    assert store.unfinished_cycle() is None
+    store.set_paused(True, "too many failures")
+    assert store.state()["paused"] and store.state()["paused_reason"] == "too many failures"
+    store.set_paused(False)
+    assert not store.state()["paused"] and store.state()["last_cycle_id"] == "c1"
+
+
+def _claim_all(db_path: str, cycle_id: str, start, out: multiprocessing.Queue) -> None:
+    store = Store(Path(db_path), "proj")
+    got: list[str] = []
+    start.wait()  # both processes claim at the same time
+    while batch := store.claim_tasks(f"{cycle_id}-{len(got)}", 2):
+        got += [t.id for t in batch]
+    out.put(got)
+
+
+def test_two_processes_never_claim_the_same_task(tmp_path: Path) -> None:
+    store = Store.for_project(tmp_path, "proj")
+    for i in range(300):
+        store.add_task(Task(id=f"t{i:03}", title=f"task {i}"))
+    ctx = multiprocessing.get_context("spawn")
+    queue, start = ctx.Queue(), ctx.Barrier(2)
+    procs = [ctx.Process(target=_claim_all, args=(str(store.path), name, start, queue)) for name in ("a", "b")]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    first, second = results
+    assert not set(first) & set(second)
+    assert sorted(first + second) == [f"t{i:03}" for i in range(300)]
+    assert first and second  # both really took part

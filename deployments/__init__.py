@@ -1,0 +1,1 @@
+"""Deployments built from the portfolio file: one per enabled project."""

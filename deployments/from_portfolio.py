@@ -1,0 +1,33 @@
+"""One ``project-cycle`` deployment per enabled project of a portfolio.
+
+Each is named after its project, runs on an interval of the project's
+``cycle_interval_minutes`` and carries the project and the portfolio file as
+parameters, so a run from the UI or ``prefect deployment run
+'project-cycle/<project>'`` is the same cycle ``orch run`` starts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.project_cycle import project_cycle
+from orchestrator.config import find_config, load_portfolio
+
+
+def project_deployments(config: str | Path | None = None) -> list[RunnerDeployment]:
+    """The deployments of every enabled project, highest priority first."""
+    path = find_config(config).resolve()
+    portfolio = load_portfolio(path)
+    return [
+        project_cycle.to_deployment(
+            name=project.name,
+            interval=timedelta(minutes=project.cycle_interval_minutes),
+            parameters={"project": project.name, "config": str(path)},
+            tags=[f"project:{project.name}"],
+            description=f"Cycles of {project.name} ({project.path})",
+        )
+        for project in portfolio.enabled_projects()
+    ]

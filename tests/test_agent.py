@@ -1,0 +1,138 @@
+"""The agent runtime: the real SDK and CLI against the scripted model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+from pydantic import BaseModel, field_validator
+
+from orchestrator.agent import AgentSpec, run_agent, session_uuid
+from orchestrator.errors import AgentError
+from orchestrator.models import Role
+from orchestrator.scripted import Fail, ScriptedModel, Scenario, bash, structured, text, write
+
+pytestmark = pytest.mark.usefixtures("agent_env")
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+def spec(tmp_path: Path, role: Role = Role.planner, **overrides) -> AgentSpec:
+    values = dict(
+        role=role, model="haiku", system_prompt="Answer briefly.", cwd=tmp_path, max_budget_usd=1.0,
+        timeout_s=60, max_turns=5, task_id="t1", output_model=Answer,
+        session_id=session_uuid("test", tmp_path.name, role.value), config_dir=tmp_path / "claude",
+    )
+    values.update(overrides)
+    return AgentSpec(**values)
+
+
+def run(model: ScriptedModel, monkeypatch: pytest.MonkeyPatch, agent: AgentSpec, prompt: str = "go"):
+    for key, value in model.env().items():
+        monkeypatch.setenv(key, value)
+    return anyio.run(run_agent, agent, prompt)
+
+
+def test_structured_output_cost_and_read_only_tools(tmp_path: Path, monkeypatch) -> None:
+    with ScriptedModel(Scenario(planner=[[text("thinking")], [structured({"answer": "42"})]])) as model:
+        result = run(model, monkeypatch, spec(tmp_path))
+    assert result.structured == {"answer": "42"}
+    assert result.session_id == spec(tmp_path).session_id
+    assert result.num_turns >= 2
+    assert result.cost_usd == pytest.approx(model.cost_usd(), abs=1e-12) and result.cost_usd > 0
+    offered = set(model.requests[0].tools)
+    assert offered - {"StructuredOutput", "DeferredToolPlaceholder"} == {"Read", "Grep", "Glob"}
+
+
+def test_worker_edits_files_with_real_tools_and_sees_the_users_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ORCH_TEST_MARKER", "from-the-user")
+    scenario = Scenario(workers={"Make files": [
+        [write("hello.txt", "hello\n")],
+        [bash("echo $ORCH_TEST_MARKER > marker.txt")],
+        [structured({"answer": "done"})],
+    ]})
+    with ScriptedModel(scenario) as model:
+        run(model, monkeypatch, spec(tmp_path, Role.worker), "Make files please")
+    assert (tmp_path / "hello.txt").read_text() == "hello\n"
+    assert (tmp_path / "marker.txt").read_text().strip() == "from-the-user"
+    assert {"Read", "Edit", "Write", "Bash", "Grep", "Glob"} <= set(model.requests[0].tools)
+
+
+def test_text_only_answer_is_an_error(tmp_path: Path, monkeypatch) -> None:
+    with ScriptedModel(Scenario(planner=[[text("I refuse to use the tool.")]])) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path))
+    assert info.value.subtype == "no_structured_output" and not info.value.transient
+
+
+def test_output_that_breaks_the_schema_fails_after_the_clis_retries(tmp_path: Path, monkeypatch) -> None:
+    class Strict(BaseModel):
+        answer: str
+        score: int
+
+    with ScriptedModel(Scenario(planner=[[structured({"answer": "x"})]] * 6)) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path, output_model=Strict, max_turns=10))
+    assert info.value.subtype == "error_max_structured_output_retries"
+    assert "score" in str(info.value)
+
+
+def test_output_our_model_refuses_is_an_error(tmp_path: Path, monkeypatch) -> None:
+    class Shouted(BaseModel):
+        answer: str
+
+        @field_validator("answer")
+        @classmethod
+        def upper(cls, value: str) -> str:  # a rule no JSON schema expresses
+            if value != value.upper():
+                raise ValueError("must be upper case")
+            return value
+
+    with ScriptedModel(Scenario(planner=[[structured({"answer": "quiet"})]])) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path, output_model=Shouted))
+    assert info.value.subtype == "invalid_output"
+    assert "answer" in str(info.value) and "upper case" in str(info.value)
+
+
+@pytest.mark.parametrize(("status", "transient"), [(529, True), (401, False)])
+def test_api_errors_say_whether_a_retry_can_help(tmp_path: Path, monkeypatch, status: int, transient: bool) -> None:
+    with ScriptedModel(Scenario(planner=[Fail(status, "scripted failure")])) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path))
+    assert info.value.transient is transient
+    assert str(status) in str(info.value)
+
+
+def test_turn_cap_ends_the_run(tmp_path: Path, monkeypatch) -> None:
+    looping = Scenario(workers={"loop": [[bash("true")]] * 10})
+    with ScriptedModel(looping) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path, Role.worker, max_turns=2), "loop")
+    assert info.value.subtype == "error_max_turns"
+    assert len(model.requests) <= 3
+
+
+def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:
+    slow = Scenario(planner=[[structured({"answer": "late"})]], latency_s=30)
+    with ScriptedModel(slow) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path, timeout_s=2))
+    assert info.value.subtype == "timeout"
+    assert processes_in(tmp_path) == []
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder`` (the CLI runs in its cwd)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == folder:
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found

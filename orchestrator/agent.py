@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
@@ -80,6 +80,22 @@ def role_line(role: Role, task_id: str | None) -> str:
     return f"[orchestrator] role={role.value}" + (f" task={task_id}" if task_id else "")
 
 
+def effective_config_dir(spec: AgentSpec) -> Path:
+    """Where the CLI keeps this session's transcript."""
+    user_dir = os.environ.get("CLAUDE_CONFIG_DIR")
+    if user_dir:
+        return Path(user_dir)
+    return spec.config_dir or Path.home() / ".claude"
+
+
+def session_exists(spec: AgentSpec) -> bool:
+    """True when a session with this id was started before (a crash cut it off)."""
+    if not spec.session_id:
+        return False
+    projects = effective_config_dir(spec) / "projects"
+    return any(projects.glob(f"*/{spec.session_id}.jsonl"))
+
+
 def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
     """The SDK options for a spec; the user's environment is inherited by the CLI."""
     tools = list(ROLE_TOOLS[spec.role])
@@ -118,6 +134,9 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     failures that another try may get past.
     """
     stderr: deque[str] = deque(maxlen=20)
+    if not spec.resume and session_exists(spec):
+        # The same session id cannot be started twice: continue the one a crash cut off.
+        spec = replace(spec, resume=True)
     options = build_options(spec, stderr)
     started = time.monotonic()
     result: ResultMessage | None = None

@@ -7,7 +7,7 @@ commits half its work still yields exactly what is in its worktree.
 
 from __future__ import annotations
 
-from .agent import run_agent
+from .agent import run_agent, session_exists
 from .context import ProjectContext
 from .errors import AgentError
 from .models import Role, Task, WorkerReport, WorkResult
@@ -39,11 +39,15 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
         task_id=task.id, cycle_id=cycle_id, attempt=task.attempts, branch=branch,
         base_commit=base_commit, success=False,
     )
-    worktree = ctx.repo.add_worktree(task.id, branch, base_commit)
+    worktree = ctx.repo.worktree_path(task.id)
     spec = ctx.agent_spec(
         Role.worker, worktree, cycle_id=cycle_id, task_id=task.id, task_type=task.type,
         attempt=task.attempts, output_model=WorkerReport,
     )
+    # A session a crash cut off is resumed in the worktree it left, so the
+    # files match what the agent remembers; otherwise start from a clean one.
+    if not (session_exists(spec) and worktree.is_dir()):
+        ctx.repo.add_worktree(task.id, branch, base_commit)
     try:
         run = await run_agent(spec, build_prompt(ctx, task))
     except AgentError as exc:

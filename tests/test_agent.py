@@ -12,7 +12,7 @@ from pydantic import BaseModel, field_validator
 from orchestrator.agent import AgentSpec, run_agent, session_uuid
 from orchestrator.errors import AgentError
 from orchestrator.models import Role
-from orchestrator.scripted import Fail, ScriptedModel, Scenario, bash, structured, text, write
+from orchestrator.scripted import Fail, Scenario, ScriptedModel, bash, structured, text, write
 
 pytestmark = pytest.mark.usefixtures("agent_env")
 
@@ -110,18 +110,16 @@ def test_api_errors_say_whether_a_retry_can_help(tmp_path: Path, monkeypatch, st
 
 def test_turn_cap_ends_the_run(tmp_path: Path, monkeypatch) -> None:
     looping = Scenario(workers={"loop": [[bash("true")]] * 10})
-    with ScriptedModel(looping) as model:
-        with pytest.raises(AgentError) as info:
-            run(model, monkeypatch, spec(tmp_path, Role.worker, max_turns=2), "loop")
+    with ScriptedModel(looping) as model, pytest.raises(AgentError) as info:
+        run(model, monkeypatch, spec(tmp_path, Role.worker, max_turns=2), "loop")
     assert info.value.subtype == "error_max_turns"
     assert len(model.requests) <= 3
 
 
 def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:
     slow = Scenario(planner=[[structured({"answer": "late"})]], latency_s=30)
-    with ScriptedModel(slow) as model:
-        with pytest.raises(AgentError) as info:
-            run(model, monkeypatch, spec(tmp_path, timeout_s=2))
+    with ScriptedModel(slow) as model, pytest.raises(AgentError) as info:
+        run(model, monkeypatch, spec(tmp_path, timeout_s=2))
     assert info.value.subtype == "timeout"
     assert processes_in(tmp_path) == []
 

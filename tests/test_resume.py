@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.agent import session_uuid
 from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
 from orchestrator.models import TaskStatus
 from orchestrator.scripted import RequestView, ScriptedModel, structured
@@ -66,11 +67,12 @@ def test_killed_cycle_resumes_without_paying_again(tmp_path: Path, monkeypatch) 
     store = Store.for_project(tmp_path / "data", "calc")
     assert len(store.list_cycles()) == 1 and summary.status == "done"  # the same cycle, finished
     assert not [r for r in after if r.role == "planner"]  # the plan was not paid for again
+    tasks = {t.title: t for t in store.list_tasks()}
     rerun = {r.key for r in after if r.role == "worker"}
     assert rerun == {"Make add faster"}  # finished workers were not run again
-    cut_off = {r.session_id for r in before if r.key == "Make add faster"}
-    assert {r.session_id for r in after if r.role == "worker"} == cut_off  # resumed, not restarted
-    tasks = {t.title: t for t in store.list_tasks()}
+    slow = tasks["Make add faster"]
+    cut_off = session_uuid("calc", summary.cycle_id, slow.id, "worker", 1)
+    assert {r.session_id for r in after if r.role == "worker"} == {cut_off}  # resumed, not restarted
     assert tasks["Add shout helper"].status is TaskStatus.done
     assert tasks["Add mean function"].status is TaskStatus.done
     assert tasks["Make add faster"].status is TaskStatus.pending  # rejected by the gate, as always

@@ -1,0 +1,132 @@
+"""The merge stage in whole cycles: conflicts go to the resolver; main only gets what passes as merged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.gitops import init_repo
+from orchestrator.models import TaskStatus
+from orchestrator.scripted import RequestView, Scenario, ScriptedModel, structured, write
+from orchestrator.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
+
+BASE = "VERSION = 1\n\n\ndef add(a, b):\n    return a + b\n"
+TESTS = "import unittest\n\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n"
+SUBTRACT = "\n\ndef subtract(a, b):\n    return a - b\n"
+MULTIPLY = "\n\ndef multiply(a, b):\n    return a * b\n"
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout
+
+
+def task(title: str, priority: int) -> dict:
+    return {"title": title, "description": f"{title} in calc.py.", "type": "code", "priority": priority}
+
+
+def plan(*tasks: dict) -> list:
+    return [[structured({"findings": "f", "proposal": "p", "tasks": list(tasks)})]]
+
+
+def done(summary: str) -> list:
+    return [structured({"summary": summary, "completed": True})]
+
+
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    project = tmp_path / "calc"
+    init_repo(project, {"calc.py": BASE, "test_calc.py": TESTS})
+    config = tmp_path / "portfolio.json"
+    config.write_text(json.dumps({"data_dir": "data", "projects": [{
+        "name": "calc", "path": "calc", "test_command": f"{sys.executable} -m unittest -q",
+    }]}))
+    return project, config
+
+
+def run_cycle(model: ScriptedModel, config: Path, monkeypatch: pytest.MonkeyPatch):
+    from flows.project_cycle import project_cycle
+
+    for key, value in model.env().items():
+        monkeypatch.setenv(key, value)
+    return asyncio.run(project_cycle(project="calc", config=str(config)))
+
+
+def resolve_both(view: RequestView) -> list[dict]:
+    # The resolver sees the conflicted file in its worktree and writes both sides.
+    conflicted = (view.cwd / "calc.py").read_text()
+    assert "<<<<<<<" in conflicted
+    return [write("calc.py", BASE + SUBTRACT + MULTIPLY)]
+
+
+def test_conflict_goes_to_the_resolver_and_both_branches_merge(tmp_path: Path, monkeypatch) -> None:
+    project, config = setup(tmp_path)
+    scenario = Scenario(
+        planner=plan(task("Add subtract", 1), task("Add multiply", 2)),
+        workers={
+            "Add subtract": [[write("calc.py", BASE + SUBTRACT)], done("subtract")],
+            "Add multiply": [[write("calc.py", BASE + MULTIPLY)], done("multiply")],
+        },
+        resolver=[resolve_both, [structured({"summary": "kept both functions", "resolved": True})]],
+    )
+    with ScriptedModel(scenario) as model:
+        summary = run_cycle(model, config, monkeypatch)
+
+    assert len(summary.merged) == 2
+    main_calc = git(project, "show", "main:calc.py")
+    assert "def subtract" in main_calc and "def multiply" in main_calc and "<<<<<<<" not in main_calc
+    assert [r.role for r in model.requests].count("resolver") == 2
+    assert summary.cost_by_role["resolver"] == pytest.approx(model.cost_usd("resolver"), abs=1e-9)
+    merges = (project / ".orch" / "merges" / f"cycle_{summary.cycle_id}.md").read_text()
+    assert "Conflicts resolved by the resolver" in merges and "None." not in merges.split("resolver")[-1]
+
+
+def test_unresolved_conflict_is_sent_back_and_never_reaches_main(tmp_path: Path, monkeypatch) -> None:
+    project, config = setup(tmp_path)
+    scenario = Scenario(
+        planner=plan(task("Add subtract", 1), task("Add multiply", 2)),
+        workers={
+            "Add subtract": [[write("calc.py", BASE + SUBTRACT)], done("subtract")],
+            "Add multiply": [[write("calc.py", BASE + MULTIPLY)], done("multiply")],
+        },
+        # A resolver that claims success but leaves the markers in place.
+        resolver=[[structured({"summary": "done", "resolved": True})]],
+    )
+    with ScriptedModel(scenario) as model:
+        summary = run_cycle(model, config, monkeypatch)
+
+    store = Store.for_project(tmp_path / "data", "calc")
+    tasks = {t.title: t for t in store.list_tasks()}
+    assert tasks["Add subtract"].status is TaskStatus.done
+    assert tasks["Add multiply"].status is TaskStatus.pending
+    assert "markers left in calc.py" in tasks["Add multiply"].last_failure
+    main_calc = git(project, "show", "main:calc.py")
+    assert "<<<<<<<" not in main_calc and "def multiply" not in main_calc
+    assert summary.merged == [tasks["Add subtract"].id]
+
+
+def test_branches_that_break_main_together_are_not_both_merged(tmp_path: Path, monkeypatch) -> None:
+    project, config = setup(tmp_path)
+    pin_version = "import unittest\n\nimport calc\n\n\nclass V(unittest.TestCase):\n    def test_version(self):\n        self.assertEqual(calc.VERSION, 1)\n"
+    scenario = Scenario(
+        planner=plan(task("Pin the version in a test", 1), task("Bump the version", 2)),
+        workers={
+            "Pin the version in a test": [[write("test_version.py", pin_version)], done("pinned")],
+            "Bump the version": [[write("calc.py", BASE.replace("VERSION = 1", "VERSION = 2"))], done("bumped")],
+        },
+    )
+    with ScriptedModel(scenario) as model:
+        summary = run_cycle(model, config, monkeypatch)
+
+    store = Store.for_project(tmp_path / "data", "calc")
+    tasks = {t.title: t for t in store.list_tasks()}
+    assert sorted(summary.passed) == sorted(t.id for t in tasks.values())  # each passes alone
+    assert summary.merged == [tasks["Pin the version in a test"].id]
+    assert "tests fail once merged" in tasks["Bump the version"].last_failure
+    subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, check=True, capture_output=True)
+    assert "VERSION = 1" in git(project, "show", "main:calc.py")

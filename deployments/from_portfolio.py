@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from prefect.deployments.runner import RunnerDeployment
 
@@ -21,13 +22,14 @@ def project_deployments(config: str | Path | None = None) -> list[RunnerDeployme
     """The deployments of every enabled project, highest priority first."""
     path = find_config(config).resolve()
     portfolio = load_portfolio(path)
+    # to_deployment dispatches on context; called from sync code it returns the object.
     return [
-        project_cycle.to_deployment(
+        cast(RunnerDeployment, project_cycle.to_deployment(
             name=project.name,
             interval=timedelta(minutes=project.cycle_interval_minutes),
             parameters={"project": project.name, "config": str(path)},
             tags=[f"project:{project.name}"],
             description=f"Cycles of {project.name} ({project.path})",
-        )
+        ))
         for project in portfolio.enabled_projects()
     ]

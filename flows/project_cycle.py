@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import Task as Task_
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
 
 from orchestrator import cycle
@@ -70,7 +70,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     the_plan = await _step(ctx, plan, "planner")(ref, cycle_id, base)
     planned = cycle.record_plan(ctx, the_plan)
     if the_plan.output is not None:
-        await create_markdown_artifact(
+        await acreate_markdown_artifact(
             key=artifact_key("plan", ctx.name),
             markdown=plan_markdown(cycle_id, the_plan.output, planned, []),
             description=f"Plan of cycle {cycle_id}",
@@ -106,14 +106,14 @@ async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkRe
          "reasons": "; ".join(v.reasons) or "-", "review cost ($)": f"{v.cost_usd:.4f}"}
         for (t, _), v in zip(judged, verdicts, strict=True)
     ]
-    await create_table_artifact(key=artifact_key("verdicts", ctx.name), table=rows,
+    await acreate_table_artifact(key=artifact_key("verdicts", ctx.name), table=rows,
                                 description="Judge verdicts of this cycle")
 
 
 async def _publish_summary(ctx: ProjectContext, summary: CycleSummary) -> None:
     costs = "\n".join(f"| {role} | ${cost:.4f} |" for role, cost in sorted(summary.cost_by_role.items()))
     rejected = "\n".join(f"- `{t}`: {why}" for t, why in summary.rejected.items()) or "None."
-    await create_markdown_artifact(
+    await acreate_markdown_artifact(
         key=artifact_key("summary", ctx.name),
         description=f"Summary of cycle {summary.cycle_id}",
         markdown=(

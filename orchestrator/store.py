@@ -25,7 +25,7 @@ migrations = Migrations("orchestrator")
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db["tasks"].create(
+    db.table("tasks").create(
         {
             "id": str, "title": str, "description": str, "type": str, "priority": int,
             "status": str, "attempts": int, "max_attempts": int, "source": str,
@@ -34,9 +34,9 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["tasks"].create_index(["status", "priority", "created_at"])
-    db["tasks"].create_index(["fingerprint"])
-    db["worker_results"].create(
+    db.table("tasks").create_index(["status", "priority", "created_at"])
+    db.table("tasks").create_index(["fingerprint"])
+    db.table("worker_results").create(
         {
             "task_id": str, "attempt": int, "cycle_id": str, "branch": str, "base_commit": str,
             "commit": str, "success": bool, "error": str, "summary": str, "diff_stat": str,
@@ -45,7 +45,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk=("task_id", "attempt"),
     )
-    db["judge_verdicts"].create(
+    db.table("judge_verdicts").create(
         {
             "task_id": str, "attempt": int, "cycle_id": str, "commit": str, "passed": bool,
             "reasons": str, "tests": str, "lint": str, "scope_warnings": str, "review": str,
@@ -53,7 +53,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk=("task_id", "attempt"),
     )
-    db["planner_cycles"].create(
+    db.table("planner_cycles").create(
         {
             "id": str, "status": str, "base_commit": str, "started_at": str,
             "finished_at": str, "plan_path": str, "planned": str, "claimed": str, "cost_usd": float,
@@ -61,18 +61,18 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["planner_cycles"].create_index(["status"])
-    db["merges"].create(
+    db.table("planner_cycles").create_index(["status"])
+    db.table("merges").create(
         {"cycle_id": str, "task_id": str, "commit": str, "resolved_conflict": bool,
          "created_at": str},
         pk=("cycle_id", "task_id"),
     )
-    db["agent_costs"].create(
+    db.table("agent_costs").create(
         {"session_id": str, "cycle_id": str, "task_id": str, "role": str, "model": str,
          "cost_usd": float, "created_at": str},
         pk="session_id",
     )
-    db["project_state"].create(
+    db.table("project_state").create(
         {"name": str, "paused": bool, "paused_reason": str, "consecutive_failures": int,
          "last_cycle_id": str, "last_cycle_at": str, "updated_at": str},
         pk="name",
@@ -116,12 +116,12 @@ class Store:
 
     def add_task(self, task: Task) -> Task:
         """Insert a task, or leave it as it is if its id exists (replay-safe)."""
-        self.db["tasks"].insert(_task_row(task), ignore=True)
+        self.db.table("tasks").insert(_task_row(task), ignore=True)
         return self.get_task(task.id)
 
     def get_task(self, task_id: str) -> Task:
         try:
-            return _task(self.db["tasks"].get(task_id))
+            return _task(self.db.table("tasks").get(task_id))
         except sqlite_utils.db.NotFoundError:
             raise StoreError(
                 f"unknown task id {task_id!r} in project {self.project!r}: see `orch tasks`"
@@ -132,7 +132,7 @@ class Store:
 
     def find_task(self, prefix: str) -> Task:
         """A task by its id or an unambiguous prefix of it."""
-        rows = list(self.db["tasks"].rows_where("id LIKE ?", [prefix + "%"], limit=2))
+        rows = list(self.db.table("tasks").rows_where("id LIKE ?", [prefix + "%"], limit=2))
         if len(rows) != 1:
             what = "ambiguous" if rows else "unknown"
             raise StoreError(f"{what} task id {prefix!r} in project {self.project!r}: see `orch tasks`")
@@ -140,7 +140,7 @@ class Store:
 
     def list_tasks(self, status: TaskStatus | None = None, limit: int | None = None) -> list[Task]:
         where, args = ("status = ?", [status.value]) if status else (None, [])
-        rows = self.db["tasks"].rows_where(
+        rows = self.db.table("tasks").rows_where(
             where, args, order_by="priority, created_at", limit=limit
         )
         return [_task(r) for r in rows]
@@ -169,7 +169,7 @@ class Store:
         return {r[0] for r in rows}
 
     def recent_failures(self, limit: int = 10) -> list[Task]:
-        rows = self.db["tasks"].rows_where(
+        rows = self.db.table("tasks").rows_where(
             "last_failure != ''", order_by="updated_at desc", limit=limit
         )
         return [_task(r) for r in rows]
@@ -181,7 +181,7 @@ class Store:
         pending ones by priority. The claim is one UPDATE statement, so two
         processes can never take the same task.
         """
-        held = list(self.db["tasks"].rows_where(
+        held = list(self.db.table("tasks").rows_where(
             "status = 'in_progress' AND claimed_by = ?", [cycle_id], order_by="priority, created_at"
         ))
         wanted = limit - len(held)
@@ -196,7 +196,7 @@ class Store:
                          AND status = 'pending'""",
                     [cycle_id, now, wanted],
                 )
-            held = list(self.db["tasks"].rows_where(
+            held = list(self.db.table("tasks").rows_where(
                 "status = 'in_progress' AND claimed_by = ?", [cycle_id],
                 order_by="priority, created_at",
             ))
@@ -204,7 +204,7 @@ class Store:
 
     def update_task(self, task_id: str, **fields: Any) -> Task:
         fields["updated_at"] = utcnow()
-        self.db["tasks"].update(task_id, {k: _plain(v) for k, v in fields.items()})
+        self.db.table("tasks").update(task_id, {k: _plain(v) for k, v in fields.items()})
         return self.get_task(task_id)
 
     def fail_attempt(self, task_id: str, reason: str) -> Task:
@@ -226,17 +226,17 @@ class Store:
         row = result.model_dump(mode="json")
         row["files_changed"] = json.dumps(row["files_changed"])
         row["created_at"] = utcnow()
-        self.db["worker_results"].upsert(row, pk=("task_id", "attempt"))
+        self.db.table("worker_results").upsert(row, pk=("task_id", "attempt"))
 
     def record_verdict(self, verdict: Verdict) -> None:
         row = verdict.model_dump(mode="json")
         for key in ("reasons", "tests", "lint", "scope_warnings", "review"):
             row[key] = json.dumps(row[key])
         row["created_at"] = utcnow()
-        self.db["judge_verdicts"].upsert(row, pk=("task_id", "attempt"))
+        self.db.table("judge_verdicts").upsert(row, pk=("task_id", "attempt"))
 
     def record_merge(self, cycle_id: str, task_id: str, commit: str, resolved: bool) -> None:
-        self.db["merges"].upsert(
+        self.db.table("merges").upsert(
             {"cycle_id": cycle_id, "task_id": task_id, "commit": commit,
              "resolved_conflict": resolved, "created_at": utcnow()},
             pk=("cycle_id", "task_id"),
@@ -249,18 +249,18 @@ class Store:
         """One agent session's cost; keyed by session so a replay is not counted twice."""
         if not session_id:
             return
-        self.db["agent_costs"].upsert(
+        self.db.table("agent_costs").upsert(
             {"session_id": session_id, "cycle_id": cycle_id, "task_id": task_id or "",
              "role": role, "model": model, "cost_usd": cost_usd, "created_at": utcnow()},
             pk="session_id",
         )
 
     def worker_results(self, task_id: str) -> list[dict[str, Any]]:
-        return list(self.db["worker_results"].rows_where("task_id = ?", [task_id], order_by="attempt"))
+        return list(self.db.table("worker_results").rows_where("task_id = ?", [task_id], order_by="attempt"))
 
     def verdicts(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
         where, args = ("cycle_id = ?", [cycle_id]) if cycle_id else (None, [])
-        return list(self.db["judge_verdicts"].rows_where(where, args, order_by="created_at"))
+        return list(self.db.table("judge_verdicts").rows_where(where, args, order_by="created_at"))
 
     def merged_task_ids(self, cycle_id: str) -> list[str]:
         rows = self.db.execute("SELECT task_id FROM merges WHERE cycle_id = ?", [cycle_id])
@@ -279,7 +279,7 @@ class Store:
     # -- cycles ------------------------------------------------------------------
 
     def start_cycle(self, cycle_id: str, base_commit: str, flow_run_id: str = "") -> None:
-        self.db["planner_cycles"].insert(
+        self.db.table("planner_cycles").insert(
             {"id": cycle_id, "status": "running", "base_commit": base_commit,
              "started_at": utcnow(), "finished_at": None, "plan_path": "", "planned": "[]", "claimed": "",
              "cost_usd": 0.0, "session_id": "", "summary": "{}", "message": "",
@@ -288,7 +288,7 @@ class Store:
         )
 
     def get_cycle(self, cycle_id: str) -> dict[str, Any]:
-        rows = list(self.db["planner_cycles"].rows_where("id LIKE ?", [cycle_id + "%"], limit=2))
+        rows = list(self.db.table("planner_cycles").rows_where("id LIKE ?", [cycle_id + "%"], limit=2))
         if len(rows) != 1:
             raise StoreError(
                 f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch status`"
@@ -297,13 +297,13 @@ class Store:
 
     def unfinished_cycle(self) -> dict[str, Any] | None:
         """The cycle that was running when the orchestrator last stopped, if any."""
-        rows = list(self.db["planner_cycles"].rows_where(
+        rows = list(self.db.table("planner_cycles").rows_where(
             "status = 'running'", order_by="started_at desc", limit=1
         ))
         return rows[0] if rows else None
 
     def update_cycle(self, cycle_id: str, **fields: Any) -> None:
-        self.db["planner_cycles"].update(cycle_id, {k: _plain(v) for k, v in fields.items()})
+        self.db.table("planner_cycles").update(cycle_id, {k: _plain(v) for k, v in fields.items()})
 
     def finish_cycle(self, cycle_id: str, status: str, summary: dict[str, Any], message: str = "") -> None:
         self.update_cycle(
@@ -313,13 +313,13 @@ class Store:
         self._update_state(last_cycle_id=cycle_id, last_cycle_at=utcnow())
 
     def list_cycles(self, limit: int = 20) -> list[dict[str, Any]]:
-        return list(self.db["planner_cycles"].rows_where(order_by="started_at desc", limit=limit))
+        return list(self.db.table("planner_cycles").rows_where(order_by="started_at desc", limit=limit))
 
     # -- project state -------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         try:
-            return dict(self.db["project_state"].get(self.project))
+            return dict(self.db.table("project_state").get(self.project))
         except sqlite_utils.db.NotFoundError:
             return {"name": self.project, "paused": False, "paused_reason": "",
                     "consecutive_failures": 0, "last_cycle_id": None, "last_cycle_at": None}
@@ -329,7 +329,7 @@ class Store:
 
     def _update_state(self, **fields: Any) -> None:
         row = self.state() | fields | {"updated_at": utcnow()}
-        self.db["project_state"].upsert(row, pk="name")
+        self.db.table("project_state").upsert(row, pk="name")
 
 
 def _plain(value: Any) -> Any:

@@ -17,7 +17,6 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.runtime import flow_run
 
 from orchestrator import cycle
-from orchestrator.audit import plan_markdown
 from orchestrator.config import find_config
 from orchestrator.context import ProjectContext, ProjectRef
 from orchestrator.models import CycleSummary, Task, Verdict, WorkResult
@@ -68,11 +67,10 @@ def _step(ctx: ProjectContext, task: Task_, role: str) -> Task_:
 async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) -> CycleSummary:
     cycle_id, base = start.cycle_id, start.base_commit
     the_plan = await _step(ctx, plan, "planner")(ref, cycle_id, base)
-    planned = cycle.record_plan(ctx, the_plan)
-    if the_plan.output is not None:
+    plan_file = cycle.record_plan(ctx, the_plan)
+    if plan_file is not None:  # the artifact shows the same document as the audit trail
         await acreate_markdown_artifact(
-            key=artifact_key("plan", ctx.name),
-            markdown=plan_markdown(cycle_id, the_plan.output, planned, []),
+            key=artifact_key("plan", ctx.name), markdown=plan_file.read_text(),
             description=f"Plan of cycle {cycle_id}",
         )
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
@@ -95,7 +93,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
         await _publish_verdicts(ctx, judged, verdicts)
     passing = [(t, r) for (t, r), v in zip(judged, verdicts, strict=True) if v.passed]
     if passing:
-        outcome = await _step(ctx, merge, "resolver")(ref, cycle_id, ctx.repo.head(), passing)
+        outcome = await _step(ctx, merge, "refinery")(ref, cycle_id, ctx.repo.head(), passing)
         cycle.record_merge(ctx, outcome, [t for t, _ in passing])
     return cycle.summarize(ctx, cycle_id, "done")
 

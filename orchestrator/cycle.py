@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from .audit import write_merge, write_plan, write_verdict, write_worker
 from .context import ProjectContext
@@ -46,10 +47,10 @@ def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "
     return start
 
 
-def record_plan(ctx: ProjectContext, plan: Plan) -> list[Task]:
-    """Store the planned tasks and write the plan document."""
+def record_plan(ctx: ProjectContext, plan: Plan) -> Path | None:
+    """Store the planned tasks and write the plan document; returns its path."""
     if plan.output is None:
-        return []
+        return None
     accepted, rejected = accept_tasks(ctx, plan.cycle_id, plan.output, plan.max_tasks)
     for task in accepted:
         ctx.store.add_task(task)
@@ -59,7 +60,7 @@ def record_plan(ctx: ProjectContext, plan: Plan) -> list[Task]:
         session_id=plan.session_id,
     )
     ctx.store.record_cost(plan.session_id, plan.cycle_id, None, Role.planner, ctx.config.planner_model, plan.cost_usd)
-    return accepted
+    return path
 
 
 def claim(ctx: ProjectContext, cycle_id: str) -> list[Task]:

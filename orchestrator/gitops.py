@@ -4,90 +4,237 @@ The only module that imports GitPython. Nothing here checks out, resets or
 merges in the user's own working tree: workers, the judge and the refinery
 work in worktrees under ``.orch/worktrees``. Main moves only by fast-forward,
 and only when that cannot touch the user's uncommitted changes.
+
+Every command goes through GitPython's command wrapper (real git, no shell);
+a failing command becomes one :class:`GitError` line naming the folder, the
+command and git's own message.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
+import threading
 from pathlib import Path
 
 import git
 
 from .errors import GitError
 
-_IDENTITY = ("-c", "user.name=orchestrator", "-c", "user.email=orchestrator@localhost")
+# Works without the user's git identity or signing key; hooks are not ours to run.
+_IDENTITY = ["user.name=orchestrator", "user.email=orchestrator@localhost", "commit.gpgsign=false"]
+# Plain two-way markers whatever the user's merge.conflictStyle, so checks stay simple.
+_MERGE_CONFIG = [*_IDENTITY, "merge.conflictStyle=merge"]
 _MARKERS = ("<<<<<<< ", ">>>>>>> ")
+_NOT_ORCH = ":(exclude).orch"
+_HINTS = (
+    (".lock", "another git process may be running; if none is, delete the stale lock file"),
+    ("terminal prompts disabled", "git must reach the remote without a password prompt"),
+    ("could not read from remote", "check the remote's URL and credentials"),
+    ("permission denied", "check the permissions of the repository's files"),
+)
+# Worktree add/remove and branch deletion of one repository, serialised between threads.
+_REPO_LOCKS: dict[str, threading.Lock] = {}
+_REPO_LOCKS_GUARD = threading.Lock()
 
 
-def _run(cwd: Path, *args: str) -> str:
-    """Run git in ``cwd``; a failure becomes one GitError line."""
+def _describe(cmd: str, args: tuple[str, ...]) -> str:
+    """The command as shown in messages: no commit messages, nothing long."""
+    shown, skip = [cmd], False
+    for arg in args:
+        shown.append("…" if skip else arg if len(arg) <= 60 else arg[:57] + "...")
+        skip = arg == "-m"
+    return "git " + " ".join(shown).replace("\n", " ")
+
+
+def _error(
+    cwd: Path, cmd: str, args: tuple[str, ...], stderr: str, stdout: str, status: object
+) -> GitError:
+    """One line: folder, command, git's first (error) line, and a hint when obvious."""
+    lines = [ln.strip() for ln in (stderr or stdout or "").splitlines() if ln.strip()]
+    detail = next(
+        (ln for ln in lines if ln.startswith(("fatal:", "error:"))), lines[0] if lines else ""
+    )
+    message = f"{cwd}: {_describe(cmd, args)} failed: {detail or f'exit status {status}'}"
+    hint = next((h for key, h in _HINTS if key in detail.lower()), None)
+    return GitError(f"{message}; {hint}" if hint else message)
+
+
+def _git(
+    cwd: Path,
+    cmd: str,
+    *args: str,
+    config: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float | None = None,
+) -> str:
+    """Run ``git [-c config]... cmd args`` in ``cwd`` and return its stdout."""
+    runner = git.Git(str(cwd))
+    if config:
+        runner = runner(c=config)
     try:
-        return git.Git(str(cwd)).execute(["git", *args], with_extended_output=False, strip_newline_in_stdout=True)
+        out = getattr(runner, cmd.replace("-", "_"))(*args, env=env, kill_after_timeout=timeout_s)
     except git.GitCommandError as exc:
-        detail = next((line.strip() for line in str(exc.stderr).splitlines() if line.strip()), "")
-        detail = detail.removeprefix("stderr: ").strip("'")
-        raise GitError(f"{cwd}: git {args[0]} failed: {detail or exc.status}") from exc
+        raise _error(cwd, cmd, args, _raw(exc.stderr), _raw(exc.stdout), exc.status) from exc
+    except git.CommandError as exc:  # git missing, or cwd gone
+        raise GitError(f"{cwd}: {_describe(cmd, args)} could not start: {exc.status}") from exc
+    return str(out)
+
+
+def _status(cwd: Path, cmd: str, *args: str) -> int:
+    """Exit status of a git command used as a question (is-ancestor, verify)."""
+    runner = git.Git(str(cwd))
+    try:
+        code, _, err = getattr(runner, cmd.replace("-", "_"))(
+            *args, with_extended_output=True, with_exceptions=False
+        )
+    except git.CommandError as exc:
+        raise GitError(f"{cwd}: {_describe(cmd, args)} could not start: {exc.status}") from exc
+    if code not in (0, 1):
+        raise _error(cwd, cmd, args, str(err), "", code)
+    return int(code)
+
+
+def _raw(text: str) -> str:
+    """GitPython decorates captured output as "\\n  stderr: '...'"; undo that."""
+    for prefix in ("\n  stderr: '", "\n  stdout: '"):
+        if text.startswith(prefix) and text.endswith("'"):
+            return text[len(prefix) : -1]
+    return text
+
+
+def _names(out: str) -> list[str]:
+    """Paths from ``-z`` output."""
+    return [name for name in out.split("\0") if name]
 
 
 def init_repo(path: Path, files: dict[str, str], message: str = "initial commit") -> None:
     """Create a repository on branch main holding ``files`` in one commit."""
     path.mkdir(parents=True, exist_ok=True)
-    _run(path, "init", "-q", "-b", "main")
+    _git(path, "init", "-q", "-b", "main")
     for name, content in files.items():
         target = path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
-    _run(path, "add", "-A")
-    _run(path, *_IDENTITY, "commit", "-q", "-m", message)
+    _git(path, "add", "-A")
+    _git(path, "commit", "-q", "--no-verify", "--allow-empty", "-m", message, config=_IDENTITY)
 
 
 class Project:
     """One user repository and the orchestrator's worktrees inside it."""
 
     def __init__(self, path: Path, main_branch: str | None = None) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()
         try:
-            self.repo = git.Repo(self.path)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            repo = git.Repo(self.path)
+        except git.NoSuchPathError as exc:
+            raise GitError(f"{self.path}: no such folder; check the project's path") from exc
+        except git.InvalidGitRepositoryError as exc:
             raise GitError(f"{self.path}: not a git repository; run `git init` there") from exc
-        if not self.repo.head.is_valid() and not self.repo.heads:
+        with repo:
+            if repo.bare:
+                raise GitError(f"{self.path}: bare repository; point the project at a checkout")
+            names = {head.name for head in repo.heads}
+        if not names:
             raise GitError(f"{self.path}: repository has no commits: make a first commit")
-        names = {h.name for h in self.repo.heads}
         if main_branch is None:
             main_branch = next((b for b in ("main", "master") if b in names), None)
             if main_branch is None:
-                raise GitError(f"{self.path}: no main or master branch: set main_branch in the config")
+                raise GitError(
+                    f"{self.path}: repository has no main or master branch: set main_branch in the config"
+                )
         elif main_branch not in names:
-            raise GitError(f"{self.path}: main_branch {main_branch!r} does not exist")
-        self.main = main_branch
+            raise GitError(
+                f"{self.path}: main_branch {main_branch!r} does not exist; create it or fix the config"
+            )
+        self._main = main_branch
+
+    @property
+    def main(self) -> str:
+        """Name of the branch the orchestrator merges into."""
+        return self._main
 
     @property
     def orch_dir(self) -> Path:
+        """The orchestrator's folder inside the project (git-excluded)."""
         return self.path / ".orch"
 
+    @property
+    def _worktrees_dir(self) -> Path:
+        return self.orch_dir / "worktrees"
+
     def worktree_path(self, name: str) -> Path:
-        return self.orch_dir / "worktrees" / name
+        """Where the worktree called ``name`` lives."""
+        return self._worktrees_dir / name
+
+    def _lock(self) -> threading.Lock:
+        with _REPO_LOCKS_GUARD:
+            return _REPO_LOCKS.setdefault(str(self.path.resolve()), threading.Lock())
+
+    def _own(self, worktree: Path) -> Path:
+        """``worktree`` if it is one of ours: a linked worktree under .orch/worktrees."""
+        resolved = Path(worktree).resolve()
+        if (
+            self._worktrees_dir.resolve() not in resolved.parents
+            or not (resolved / ".git").is_file()
+        ):
+            raise GitError(
+                f"{worktree}: not an orchestrator worktree under {self._worktrees_dir}; refusing"
+            )
+        return Path(worktree)
 
     def ensure_excluded(self) -> None:
-        """List ``.orch/`` in ``.git/info/exclude`` (never in the user's .gitignore)."""
-        common = Path(_run(self.path, "rev-parse", "--git-common-dir"))
+        """List ``.orch/`` in the repository's ``info/exclude`` (never in .gitignore)."""
+        common = Path(_git(self.path, "rev-parse", "--git-common-dir"))
         exclude = (common if common.is_absolute() else self.path / common) / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
         current = exclude.read_text() if exclude.exists() else ""
-        if ".orch/" not in current.splitlines():
-            exclude.write_text(current + ("" if current.endswith("\n") or not current else "\n") + ".orch/\n")
+        if ".orch/" in (line.strip() for line in current.splitlines()):
+            return
+        separator = "\n" if current and not current.endswith("\n") else ""
+        exclude.write_text(f"{current}{separator}.orch/\n")
 
     def head(self, ref: str | None = None) -> str:
         """Commit id of ``ref`` (default: main)."""
-        return _run(self.path, "rev-parse", "--verify", f"{ref or self.main}^{{commit}}")
+        return _git(self.path, "rev-parse", "--verify", f"{ref or self.main}^{{commit}}")
 
     def head_of(self, worktree: Path) -> str:
         """Commit id checked out in a worktree."""
-        return _run(worktree, "rev-parse", "HEAD")
+        return _git(worktree, "rev-parse", "--verify", "HEAD")
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """Whether commit ``a`` is ``b`` or one of its ancestors."""
+        return _status(self.path, "merge-base", "--is-ancestor", a, b) == 0
 
     def branch_exists(self, branch: str) -> bool:
-        return bool(_run(self.path, "branch", "--list", branch))
+        """Whether a local branch of that name exists."""
+        return _status(self.path, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}") == 0
+
+    def list_orch_branches(self, prefix: str) -> list[str]:
+        """Local branches under ``prefix/`` (the orchestrator's branch prefix)."""
+        out = _git(
+            self.path,
+            "for-each-ref",
+            "--format=%(refname:short)",
+            f"refs/heads/{prefix.rstrip('/')}/",
+        )
+        return [name for name in out.splitlines() if name]
+
+    def _worktree_entries(self) -> list[dict[str, str]]:
+        """``git worktree list --porcelain`` as one dict per worktree."""
+        entries: list[dict[str, str]] = []
+        for line in _git(self.path, "worktree", "list", "--porcelain").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "worktree":
+                entries.append({})
+            if key and entries:
+                entries[-1][key] = value
+        return entries
+
+    def list_worktrees(self) -> list[Path]:
+        """The orchestrator's worktrees registered in the repository."""
+        root = self._worktrees_dir.resolve()
+        paths = [Path(e["worktree"]) for e in self._worktree_entries()]
+        return [p for p in paths if root in p.resolve().parents]
 
     def add_worktree(self, name: str, branch: str, start: str) -> Path:
         """A fresh worktree at ``.orch/worktrees/<name>`` on a new ``branch`` from ``start``.
@@ -95,67 +242,76 @@ class Project:
         Leftovers of an earlier attempt or a crash (the folder, the branch) are
         removed first, so the worktree always starts clean.
         """
-        self.remove_worktree(name, branch)
         path = self.worktree_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _run(self.path, "worktree", "add", "-q", "-b", branch, str(path), start)
+        with self._lock():
+            self._remove(path, branch)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _git(self.path, "worktree", "add", "-q", "-b", branch, str(path), start)
         return path
 
     def remove_worktree(self, name: str, branch: str | None = None) -> None:
         """Remove a worktree (and its branch); nothing happens if already gone."""
-        path = self.worktree_path(name)
-        if path.exists():
+        with self._lock():
+            self._remove(self.worktree_path(name), branch)
+
+    def _remove(self, path: Path, branch: str | None) -> None:
+        if path.exists() or path.is_symlink():
             try:
-                _run(self.path, "worktree", "remove", "--force", "--force", str(path))
-            except GitError:
-                shutil.rmtree(path, ignore_errors=True)
-        _run(self.path, "worktree", "prune")
+                _git(self.path, "worktree", "remove", "--force", "--force", str(path))
+            except GitError:  # a folder git no longer knows as a worktree
+                _rmtree(path)
+        _git(self.path, "worktree", "prune")
         if branch and self.branch_exists(branch):
-            _run(self.path, "branch", "-D", branch)
-
-    def list_worktrees(self) -> list[Path]:
-        """The orchestrator's worktrees registered in the repository."""
-        root = self.orch_dir / "worktrees"
-        out = _run(self.path, "worktree", "list", "--porcelain")
-        paths = [Path(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("worktree ")]
-        return [p for p in paths if root in p.parents]
-
-    def list_orch_branches(self, prefix: str) -> list[str]:
-        out = _run(self.path, "branch", "--list", f"{prefix}/*", "--format=%(refname:short)")
-        return [b for b in out.splitlines() if b]
+            _git(self.path, "branch", "-D", branch)
 
     def commit_all(self, worktree: Path, message: str) -> str | None:
-        """Commit everything changed in a worktree; None when nothing changed."""
-        _run(worktree, "add", "-A")
-        if not _run(worktree, "status", "--porcelain"):
+        """Commit everything changed in a worktree (never ``.orch/``); None when nothing changed."""
+        self._own(worktree)
+        _git(worktree, "add", "-A", "--", ".", _NOT_ORCH)
+        if _status(worktree, "diff", "--cached", "--quiet") == 0:
             return None
-        _run(worktree, *_IDENTITY, "commit", "-q", "--no-verify", "-m", message)
+        _git(worktree, "commit", "-q", "--no-verify", "-m", message, config=_IDENTITY)
         return self.head_of(worktree)
 
     def diff_summary(self, worktree: Path, base: str) -> tuple[str, list[str], int]:
         """(diff stat, changed paths, changed lines) of a worktree's HEAD against ``base``."""
-        stat = _run(worktree, "diff", "--stat", base, "HEAD")
-        files = [f for f in _run(worktree, "diff", "--name-only", base, "HEAD").splitlines() if f]
+        stat = _git(worktree, "diff", "--no-color", "--no-ext-diff", "--stat", base, "HEAD")
+        files = _names(_git(worktree, "diff", "--name-only", "-z", base, "HEAD"))
         lines = 0
-        for row in _run(worktree, "diff", "--numstat", base, "HEAD").splitlines():
+        for row in _git(worktree, "diff", "--numstat", "--no-renames", base, "HEAD").splitlines():
             added, deleted, _ = row.split("\t", 2)
-            lines += int(added) if added.isdigit() else 0
-            lines += int(deleted) if deleted.isdigit() else 0
+            lines += (int(added) if added.isdigit() else 0) + (
+                int(deleted) if deleted.isdigit() else 0
+            )
         return stat, files, lines
 
     def diff_text(self, worktree: Path, base: str) -> str:
-        return _run(worktree, "diff", base, "HEAD")
+        """The full diff of a worktree's HEAD against ``base``."""
+        return _git(worktree, "diff", "--no-color", "--no-ext-diff", base, "HEAD")
 
     def deleted_files(self, worktree: Path, base: str) -> list[str]:
-        out = _run(worktree, "diff", "--name-only", "--diff-filter=D", base, "HEAD")
-        return [f for f in out.splitlines() if f]
+        """Paths present at ``base`` and gone at the worktree's HEAD."""
+        return _names(_git(worktree, "diff", "--name-only", "-z", "--diff-filter=D", base, "HEAD"))
 
     def merge_branch(self, worktree: Path, branch: str, message: str) -> list[str]:
-        """Merge ``branch`` into a worktree; the conflicted paths, or [] when clean."""
+        """Merge ``branch`` into a worktree; [] when clean, else the conflicted paths.
+
+        On conflicts the merge is left in progress so a resolver can edit the files.
+        """
+        self._own(worktree)
         try:
-            _run(worktree, *_IDENTITY, "merge", "--no-ff", "--no-edit", "-m", message, branch)
+            _git(
+                worktree,
+                "merge",
+                "--no-ff",
+                "--no-edit",
+                "-m",
+                message,
+                branch,
+                config=_MERGE_CONFIG,
+            )
         except GitError:
-            conflicts = _run(worktree, "diff", "--name-only", "--diff-filter=U").splitlines()
+            conflicts = _names(_git(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
             if not conflicts:
                 raise
             return conflicts
@@ -165,7 +321,7 @@ class Project:
         """The paths that still hold a conflict marker line."""
         left = []
         for name in paths:
-            file = worktree / name
+            file = Path(worktree) / name
             if not file.is_file():
                 continue
             lines = file.read_text(errors="replace").splitlines()
@@ -173,63 +329,131 @@ class Project:
                 left.append(name)
         return left
 
+    def _merging(self, worktree: Path) -> bool:
+        return _status(worktree, "rev-parse", "-q", "--verify", "MERGE_HEAD") == 0
+
     def conclude_merge(self, worktree: Path) -> str:
-        _run(worktree, "add", "-A")
-        _run(worktree, *_IDENTITY, "commit", "-q", "--no-edit", "--no-verify")
+        """Commit the merge in progress with the files as they are now; its commit id."""
+        self._own(worktree)
+        if not self._merging(worktree):
+            raise GitError(f"{worktree}: no merge in progress to conclude")
+        _git(worktree, "add", "-A", "--", ".", _NOT_ORCH)
+        _git(worktree, "commit", "-q", "--no-edit", "--no-verify", config=_IDENTITY)
         return self.head_of(worktree)
 
     def abort_merge(self, worktree: Path) -> None:
-        with contextlib.suppress(GitError):  # no merge in progress
-            _run(worktree, "merge", "--abort")
+        """Abandon the merge in progress, if any."""
+        self._own(worktree)
+        if self._merging(worktree):
+            _git(worktree, "merge", "--abort")
 
     def reset_worktree_to(self, worktree: Path, commit: str) -> None:
-        """Hard-reset one of the orchestrator's own worktrees (never the user's)."""
-        if (self.orch_dir / "worktrees") not in Path(worktree).parents:
-            raise GitError(f"{worktree}: refusing to reset a folder outside .orch/worktrees")
-        _run(worktree, "reset", "-q", "--hard", commit)
-        _run(worktree, "clean", "-q", "-fdx")
+        """Hard-reset and clean one of the orchestrator's own worktrees (never the user's)."""
+        self._own(worktree)
+        _git(worktree, "reset", "-q", "--hard", commit)
+        _git(worktree, "clean", "-q", "-fdx")
 
-    def is_ancestor(self, a: str, b: str) -> bool:
-        try:
-            _run(self.path, "merge-base", "--is-ancestor", a, b)
-        except GitError:
-            return False
-        return True
+    def _main_checkout(self) -> Path | None:
+        """The working tree that has main checked out, if any (usually the user's)."""
+        for entry in self._worktree_entries():
+            if (
+                entry.get("branch") == f"refs/heads/{self.main}"
+                and Path(entry["worktree"]).is_dir()
+            ):
+                return Path(entry["worktree"])
+        return None
 
-    def _checked_out_branch(self) -> str | None:
-        try:
-            return _run(self.path, "symbolic-ref", "--quiet", "--short", "HEAD")
-        except GitError:
-            return None  # detached HEAD
+    def _rebasing_main(self) -> bool:
+        """Whether the user is rebasing main (HEAD detached, main about to be rewritten)."""
+        for state in ("rebase-merge", "rebase-apply"):
+            head_name = self.path / _git(self.path, "rev-parse", "--git-path", f"{state}/head-name")
+            if head_name.is_file() and head_name.read_text().strip() == f"refs/heads/{self.main}":
+                return True
+        return False
+
+    def _blocking_changes(self, checkout: Path, old: str, new: str) -> list[str]:
+        """Paths a fast-forward old..new would touch that have local changes in ``checkout``."""
+        touched = set(
+            _names(_git(self.path, "diff", "--name-only", "-z", "--no-renames", old, new))
+        )
+        status = _git(checkout, "status", "--porcelain", "-z", "--untracked-files=all")
+        dirty, fields = set(), status.split("\0")
+        for i, field in enumerate(fields):
+            if len(field) > 3 and field[2] == " ":
+                dirty.add(field[3:])
+                if field[0] in "RC" and i + 1 < len(fields):  # next field: the rename's source
+                    dirty.add(fields[i + 1])
+        # Ignored files are not in the status, and git overwrites them silently.
+        added = _names(_git(self.path, "diff", "--name-only", "-z", "--diff-filter=A", old, new))
+        dirty |= {p for p in added if (checkout / p).exists() or (checkout / p).is_symlink()}
+        return sorted(touched & dirty)
 
     def advance_main(self, new: str, expected_old: str) -> tuple[bool, str]:
-        """Fast-forward main to ``new`` if it still is ``expected_old``.
+        """Fast-forward main to ``new`` if it still is ``expected_old``; (moved, why not).
 
-        Returns (moved, why not). When the user's checkout has main checked out,
-        the fast-forward happens only if none of the files it changes has
-        uncommitted or untracked changes there.
+        Where main is checked out (normally the user's checkout), it moves only
+        if none of the files it changes has uncommitted or untracked changes
+        there; otherwise the ref is swapped atomically against ``expected_old``.
         """
-        if not self.is_ancestor(expected_old, new):
-            raise GitError(f"{self.path}: {new[:12]} does not descend from {expected_old[:12]}; main only fast-forwards")
-        if self.head() != expected_old:
-            return False, f"{self.main} moved since the cycle started; the merge waits for a later cycle"
-        if self._checked_out_branch() != self.main:
-            _run(self.path, "update-ref", f"refs/heads/{self.main}", new, expected_old)
+        new, old = self.head(new), self.head(expected_old)
+        if not self.is_ancestor(old, new):
+            raise GitError(
+                f"{self.path}: {new[:12]} does not descend from {old[:12]}; main only fast-forwards"
+            )
+        current = self.head()
+        if current != old:
+            return (
+                False,
+                f"main moved since the cycle started ({old[:12]} -> {current[:12]}): merge again in a later cycle",
+            )
+        if self._rebasing_main():
+            return (
+                False,
+                f"a rebase of {self.main} is in progress in {self.path}: main will advance in a later cycle",
+            )
+        checkout = self._main_checkout()
+        if checkout is None:
+            try:
+                _git(self.path, "update-ref", f"refs/heads/{self.main}", new, old)
+            except GitError:
+                if self.head() != old:
+                    return False, "main moved since the cycle started: merge again in a later cycle"
+                raise
             return True, ""
-        touched = set(_run(self.path, "diff", "--name-only", expected_old, new).splitlines())
-        status = _run(self.path, "status", "--porcelain", "--untracked-files=all")
-        dirty = {line[3:].split(" -> ")[-1] for line in status.splitlines() if line}
-        clash = sorted(touched & dirty)
+        clash = self._blocking_changes(checkout, old, new)
         if clash:
-            return False, f"uncommitted changes in {', '.join(clash[:5])} would be touched: main will advance in a later cycle"
+            shown = ", ".join(clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
+            return (
+                False,
+                f"uncommitted changes in {shown} would be touched: main will advance in a later cycle",
+            )
         try:
-            _run(self.path, "merge", "-q", "--ff-only", new)
-        except GitError as exc:
-            return False, f"fast-forward refused: {exc}"
+            _git(checkout, "merge", "-q", "--ff-only", new)
+        except GitError as exc:  # git refused to overwrite local changes
+            return False, f"fast-forward refused: {exc}; main will advance in a later cycle"
         return True, ""
 
     def has_remote(self, name: str = "origin") -> bool:
-        return name in {r.name for r in self.repo.remotes}
+        """Whether the repository has a remote of that name."""
+        return name in _git(self.path, "remote").splitlines()
 
     def push_main(self, remote: str = "origin") -> None:
-        _run(self.path, "push", "-q", remote, self.main)
+        """Push main to ``remote`` (never prompts; GitError on any failure)."""
+        ref = f"refs/heads/{self.main}"
+        _git(
+            self.path,
+            "push",
+            "-q",
+            remote,
+            f"{ref}:{ref}",
+            env={"GIT_TERMINAL_PROMPT": "0"},
+            timeout_s=300,
+        )
+
+
+def _rmtree(path: Path) -> None:
+    """Delete a leftover worktree folder git no longer knows about."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)

@@ -22,6 +22,19 @@ def git(path: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout
 
 
+async def artifact_keys_of_latest_run() -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        run = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0]
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    return {a.key for a in artifacts if a.key}
+
+
 def run_cycle(project: str, config: Path):
     from flows.project_cycle import project_cycle
 
@@ -99,6 +112,9 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     assert git(project, "worktree", "list").count("\n") == 1
     assert git(project, "branch", "--list", "orch/*").strip() == ""
     assert ".orch/" in (project / ".git" / "info" / "exclude").read_text()
+
+    # The plan, the verdicts and the summary are artifacts of the flow run in the Prefect UI.
+    assert asyncio.run(artifact_keys_of_latest_run()) == {"plan-calc", "verdicts-calc", "summary-calc"}
 
 
 def test_second_cycle_retries_the_rejected_task_with_the_reasons(

@@ -57,6 +57,18 @@ def run_cycle(model: ScriptedModel, config: Path, monkeypatch: pytest.MonkeyPatc
     return asyncio.run(project_cycle(project="calc", config=str(config)))
 
 
+def conflicting(resolver: list) -> Scenario:
+    """Two tasks that append to the same place in calc.py: the second merge conflicts."""
+    return Scenario(
+        planner=plan(task("Add subtract", 1), task("Add multiply", 2)),
+        workers={
+            "Add subtract": [[write("calc.py", BASE + SUBTRACT)], done("subtract")],
+            "Add multiply": [[write("calc.py", BASE + MULTIPLY)], done("multiply")],
+        },
+        resolver=resolver,
+    )
+
+
 def resolve_both(view: RequestView) -> list[dict]:
     # The resolver sees the conflicted file in its worktree and writes both sides.
     conflicted = (view.cwd / "calc.py").read_text()
@@ -66,14 +78,7 @@ def resolve_both(view: RequestView) -> list[dict]:
 
 def test_conflict_goes_to_the_resolver_and_both_branches_merge(tmp_path: Path, monkeypatch) -> None:
     project, config = setup(tmp_path)
-    scenario = Scenario(
-        planner=plan(task("Add subtract", 1), task("Add multiply", 2)),
-        workers={
-            "Add subtract": [[write("calc.py", BASE + SUBTRACT)], done("subtract")],
-            "Add multiply": [[write("calc.py", BASE + MULTIPLY)], done("multiply")],
-        },
-        resolver=[resolve_both, [structured({"summary": "kept both functions", "resolved": True})]],
-    )
+    scenario = conflicting(resolver=[resolve_both, [structured({"summary": "kept both", "resolved": True})]])
     with ScriptedModel(scenario) as model:
         summary = run_cycle(model, config, monkeypatch)
 
@@ -88,15 +93,8 @@ def test_conflict_goes_to_the_resolver_and_both_branches_merge(tmp_path: Path, m
 
 def test_unresolved_conflict_is_sent_back_and_never_reaches_main(tmp_path: Path, monkeypatch) -> None:
     project, config = setup(tmp_path)
-    scenario = Scenario(
-        planner=plan(task("Add subtract", 1), task("Add multiply", 2)),
-        workers={
-            "Add subtract": [[write("calc.py", BASE + SUBTRACT)], done("subtract")],
-            "Add multiply": [[write("calc.py", BASE + MULTIPLY)], done("multiply")],
-        },
-        # A resolver that claims success but leaves the markers in place.
-        resolver=[[structured({"summary": "done", "resolved": True})]],
-    )
+    # A resolver that claims success but leaves the markers in place.
+    scenario = conflicting(resolver=[[structured({"summary": "done", "resolved": True})]])
     with ScriptedModel(scenario) as model:
         summary = run_cycle(model, config, monkeypatch)
 

@@ -88,12 +88,21 @@ def record_work(ctx: ProjectContext, task: Task, result: WorkResult) -> None:
         ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
 
 
+def rejection_reasons(verdict: Verdict) -> str:
+    """What the next attempt is told: the reasons, and the failing checks' output."""
+    text = "judge rejected the change: " + "; ".join(verdict.reasons)
+    for check in (verdict.tests, verdict.lint):
+        if check is not None and not check.passed:
+            text += f"\n\nOutput of `{check.command}` (end):\n{check.output[-1500:]}"
+    return text
+
+
 def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
     ctx.store.record_verdict(verdict)
     ctx.store.record_cost(verdict.session_id, verdict.cycle_id, task.id, Role.judge, ctx.config.judge_model, verdict.cost_usd)
     write_verdict(ctx.orch_dir, task, verdict)
     if not verdict.passed and still_held(ctx, verdict.cycle_id, task):
-        ctx.store.fail_attempt(task.id, "judge rejected the change: " + "; ".join(verdict.reasons))
+        ctx.store.fail_attempt(task.id, rejection_reasons(verdict))
         ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
 
 

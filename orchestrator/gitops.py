@@ -25,7 +25,6 @@ _IDENTITY = ["user.name=orchestrator", "user.email=orchestrator@localhost", "com
 # Plain two-way markers whatever the user's merge.conflictStyle, so checks stay simple.
 _MERGE_CONFIG = [*_IDENTITY, "merge.conflictStyle=merge"]
 _MARKERS = ("<<<<<<< ", ">>>>>>> ")
-_NOT_ORCH = ":(exclude).orch"
 _HINTS = (
     (".lock", "another git process may be running; if none is, delete the stale lock file"),
     ("terminal prompts disabled", "git must reach the remote without a password prompt"),
@@ -198,8 +197,10 @@ class Project:
         return _git(self.path, "rev-parse", "--verify", f"{ref or self.main}^{{commit}}")
 
     def head_of(self, worktree: Path) -> str:
-        """Commit id checked out in a worktree."""
-        return _git(worktree, "rev-parse", "--verify", "HEAD")
+        """Commit id checked out in a worktree (GitError if the folder is not one)."""
+        # Without the ceiling, a leftover plain folder would report the user's HEAD.
+        ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(worktree).resolve().parent)}
+        return _git(worktree, "rev-parse", "--verify", "HEAD", env=ceiling)
 
     def is_ancestor(self, a: str, b: str) -> bool:
         """Whether commit ``a`` is ``b`` or one of its ancestors."""
@@ -259,15 +260,20 @@ class Project:
             try:
                 _git(self.path, "worktree", "remove", "--force", "--force", str(path))
             except GitError:  # a folder git no longer knows as a worktree
-                _rmtree(path)
+                shutil.rmtree(path, ignore_errors=True)
         _git(self.path, "worktree", "prune")
         if branch and self.branch_exists(branch):
             _git(self.path, "branch", "-D", branch)
 
+    def _stage_all(self, worktree: Path) -> None:
+        """``git add -A``, minus anything under ``.orch/`` should it not be excluded."""
+        _git(worktree, "add", "-A")
+        _git(worktree, "reset", "-q", "--", ".orch")
+
     def commit_all(self, worktree: Path, message: str) -> str | None:
         """Commit everything changed in a worktree (never ``.orch/``); None when nothing changed."""
         self._own(worktree)
-        _git(worktree, "add", "-A", "--", ".", _NOT_ORCH)
+        self._stage_all(worktree)
         if _status(worktree, "diff", "--cached", "--quiet") == 0:
             return None
         _git(worktree, "commit", "-q", "--no-verify", "-m", message, config=_IDENTITY)
@@ -337,7 +343,7 @@ class Project:
         self._own(worktree)
         if not self._merging(worktree):
             raise GitError(f"{worktree}: no merge in progress to conclude")
-        _git(worktree, "add", "-A", "--", ".", _NOT_ORCH)
+        self._stage_all(worktree)
         _git(worktree, "commit", "-q", "--no-edit", "--no-verify", config=_IDENTITY)
         return self.head_of(worktree)
 
@@ -377,12 +383,13 @@ class Project:
             _names(_git(self.path, "diff", "--name-only", "-z", "--no-renames", old, new))
         )
         status = _git(checkout, "status", "--porcelain", "-z", "--untracked-files=all")
-        dirty, fields = set(), status.split("\0")
-        for i, field in enumerate(fields):
-            if len(field) > 3 and field[2] == " ":
+        dirty: set[str] = set()
+        fields = iter(status.split("\0"))
+        for field in fields:  # "XY path", and for a rename or copy its source next
+            if len(field) > 3:
                 dirty.add(field[3:])
-                if field[0] in "RC" and i + 1 < len(fields):  # next field: the rename's source
-                    dirty.add(fields[i + 1])
+                if field[0] in "RC":
+                    dirty.add(next(fields, ""))
         # Ignored files are not in the status, and git overwrites them silently.
         added = _names(_git(self.path, "diff", "--name-only", "-z", "--diff-filter=A", old, new))
         dirty |= {p for p in added if (checkout / p).exists() or (checkout / p).is_symlink()}
@@ -449,11 +456,3 @@ class Project:
             env={"GIT_TERMINAL_PROMPT": "0"},
             timeout_s=300,
         )
-
-
-def _rmtree(path: Path) -> None:
-    """Delete a leftover worktree folder git no longer knows about."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    else:
-        shutil.rmtree(path, ignore_errors=True)

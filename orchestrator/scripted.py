@@ -166,6 +166,7 @@ class RecordedRequest:
     status: int
     usage: Usage
     tools: tuple[str, ...]
+    prompt: str  # the first user message: the task as the agent was given it
 
 
 class ScriptedModel:
@@ -358,6 +359,7 @@ def _handler_for(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                     status=status,
                     usage=usage,
                     tools=tuple(t.get("name", "") for t in body.get("tools", [])),
+                    prompt=view.prompt,
                 )
             )
             if isinstance(answer, Fail):

@@ -132,8 +132,12 @@ def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     # Two pending slots were free, so the planner ran again; the rejected task was retried.
     assert second.cycle_id != first.cycle_id
     assert bad.id in second.worked and bad.attempts == 2
-    retry_prompt = [r for r in model.requests if r.role == "worker" and r.task == bad.id]
-    assert len(retry_prompt) >= 2
+    attempts = [r for r in model.requests if r.role == "worker" and r.task == bad.id and r.turn == 0]
+    assert len(attempts) == 2
+    # The retry was told why the first attempt failed, test output included.
+    assert "The previous attempt failed" not in attempts[0].prompt
+    assert "tests pass on the base but fail on the branch" in attempts[1].prompt
+    assert "AssertionError: -1 != 5" in attempts[1].prompt
     cycles = store.list_cycles()
     assert [c["status"] for c in cycles] == ["done", "done"]
     assert json.loads(cycles[0]["claimed"])  # the second cycle recorded what it worked on

@@ -110,6 +110,8 @@ def test_add_worktree_over_a_plain_leftover_folder(project: Project) -> None:
     leftover = project.worktree_path("t1")
     leftover.mkdir(parents=True)
     (leftover / "junk.txt").write_text("junk\n")
+    with pytest.raises(GitError, match="not a git repository"):
+        project.head_of(leftover)  # not the user's HEAD
     path = project.add_worktree("t1", "orch/t1", project.head())
     assert not (path / "junk.txt").exists() and (path / "a.txt").exists()
 
@@ -145,6 +147,17 @@ def test_commit_all(project: Project) -> None:
     assert sh(worktree, "show", "--name-only", "--format=", sha) == "c.txt"
     assert sh(worktree, "ls-files", ".orch") == ""
     assert project.head() != sha  # main is untouched
+
+
+def test_commit_all_skips_orch_even_if_not_excluded(project: Project) -> None:
+    (project.path / ".git" / "info" / "exclude").write_text("")
+    worktree = project.add_worktree("t1", "orch/t1", project.head())
+    (worktree / ".orch").mkdir()
+    (worktree / ".orch" / "notes.md").write_text("not for the repo\n")
+    assert project.commit_all(worktree, "only .orch") is None
+    (worktree / "c.txt").write_text("c\n")
+    sha = project.commit_all(worktree, "add c")
+    assert sh(worktree, "show", "--name-only", "--format=", str(sha)) == "c.txt"
 
 
 def test_diff_summary_and_deleted_files(project: Project) -> None:
@@ -299,6 +312,8 @@ def test_advance_main_waits_for_untracked_or_ignored_file_it_would_add(
 def test_advance_main_keeps_unrelated_local_changes(project: Project) -> None:
     old = project.head()
     _, new = change(project, "t1", {"a.txt": "merged\n"})
+    sh(project.path, "mv", "b.txt", "renamed b.txt")
+    sh(project.path, "mv", "renamed b.txt", "b.txt")
     (project.path / "notes.txt").write_text("mine\n")
     (project.path / "b.txt").write_text("my edit\n")
     assert project.advance_main(new, old) == (True, "")

@@ -293,6 +293,17 @@ def test_advance_main_waits_for_uncommitted_change_it_would_touch(project: Proje
     assert project.head() == old
 
 
+def test_advance_main_waits_for_a_staged_rename_of_a_file_it_touches(project: Project) -> None:
+    old = project.head()
+    _, new = change(project, "t1", {"a.txt": "merged\n"})
+    (project.path / "a.txt").write_text("one\nmore of mine\n")
+    sh(project.path, "mv", "a.txt", "renamed a.txt")
+    moved, reason = project.advance_main(new, old)
+    assert not moved and "a.txt" in reason
+    assert (project.path / "renamed a.txt").read_text() == "one\nmore of mine\n"
+    assert project.head() == old
+
+
 @pytest.mark.parametrize("name", ["new.txt", "debug.log"])
 def test_advance_main_waits_for_untracked_or_ignored_file_it_would_add(
     project: Project, name: str
@@ -312,8 +323,6 @@ def test_advance_main_waits_for_untracked_or_ignored_file_it_would_add(
 def test_advance_main_keeps_unrelated_local_changes(project: Project) -> None:
     old = project.head()
     _, new = change(project, "t1", {"a.txt": "merged\n"})
-    sh(project.path, "mv", "b.txt", "renamed b.txt")
-    sh(project.path, "mv", "renamed b.txt", "b.txt")
     (project.path / "notes.txt").write_text("mine\n")
     (project.path / "b.txt").write_text("my edit\n")
     assert project.advance_main(new, old) == (True, "")

@@ -71,9 +71,9 @@ class ProjectContext:
         """A clean checkout of the cycle's base commit, made once per cycle."""
         name = f"base-{cycle_id}"
         path = self.orch_dir / "worktrees" / name
-        if not (path.exists() and self.repo.head_of(path) == base_commit):
-            path = self.repo.add_worktree(name, self.branch(name), base_commit)
-        return path
+        if (path / ".git").is_file() and self.repo.head_of(path) == base_commit:
+            return path
+        return self.repo.add_worktree(name, self.branch(name), base_commit)
 
     def agent_spec(
         self,

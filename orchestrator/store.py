@@ -130,14 +130,6 @@ class Store:
     def has_task(self, task_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM tasks WHERE id = ?", [task_id]).fetchone() is not None
 
-    def find_task(self, prefix: str) -> Task:
-        """A task by its id or an unambiguous prefix of it."""
-        rows = list(self.db.table("tasks").rows_where("id LIKE ?", [prefix + "%"], limit=2))
-        if len(rows) != 1:
-            what = "ambiguous" if rows else "unknown"
-            raise StoreError(f"{what} task id {prefix!r} in project {self.project!r}: see `orch tasks`")
-        return _task(rows[0])
-
     def list_tasks(self, status: TaskStatus | None = None, limit: int | None = None) -> list[Task]:
         where, args = ("status = ?", [status.value]) if status else (None, [])
         rows = self.db.table("tasks").rows_where(

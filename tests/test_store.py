@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def _claim_all(db_path: str, cycle_id: str, start, out: multiprocessing.Queue) -
     start.wait()  # both processes claim at the same time
     while batch := store.claim_tasks(f"{cycle_id}-{len(got)}", 2):
         got += [t.id for t in batch]
+        time.sleep(0.002)  # as a cycle would do work between claims: the two interleave
     out.put(got)
 
 

@@ -71,7 +71,7 @@ class ProjectContext:
         """A clean checkout of the cycle's base commit, made once per cycle."""
         name = f"base-{cycle_id}"
         path = self.orch_dir / "worktrees" / name
-        if (path / ".git").is_file() and self.repo.head_of(path) == base_commit:
+        if self.repo.is_worktree(path) and self.repo.head_of(path) == base_commit:
             return path
         return self.repo.add_worktree(name, self.branch(name), base_commit)
 

@@ -169,13 +169,14 @@ class Project:
         with _REPO_LOCKS_GUARD:
             return _REPO_LOCKS.setdefault(str(self.path.resolve()), threading.Lock())
 
+    def is_worktree(self, path: Path) -> bool:
+        """Whether ``path`` is one of ours: a linked worktree under .orch/worktrees."""
+        resolved = Path(path).resolve()
+        return self._worktrees_dir.resolve() in resolved.parents and (resolved / ".git").is_file()
+
     def _own(self, worktree: Path) -> Path:
-        """``worktree`` if it is one of ours: a linked worktree under .orch/worktrees."""
-        resolved = Path(worktree).resolve()
-        if (
-            self._worktrees_dir.resolve() not in resolved.parents
-            or not (resolved / ".git").is_file()
-        ):
+        """``worktree`` if it is one of ours, else a GitError."""
+        if not self.is_worktree(worktree):
             raise GitError(
                 f"{worktree}: not an orchestrator worktree under {self._worktrees_dir}; refusing"
             )

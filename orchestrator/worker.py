@@ -46,7 +46,7 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
     )
     # A session a crash cut off is resumed in the worktree it left, so the
     # files match what the agent remembers; otherwise start from a clean one.
-    if not (session_exists(spec) and worktree.is_dir()):
+    if not (session_exists(spec) and ctx.repo.is_worktree(worktree)):
         ctx.repo.add_worktree(task.id, branch, base_commit)
     try:
         run = await run_agent(spec, build_prompt(ctx, task))

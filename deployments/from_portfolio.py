@@ -12,14 +12,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
-from prefect.deployments.runner import RunnerDeployment
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.project_cycle import project_cycle
 from orchestrator.config import find_config, load_portfolio
 
+FLOW_NAME = "project-cycle"
 
-def project_deployments(config: str | Path | None = None) -> list[RunnerDeployment]:
-    """The deployments of every enabled project, highest priority first."""
+
+def project_deployments(
+    config: str | Path | None = None, paused: set[str] | frozenset[str] = frozenset()
+) -> list[RunnerDeployment]:
+    """The deployments of every enabled project, highest priority first.
+
+    Projects named in ``paused`` get their schedule registered paused; the
+    others active (so a schedule paused by an earlier shutdown comes back).
+    """
     path = find_config(config).resolve()
     portfolio = load_portfolio(path)
     # to_deployment dispatches on context; called from sync code it returns the object.
@@ -29,6 +37,10 @@ def project_deployments(config: str | Path | None = None) -> list[RunnerDeployme
             interval=timedelta(minutes=project.cycle_interval_minutes),
             parameters={"project": project.name, "config": str(path)},
             tags=[f"project:{project.name}"],
+            paused=project.name in paused,
+            concurrency_limit=1,  # two cycles of one project never overlap
+            # A module path loads from the installed package, whatever the worker's directory.
+            entrypoint_type=EntrypointType.MODULE_PATH,
             description=f"Cycles of {project.name} ({project.path})",
         ))
         for project in portfolio.enabled_projects()

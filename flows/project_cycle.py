@@ -9,11 +9,19 @@ of its first run are reused.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
+from uuid import UUID
 
 from prefect import Task as Task_
 from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
 from prefect.runtime import flow_run
 
 from orchestrator import cycle
@@ -23,7 +31,10 @@ from orchestrator.models import CycleSummary, Task, Verdict, WorkResult
 from tasks.judge import baseline, judge
 from tasks.merge import merge
 from tasks.plan import plan
+from tasks.slots import gate_agents
 from tasks.work import work
+
+T = TypeVar("T")
 
 
 def artifact_key(kind: str, project: str) -> str:
@@ -32,7 +43,8 @@ def artifact_key(kind: str, project: str) -> str:
     return f"{kind}-{slug}"
 
 
-@flow(name="project-cycle", log_prints=True)
+# Runs are named after their project, so the UI's run lists read by project.
+@flow(name="project-cycle", flow_run_name="{project}", log_prints=True)
 async def project_cycle(project: str, config: str | None = None, cycle_id: str | None = None) -> CycleSummary:
     """Run one cycle of ``project`` from the portfolio file ``config``."""
     ref = ProjectRef(project=project, config_path=str(find_config(config).resolve()))
@@ -43,6 +55,7 @@ async def project_cycle(project: str, config: str | None = None, cycle_id: str |
         message = f"project {project!r} is paused ({state['paused_reason'] or 'by a user'}): nothing done"
         logger.info(message)
         return CycleSummary(project=project, cycle_id="", status="skipped", message=message)
+    await gate_agents(ctx.portfolio)
     start = cycle.begin(ctx, cycle_id, flow_run_id=str(flow_run.get_id() or ""))
     logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
                 start.cycle_id, project, start.base_commit[:12])
@@ -64,9 +77,47 @@ def _step(ctx: ProjectContext, task: Task_, role: str) -> Task_:
     )
 
 
+class Progress:
+    """A progress artifact over the cycle's steps: plan, each worker, each verdict, merge."""
+
+    def __init__(self, ctx: ProjectContext) -> None:
+        self.key = artifact_key("progress", ctx.name)
+        self.done, self.total = 0, 2
+        self.artifact_id: UUID | None = None
+
+    async def start(self) -> None:
+        self.artifact_id = await acreate_progress_artifact(0.0, key=self.key, description="Steps done")
+
+    async def expect(self, steps: int) -> None:
+        self.total += steps
+        await self._show()
+
+    async def step(self) -> None:
+        self.done += 1
+        await self._show()
+
+    async def finish(self) -> None:
+        self.done = self.total
+        await self._show()
+
+    async def _show(self) -> None:
+        if self.artifact_id is not None:
+            await aupdate_progress_artifact(self.artifact_id, round(100 * self.done / self.total, 1),
+                                            description=f"{self.done} of {self.total} steps done")
+
+
+async def _counted(progress: Progress, step: Awaitable[T]) -> T:
+    result = await step
+    await progress.step()
+    return result
+
+
 async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) -> CycleSummary:
     cycle_id, base = start.cycle_id, start.base_commit
+    progress = Progress(ctx)
+    await progress.start()
     the_plan = await _step(ctx, plan, "planner")(ref, cycle_id, base)
+    await progress.step()
     plan_file = cycle.record_plan(ctx, the_plan)
     if plan_file is not None:  # the artifact shows the same document as the audit trail
         await acreate_markdown_artifact(
@@ -74,10 +125,12 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
             description=f"Plan of cycle {cycle_id}",
         )
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
+    await progress.expect(2 * len(tasks))
     worker_step = _step(ctx, work, "worker")
-    results: list[WorkResult] = await asyncio.gather(
-        *[worker_step.with_options(task_run_name=f"work: {t.title}")(ref, cycle_id, base, t) for t in tasks]
-    )
+    results: list[WorkResult] = await asyncio.gather(*[
+        _counted(progress, worker_step(ref, cycle_id, base, t))
+        for t in tasks
+    ])
     for task, result in zip(tasks, results, strict=True):
         cycle.record_work(ctx, task, result)
     judged = [(t, r) for t, r in zip(tasks, results, strict=True) if r.success]
@@ -85,9 +138,10 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     if judged:
         base_checks = await _step(ctx, baseline, "judge")(ref, cycle_id, base)
         judge_step = _step(ctx, judge, "judge")
-        verdicts = await asyncio.gather(
-            *[judge_step.with_options(task_run_name=f"judge: {t.title}")(ref, t, r, base_checks) for t, r in judged]
-        )
+        verdicts = await asyncio.gather(*[
+            _counted(progress, judge_step(ref, t, r, base_checks))
+            for t, r in judged
+        ])
         for (task, _), verdict in zip(judged, verdicts, strict=True):
             cycle.record_verdict(ctx, task, verdict)
         await _publish_verdicts(ctx, judged, verdicts)
@@ -95,6 +149,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     if passing:
         outcome = await _step(ctx, merge, "refinery")(ref, cycle_id, ctx.repo.head(), passing)
         cycle.record_merge(ctx, outcome, [t for t, _ in passing])
+    await progress.finish()
     return cycle.summarize(ctx, cycle_id, "done")
 
 

@@ -13,6 +13,8 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -73,6 +75,22 @@ class AgentSpec:
     config_dir: Path | None = None
     """CLAUDE_CONFIG_DIR for the CLI, unless the user set one: keeps transcripts together."""
     extra_env: dict[str, str] = field(default_factory=dict)
+    slot_pool: str = ""
+    """The portfolio-wide limit this session holds one slot of while it runs ('' = none)."""
+
+
+AgentGate = Callable[[str], AbstractAsyncContextManager[object]]
+_gate: AgentGate | None = None
+
+
+def use_gate(gate: AgentGate | None) -> None:
+    """Make every session wait for a slot of its ``slot_pool`` before it starts.
+
+    The Prefect layer installs a global concurrency limit here; the core runs
+    ungated, so it tests without a server.
+    """
+    global _gate
+    _gate = gate
 
 
 def role_line(role: Role, task_id: str | None) -> str:
@@ -133,6 +151,13 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     Raises AgentError on any failure; ``transient`` is True only for API
     failures that another try may get past.
     """
+    # Waiting for a slot is not part of the session's timeout.
+    gate = _gate(spec.slot_pool) if _gate is not None and spec.slot_pool else nullcontext()
+    async with gate:
+        return await _run_session(spec, prompt)
+
+
+async def _run_session(spec: AgentSpec, prompt: str) -> AgentRun:
     stderr: deque[str] = deque(maxlen=20)
     if not spec.resume and session_exists(spec):
         # The same session id cannot be started twice: continue the one a crash cut off.

@@ -1,8 +1,9 @@
 """The ``orch`` command line.
 
-Read commands open only the config and SQLite, never Prefect, so they answer
-at once. Errors print one ``Error: ...`` line and exit 1; ``--debug`` shows
-the traceback.
+Read commands (``cli_read``) open the config and SQLite and ask a Prefect
+server only when one is already up, so they answer at once; the commands
+that serve and deploy are in ``cli_serve``. Errors print one ``Error: ...``
+line and exit 1; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from . import cli_read, cli_serve
+from .cli_read import ConfigOpt, ProjectOpt, _print_tasks  # there: cli_read cannot import cli
+from .cli_serve import prepare_prefect
 from .errors import OrchestratorError
-from .models import CycleSummary, Task, TaskStatus, TaskType
+from .models import CycleSummary, Task, TaskType
 
 app = typer.Typer(
     help="Plan, work, judge and merge with Claude Code agents, on Prefect.",
@@ -28,20 +31,11 @@ app = typer.Typer(
 console = Console()
 _debug = False
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Portfolio JSON file (default: $ORCH_CONFIG, ./orch.json, ./config/portfolio.json).")]
-ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name from the portfolio.")]
-
 
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
     global _debug
     _debug = debug
-
-
-def _prepare_prefect() -> None:
-    # Prefect's telemetry write is what raises "database is locked" on SQLite.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def _store(project: str, config: str | None):
@@ -55,7 +49,7 @@ def _store(project: str, config: str | None):
 
 def run_cycle(project: str, config: str | None) -> CycleSummary:
     """One cycle of ``project`` through the ``project-cycle`` flow."""
-    _prepare_prefect()
+    prepare_prefect()
     from flows.project_cycle import project_cycle
 
     return asyncio.run(project_cycle(project=project, config=config))
@@ -95,35 +89,6 @@ def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to 
     console.print(f"Try: orch tasks --project calc --config {config}")
 
 
-@app.command()
-def status(config: ConfigOpt = None) -> None:
-    """Show every project: enabled, paused, tasks by status, last cycle, cost."""
-    from .config import load_portfolio
-    from .store import Store
-
-    portfolio = load_portfolio(config)
-    table = Table(title=f"Portfolio {portfolio.name}")
-    for column in ("project", "enabled", "paused", "pending", "in progress", "done", "failed", "last cycle", "cost ($)"):
-        table.add_column(column)
-    for project in portfolio.projects:
-        store = Store.for_project(portfolio.data_dir, project.name)
-        counts, state = store.count_by_status(), store.state()
-        paused = f"yes: {state['paused_reason']}" if state["paused"] else "no"
-        table.add_row(
-            project.name, "yes" if project.enabled else "no", paused, str(counts["pending"]),
-            str(counts["in_progress"]), str(counts["done"]), str(counts["failed"]),
-            state["last_cycle_at"] or "-", f"{store.total_cost():.4f}",
-        )
-    console.print(table)
-
-
-@app.command()
-def tasks(project: ProjectOpt, config: ConfigOpt = None,
-          status: Annotated[TaskStatus | None, typer.Option("--status", "-s", help="Only tasks with this status.")] = None) -> None:
-    """List a project's tasks."""
-    _print_tasks(_store(project, config).list_tasks(status), f"Tasks of {project}")
-
-
 @app.command("add-task")
 def add_task(project: ProjectOpt, title: Annotated[str, typer.Option(help="Short title.")],
              desc: Annotated[str, typer.Option("--desc", help="What to do, self-contained.")] = "",
@@ -142,31 +107,6 @@ def add_task(project: ProjectOpt, title: Annotated[str, typer.Option(help="Short
     console.print(f"Added task [bold]{task.id}[/]: {task.title}")
 
 
-@app.command()
-def pause(project: ProjectOpt, config: ConfigOpt = None,
-          reason: Annotated[str, typer.Option(help="Shown in status.")] = "paused by a user") -> None:
-    """Pause a project: its cycles do nothing until resumed."""
-    _store(project, config).set_paused(True, reason)
-    console.print(f"Paused {project}.")
-
-
-@app.command()
-def resume(project: ProjectOpt, config: ConfigOpt = None) -> None:
-    """Resume a paused project."""
-    _store(project, config).set_paused(False)
-    console.print(f"Resumed {project}.")
-
-
-def _print_tasks(items: list[Task], title: str) -> None:
-    table = Table(title=title)
-    for column in ("id", "status", "type", "pri", "tries", "title", "last failure"):
-        table.add_column(column, overflow="fold")
-    for t in items:
-        table.add_row(t.id, t.status.value, t.type.value, str(t.priority), f"{t.attempts}/{t.max_attempts}",
-                      t.title, (t.last_failure[:80] + "...") if len(t.last_failure) > 80 else t.last_failure)
-    console.print(table)
-
-
 def print_summary(summary: CycleSummary) -> None:
     """What a cycle did, for people."""
     if summary.status == "skipped":
@@ -178,6 +118,14 @@ def print_summary(summary: CycleSummary) -> None:
         console.print(f"  [red]not merged[/] {task_id}: {why[:160]}")
     costs = ", ".join(f"{role} ${cost:.4f}" for role, cost in sorted(summary.cost_by_role.items()))
     console.print(f"cost: {costs or 'none'} (total ${summary.total_cost_usd:.4f})")
+
+
+# The read commands live in cli_read.py.
+for _command in (cli_read.status, cli_read.tasks, cli_read.cycles, cli_read.show, cli_read.costs):
+    app.command()(_command)
+# Those that run the portfolio through a Prefect server live in cli_serve.py.
+for _serve_command in (cli_serve.start, cli_serve.deploy, cli_serve.pause, cli_serve.resume):
+    app.command()(_serve_command)
 
 
 def main() -> None:

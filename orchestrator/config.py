@@ -300,6 +300,12 @@ class PortfolioConfig(BaseModel):
         where = self._source or "the portfolio"
         raise ConfigError(f"unknown project {name!r} in {where}; known: {known}")
 
+    @property
+    def agent_pool(self) -> str:
+        """Name of the Prefect global concurrency limit of ``max_total_workers`` agent slots."""
+        slug = "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-") or "default"
+        return f"orch-agents-{slug}"
+
     def enabled_projects(self) -> list[ProjectConfig]:
         """Enabled projects, highest priority (lowest number) first, then by name."""
         return sorted((p for p in self.projects if p.enabled), key=lambda p: (p.priority, p.name))

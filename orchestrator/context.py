@@ -106,4 +106,5 @@ class ProjectContext:
             output_model=output_model,
             session_id=session_uuid(self.name, cycle_id, task_id or "", role.value, attempt),
             config_dir=self.claude_config_dir,
+            slot_pool=self.portfolio.agent_pool,
         )

@@ -268,6 +268,31 @@ class Store:
     def total_cost(self) -> float:
         return round(sum(self.costs_by_role().values()), 6)
 
+    def cycle_worker_results(self, cycle_id: str) -> list[dict[str, Any]]:
+        """Worker results recorded by one cycle, oldest first."""
+        return list(self.db.table("worker_results").rows_where(
+            "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
+        ))
+
+    def merges(self, cycle_id: str) -> list[dict[str, Any]]:
+        """The merges of one cycle: task id, merge commit, whether a conflict was resolved."""
+        return list(self.db.table("merges").rows_where(
+            "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
+        ))
+
+    def cost_breakdown(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
+        """Cost and session count by role, model and UTC day (``created_at``'s date)."""
+        where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
+        rows = self.db.execute(
+            f"""SELECT role, model, substr(created_at, 1, 10) AS day, sum(cost_usd), count(*)
+                FROM agent_costs {where} GROUP BY role, model, day ORDER BY day, role, model""",
+            args,
+        )
+        return [
+            {"role": role, "model": model, "day": day, "cost_usd": round(total, 6), "sessions": n}
+            for role, model, day, total, n in rows
+        ]
+
     # -- cycles ------------------------------------------------------------------
 
     def start_cycle(self, cycle_id: str, base_commit: str, flow_run_id: str = "") -> None:
@@ -306,6 +331,12 @@ class Store:
 
     def list_cycles(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(self.db.table("planner_cycles").rows_where(order_by="started_at desc", limit=limit))
+
+    def find_cycles(self, prefix: str, limit: int = 2) -> list[dict[str, Any]]:
+        """Cycles whose id starts with ``prefix`` (exactly: ``_`` and ``%`` are not wildcards)."""
+        return list(self.db.table("planner_cycles").rows_where(
+            "substr(id, 1, length(?)) = ?", [prefix, prefix], order_by="id", limit=limit
+        ))
 
     # -- project state -------------------------------------------------------------
 

@@ -22,7 +22,8 @@ def git(path: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout
 
 
-async def artifact_keys_of_latest_run() -> set[str]:
+async def artifacts_of_latest_run() -> dict[str, object]:
+    """Key -> data of the artifacts of the newest flow run."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
@@ -32,7 +33,7 @@ async def artifact_keys_of_latest_run() -> set[str]:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
-    return {a.key for a in artifacts if a.key}
+    return {a.key: a.data for a in artifacts if a.key}
 
 
 def run_cycle(project: str, config: Path):
@@ -113,8 +114,11 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     assert git(project, "branch", "--list", "orch/*").strip() == ""
     assert ".orch/" in (project / ".git" / "info" / "exclude").read_text()
 
-    # The plan, the verdicts and the summary are artifacts of the flow run in the Prefect UI.
-    assert asyncio.run(artifact_keys_of_latest_run()) == {"plan-calc", "verdicts-calc", "summary-calc"}
+    # The plan, the verdicts, the summary and the progress are artifacts of the flow run in the UI.
+    artifacts = asyncio.run(artifacts_of_latest_run())
+    assert set(artifacts) == {"plan-calc", "verdicts-calc", "summary-calc", "progress-calc"}
+    assert artifacts["progress-calc"] == 100.0
+    assert "Make add faster" in str(artifacts["verdicts-calc"])
 
 
 def test_second_cycle_retries_the_rejected_task_with_the_reasons(

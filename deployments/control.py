@@ -1,0 +1,151 @@
+"""What the CLI asks of a running Prefect server: schedules, next runs, registration.
+
+Every function takes the server's API URL explicitly (from
+:mod:`deployments.server`) and talks to it under temporary settings, so the
+calling process's own Prefect settings are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments.from_portfolio import FLOW_NAME, project_deployments
+from orchestrator.config import PortfolioConfig
+from orchestrator.errors import OrchestratorError
+from tasks.slots import gate_agents
+
+
+@contextmanager
+def api(api_url: str) -> Iterator[None]:
+    """Point this process's Prefect client at ``api_url`` for the block."""
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        yield
+
+
+def next_runs(api_url: str, projects: list[str]) -> dict[str, datetime]:
+    """Project -> time of its deployment's next scheduled cycle (projects with none are left out)."""
+
+    async def read() -> dict[str, datetime]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=projects)),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+            names = {d.id: d.name for d in await client.read_deployments(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=projects)))
+                if d.name in projects}
+        found: dict[str, datetime] = {}
+        for run in runs:
+            name = names.get(run.deployment_id) if run.deployment_id else None
+            if name and run.expected_start_time and name not in found:
+                found[name] = run.expected_start_time
+        return found
+
+    with api(api_url):
+        return anyio.run(read)
+
+
+def set_schedule_paused(api_url: str, project: str, paused: bool) -> bool:
+    """Pause or resume ``project-cycle/<project>``'s schedule; False if it is not deployed there."""
+
+    async def apply() -> bool:
+        async with get_client() as client:
+            try:
+                deployment = await client.read_deployment_by_name(f"{FLOW_NAME}/{project}")
+            except ObjectNotFound:
+                return False
+            if paused:
+                await client.pause_deployment(deployment.id)
+            else:
+                await client.resume_deployment(deployment.id)
+            return True
+
+    with api(api_url):
+        return anyio.run(apply)
+
+
+def register(api_url: str, portfolio: PortfolioConfig, work_pool: str) -> list[str]:
+    """Create the work pool (process type) if missing, the agent limit, and every project's deployment.
+
+    A paused project's deployment is registered paused. Returns the names of
+    the deployments, ``project-cycle/<project>``.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    # Built outside the event loop: to_deployment returns a coroutine inside one.
+    deployments = project_deployments(_source(portfolio), paused=_paused_projects(portfolio))
+
+    async def apply() -> list[str]:
+        async with get_client() as client:
+            try:
+                await client.read_work_pool(work_pool)
+            except ObjectNotFound:
+                await client.create_work_pool(WorkPoolCreate(
+                    name=work_pool, type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                ))
+        await gate_agents(portfolio)
+        names = []
+        for deployment in deployments:
+            await deployment.aapply(work_pool_name=work_pool)
+            names.append(f"{FLOW_NAME}/{deployment.name}")
+        return names
+
+    with api(api_url):
+        return anyio.run(apply)
+
+
+def serve(api_url: str, portfolio: PortfolioConfig) -> None:
+    """Serve every enabled project's deployment in this process until interrupted.
+
+    Schedules of paused projects are registered paused; on shutdown Prefect
+    pauses the served schedules, and the next ``serve`` sets them from the
+    store's flags again.
+    """
+    from prefect import aserve
+
+    deployments = project_deployments(_source(portfolio), paused=_paused_projects(portfolio))
+
+    async def run() -> None:
+        await gate_agents(portfolio)
+        await aserve(*deployments, print_starting_message=False)
+
+    with api(api_url):
+        anyio.run(run)
+
+
+def _paused_projects(portfolio: PortfolioConfig) -> set[str]:
+    from orchestrator.store import Store
+
+    return {
+        p.name for p in portfolio.enabled_projects()
+        if Store.for_project(portfolio.data_dir, p.name).state()["paused"]
+    }
+
+
+def _source(portfolio: PortfolioConfig) -> Path:
+    if portfolio.source is None:
+        raise OrchestratorError("the portfolio must be read from a file to be deployed")
+    return portfolio.source

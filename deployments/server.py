@@ -1,0 +1,138 @@
+"""A long-running Prefect server: schedules, workers and the UI need one.
+
+The ephemeral server Prefect starts when ``PREFECT_API_URL`` is unset runs
+no scheduler, so ``orch start`` finds a server to use (the one
+``PREFECT_API_URL`` names, one it started before that is still up, or one
+on Prefect's default local port) or starts ``prefect server start`` itself,
+with its SQLite database in the portfolio's data dir.
+
+Only the standard library is used here: asking whether a server is up must
+not cost the seconds that importing Prefect does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import OrchestratorError
+
+DEFAULT_API_URL = "http://127.0.0.1:4200/api"
+
+
+@dataclass
+class Server:
+    """A Prefect server in use; ``process`` is set when this process started it."""
+
+    api_url: str
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/").removesuffix("/api")
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """Stop the server if this process started it; a reused one keeps running."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def healthy(api_url: str, timeout_s: float = 2.0) -> bool:
+    """True when a Prefect API answers its health check at ``api_url``."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def home(data_dir: Path) -> Path:
+    """Where a server this orchestrator starts keeps its database and log."""
+    return data_dir / "prefect"
+
+
+def running_server(data_dir: Path) -> str | None:
+    """The API URL of a reachable server: $PREFECT_API_URL, the one we started, or the default port."""
+    candidates = [os.environ.get("PREFECT_API_URL", ""), _recorded_url(data_dir), DEFAULT_API_URL]
+    for url in dict.fromkeys(u for u in candidates if u):
+        if healthy(url):
+            return url
+    return None
+
+
+def ensure_server(data_dir: Path, port: int | None = None, startup_timeout_s: float = 90) -> Server:
+    """A reachable server: reuse one that is up, or start ``prefect server start`` on loopback."""
+    url = running_server(data_dir)
+    if url is not None:
+        return Server(url)
+    return start_server(data_dir, port, startup_timeout_s)
+
+
+def start_server(data_dir: Path, port: int | None = None, startup_timeout_s: float = 90) -> Server:
+    """Start a server on 127.0.0.1 with its database under ``data_dir``; wait until it answers."""
+    port = port or (4200 if _port_free(4200) else _free_port())
+    server_home = home(data_dir)
+    server_home.mkdir(parents=True, exist_ok=True)
+    log_path = server_home / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    api_url = f"http://127.0.0.1:{port}/api"
+    env.update(
+        PREFECT_HOME=str(server_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # The UI asks the browser to call the API at this address; it does not follow --port.
+        PREFECT_UI_API_URL=api_url,
+    )
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl+C reaches us first; we stop it in order
+        )
+    server = Server(api_url, process, log_path)
+    deadline = time.monotonic() + startup_timeout_s
+    while not healthy(server.api_url, timeout_s=1):
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
+            raise OrchestratorError(
+                f"the Prefect server on port {port} did not start (log: {log_path}): {tail or 'no output'}"
+            )
+        time.sleep(0.25)
+    (server_home / "server.json").write_text(json.dumps({"api_url": server.api_url, "pid": process.pid}))
+    return server
+
+
+def _recorded_url(data_dir: Path) -> str:
+    try:
+        return str(json.loads((home(data_dir) / "server.json").read_text())["api_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

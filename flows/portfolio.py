@@ -1,0 +1,49 @@
+"""The ``portfolio`` flow: one cycle of every enabled project, all at once.
+
+Cycles start highest priority first and run concurrently as subflows; the
+portfolio's agent limit (``max_total_workers``) is what keeps them from
+starting more agent sessions than the machine or the budget allows. One
+project's failed cycle does not stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_table_artifact
+
+from flows.project_cycle import artifact_key, project_cycle
+from orchestrator.config import find_config, load_portfolio
+from orchestrator.models import CycleSummary
+from tasks.slots import gate_agents
+
+
+@flow(name="portfolio", log_prints=True)
+async def portfolio(config: str | None = None) -> list[CycleSummary]:
+    """Run one cycle of each enabled project of the portfolio file ``config``."""
+    path = str(find_config(config).resolve())
+    the_portfolio = load_portfolio(path)
+    logger = get_run_logger()
+    await gate_agents(the_portfolio)
+    projects = the_portfolio.enabled_projects()
+    logger.info("Cycling %d projects with at most %d agents at once: %s", len(projects),
+                the_portfolio.max_total_workers, ", ".join(p.name for p in projects))
+    outcomes = await asyncio.gather(
+        *[project_cycle(project=p.name, config=path) for p in projects], return_exceptions=True
+    )
+    summaries = [
+        o if isinstance(o, CycleSummary) else CycleSummary(
+            project=p.name, cycle_id="", status="failed", message=f"{type(o).__name__}: {o}")
+        for p, o in zip(projects, outcomes, strict=True)
+    ]
+    await acreate_table_artifact(
+        key=artifact_key("portfolio", the_portfolio.name), description="One cycle of each project",
+        table=[{"project": s.project, "cycle": s.cycle_id or "-", "status": s.status,
+                "merged": len(s.merged), "rejected": len(s.rejected),
+                "cost ($)": f"{s.total_cost_usd:.4f}", "note": s.message or "-"} for s in summaries],
+    )
+    failed = [s.project for s in summaries if s.status == "failed"]
+    if failed:
+        logger.warning("Cycles failed: %s", ", ".join(failed))
+    return summaries

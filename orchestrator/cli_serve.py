@@ -1,0 +1,126 @@
+"""The ``orch`` commands that run the portfolio through a Prefect server.
+
+``start`` serves every enabled project's deployment on its schedule in this
+process; ``deploy`` registers them to a work pool for ``prefect worker
+start``; ``pause`` and ``resume`` set the store's flag and, when a server is
+reachable, the deployment's schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .cli_read import ConfigOpt, ProjectOpt
+from .config import PortfolioConfig, load_portfolio
+from .errors import OrchestratorError
+from .store import Store
+
+console = Console()
+
+
+def prepare_prefect() -> None:
+    """Environment for Prefect in this process, set before Prefect is imported."""
+    # Prefect's telemetry write is what raises "database is locked" on SQLite.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Quiet on the terminal, but the runs' INFO logs still reach the UI.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def start(config: ConfigOpt = None,
+          port: Annotated[int | None, typer.Option(help="Port for a Prefect server started here (default 4200, or a free one).")] = None) -> None:
+    """Serve every enabled project's cycles on their schedules until Ctrl+C."""
+    from deployments.server import ensure_server
+
+    portfolio = load_portfolio(config)
+    server = ensure_server(portfolio.data_dir, port)
+    # Flow runs start as subprocesses: they find the server through the environment.
+    os.environ["PREFECT_API_URL"] = server.api_url
+    prepare_prefect()
+    from deployments import control
+
+    where = f"started here, log {server.log_path}" if server.process else "already running"
+    console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where})")
+    _print_schedules(portfolio)
+    console.print("Serving; Ctrl+C stops (a cycle in progress resumes on the next run).")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        control.serve(server.api_url, portfolio)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+    console.print("Stopped. Schedules stay paused until the next `orch start`.")
+
+
+def deploy(config: ConfigOpt = None,
+           pool: Annotated[str, typer.Option("--pool", help="Work pool (created as a process pool if missing).")] = "orchestrator") -> None:
+    """Register every enabled project's deployment to a work pool for `prefect worker start`."""
+    from deployments.server import DEFAULT_API_URL, running_server
+
+    portfolio = load_portfolio(config)
+    url = running_server(portfolio.data_dir)
+    if url is None:
+        where = os.environ.get("PREFECT_API_URL") or DEFAULT_API_URL
+        raise OrchestratorError(
+            f"no Prefect server answers at {where}: start one with `prefect server start` "
+            "and set PREFECT_API_URL to its API"
+        )
+    prepare_prefect()
+    from deployments import control
+
+    for name in control.register(url, portfolio, pool):
+        console.print(f"Deployed [bold]{name}[/] to work pool {pool!r} on {url}")
+    console.print(f"Run them with: PREFECT_API_URL={url} prefect worker start --pool {pool}")
+
+
+def pause(project: ProjectOpt, config: ConfigOpt = None,
+          reason: Annotated[str, typer.Option(help="Shown in status.")] = "paused by a user") -> None:
+    """Pause a project: its schedule stops and its cycles do nothing until resumed."""
+    portfolio = load_portfolio(config)
+    Store.for_project(portfolio.data_dir, portfolio.project(project).name).set_paused(True, reason)
+    console.print(f"Paused {project}. {_apply_schedule(portfolio, project, paused=True)}")
+
+
+def resume(project: ProjectOpt, config: ConfigOpt = None) -> None:
+    """Resume a paused project and its schedule."""
+    portfolio = load_portfolio(config)
+    Store.for_project(portfolio.data_dir, portfolio.project(project).name).set_paused(False)
+    console.print(f"Resumed {project}. {_apply_schedule(portfolio, project, paused=False)}")
+
+
+def _apply_schedule(portfolio: PortfolioConfig, project: str, paused: bool) -> str:
+    from deployments.server import running_server
+
+    url = running_server(portfolio.data_dir)
+    if url is None:
+        return "No Prefect server is running; `orch start` applies it to the schedule."
+    prepare_prefect()
+    from deployments.control import set_schedule_paused
+
+    if not set_schedule_paused(url, project, paused):
+        return f"It has no deployment on {url} yet; `orch start` or `orch deploy` applies it."
+    return f"Schedule {'paused' if paused else 'resumed'} on {url}."
+
+
+def _print_schedules(portfolio: PortfolioConfig) -> None:
+    table = Table(title=f"Portfolio {portfolio.name}: max {portfolio.max_total_workers} agents at once")
+    for column in ("deployment", "every", "priority", "schedule"):
+        table.add_column(column)
+    for p in portfolio.enabled_projects():
+        paused = Store.for_project(portfolio.data_dir, p.name).state()["paused"]
+        table.add_row(f"project-cycle/{p.name}", f"{p.cycle_interval_minutes} min", str(p.priority),
+                      "paused (orch resume)" if paused else "active")
+    console.print(table)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM stops like Ctrl+C: schedules paused, our server stopped.
+    raise KeyboardInterrupt

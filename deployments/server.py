@@ -67,8 +67,13 @@ def home(data_dir: Path) -> Path:
 
 
 def running_server(data_dir: Path) -> str | None:
-    """The API URL of a reachable server: $PREFECT_API_URL, the one we started, or the default port."""
-    candidates = [os.environ.get("PREFECT_API_URL", ""), _recorded_url(data_dir), DEFAULT_API_URL]
+    """The API URL of a reachable server, or None.
+
+    $PREFECT_API_URL when set (and nothing else: the user chose it);
+    otherwise the server ``orch start`` last started, or Prefect's default port.
+    """
+    chosen = os.environ.get("PREFECT_API_URL")
+    candidates = [chosen] if chosen else [_recorded_url(data_dir), DEFAULT_API_URL]
     for url in dict.fromkeys(u for u in candidates if u):
         if healthy(url):
             return url
@@ -85,7 +90,7 @@ def ensure_server(data_dir: Path, port: int | None = None, startup_timeout_s: fl
 
 def start_server(data_dir: Path, port: int | None = None, startup_timeout_s: float = 90) -> Server:
     """Start a server on 127.0.0.1 with its database under ``data_dir``; wait until it answers."""
-    port = port or (4200 if _port_free(4200) else _free_port())
+    port = port or (4200 if _port_free(4200) else free_port())
     server_home = home(data_dir)
     server_home.mkdir(parents=True, exist_ok=True)
     log_path = server_home / "server.log"
@@ -132,7 +137,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -39,7 +39,10 @@ def start(config: ConfigOpt = None,
     from deployments.server import ensure_server
 
     portfolio = load_portfolio(config)
+    chosen = os.environ.get("PREFECT_API_URL")
     server = ensure_server(portfolio.data_dir, port)
+    if chosen and server.process:
+        console.print(f"No Prefect server answers at PREFECT_API_URL={chosen}: started one here instead.")
     # Flow runs start as subprocesses: they find the server through the environment.
     os.environ["PREFECT_API_URL"] = server.api_url
     prepare_prefect()

@@ -1,0 +1,69 @@
+"""The portfolio flow: every enabled project's cycle at once, under one agent limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.demo import demo_scenario, make_sample_project
+from orchestrator.scripted import RecordedRequest, ScriptedModel
+from orchestrator.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
+
+
+def most_sessions_at_once(requests: list[RecordedRequest]) -> int:
+    """Agent sessions alive at the same moment, each from its first request to its last answer."""
+    spans: dict[str, tuple[float, float]] = {}
+    for r in requests:
+        start, end = spans.get(r.session_id, (r.started, r.finished))
+        spans[r.session_id] = (min(start, r.started), max(end, r.finished))
+    edges = sorted([(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()])
+    live = peak = 0
+    for _, step in edges:
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+def portfolio_file(root: Path, max_total_workers: int) -> Path:
+    """Three demo projects of three tasks each; ``gamma`` is disabled."""
+    projects = []
+    for priority, name in enumerate(("alpha", "beta", "gamma"), start=1):
+        path = make_sample_project(root / name)
+        projects.append({"name": name, "path": str(path), "priority": priority, "max_workers": 3,
+                         "enabled": name != "gamma", "test_command": "python -m unittest -q",
+                         "planner_context_files": ["CLAUDE.md"], "worker_timeout_seconds": 120})
+    config = root / "portfolio.json"
+    config.write_text(json.dumps({"name": "home", "data_dir": "data", "max_total_workers": max_total_workers,
+                                  "projects": projects}))
+    return config
+
+
+def test_portfolio_runs_every_enabled_project_within_the_agent_limit(tmp_path: Path, monkeypatch) -> None:
+    from prefect import get_client
+
+    from flows.portfolio import portfolio
+
+    config = portfolio_file(tmp_path, max_total_workers=2)
+    # Slow answers make sessions overlap: without the limit six workers would run at once.
+    with ScriptedModel(demo_scenario(latency_s=0.3)) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        summaries = asyncio.run(portfolio(config=str(config)))
+
+    assert [s.project for s in summaries] == ["alpha", "beta"]  # highest priority first; gamma is off
+    for summary in summaries:
+        assert summary.status == "done" and len(summary.merged) == 2
+        assert len(Store.for_project(tmp_path / "data", summary.project).list_cycles()) == 1
+    assert not (tmp_path / "data" / "gamma.db").exists()
+    assert most_sessions_at_once(model.requests) == 2  # the limit was reached and never passed
+
+    async def limit() -> int:
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name("orch-agents-home")).limit
+
+    assert asyncio.run(limit()) == 2

@@ -1,0 +1,222 @@
+"""Operating through a real ``prefect server start`` on loopback, as users do.
+
+One server for the module. Cycles run in subprocesses started the way users
+start them (``orch start``, ``prefect worker start``, ``prefect deployment
+run``, ``prefect deploy --all``), against the scripted model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from prefect import get_client
+
+from deployments import control
+from deployments.server import Server, free_port, start_server
+from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.scripted import ScriptedModel
+from orchestrator.store import Store
+from scripts.headless import Chromium, chromium_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("agent_env")]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real Prefect server with its own database, started the way ``orch start`` starts one."""
+    # Not Prefect's default port: a developer's own server may be there.
+    running = start_server(tmp_path_factory.mktemp("prefect-server"), port=free_port())
+    yield running
+    running.stop()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 120) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(0.5)
+    return value
+
+
+def sample(root: Path, name: str = "calc", interval_minutes: int = 60) -> Path:
+    """The demo project under ``root`` with its portfolio file; returns the file."""
+    config = write_portfolio(root, make_sample_project(root))
+    data = json.loads(config.read_text())
+    data["projects"][0].update(name=name, cycle_interval_minutes=interval_minutes)
+    config.write_text(json.dumps(data))
+    return config
+
+
+def env_for(server: Server, model: ScriptedModel, home: Path) -> dict[str, str]:
+    return {**os.environ, **model.env(), "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(home),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_LOGGING_LEVEL": "INFO", "COLUMNS": "200"}
+
+
+def read(server: Server, query: Callable[[Any], Any]) -> Any:
+    """Run ``query(client)`` against the server."""
+    async def run() -> Any:
+        async with get_client() as client:
+            return await query(client)
+
+    with control.api(server.api_url):
+        return anyio.run(run)
+
+
+def run_logs(server: Server, run_output: str) -> str:
+    """The logs of the flow run that ``prefect deployment run`` reported creating."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", run_output)
+    assert run_id, run_output
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id[1]]))
+    return "\n".join(entry.message for entry in read(server, lambda c: c.read_logs(log_filter=log_filter)))
+
+
+def artifact_id(server: Server, key: str) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    artifacts = read(server, lambda c: c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))))
+    return str(artifacts[-1].id)
+
+
+def cycles(config: Path, name: str) -> list[dict[str, Any]]:
+    return Store.for_project(config.parent / "data", name).list_cycles()
+
+
+def orch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "orch"), *args], env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_prefect_deploy_all_from_the_root(server: Server, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(tmp_path)}
+    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "orchestrator", "--type", "process"],
+                   env=env, cwd=ROOT, check=True, capture_output=True)
+    deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    for name in ("project-cycle/project-cycle", "portfolio/portfolio"):
+        deployment = read(server, lambda c, n=name: c.read_deployment_by_name(n))
+        assert deployment.work_pool_name == "orchestrator"
+        assert deployment.global_concurrency_limit.limit == 1  # never two at once
+
+
+def test_orch_start_serves_schedules_pauses_and_stops(server: Server, tmp_path: Path) -> None:
+    config = sample(tmp_path, interval_minutes=1)
+    with ScriptedModel(demo_scenario()) as model:
+        env = env_for(server, model, tmp_path / "home")
+        log = (tmp_path / "start.log").open("w+")
+        start = subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config)], env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            _serve_and_check(server, config, env, tmp_path)
+        finally:
+            start.send_signal(signal.SIGINT)
+            code = start.wait(60)
+        output = (tmp_path / "start.log").read_text()
+    assert code == 0, output
+    assert f"Prefect UI: {server.ui_url} (already running)" in output and "Stopped." in output
+    # Serving ended: Prefect paused the schedule; the next `orch start` sets it from the store again.
+    assert read(server, lambda c: c.read_deployment_by_name("project-cycle/calc")).paused
+
+
+def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path: Path) -> None:
+    # The schedule fires a cycle by itself.
+    first = wait_for(lambda: [c for c in cycles(config, "calc") if c["status"] == "done"], "a scheduled cycle")[0]
+    flow_run = read(server, lambda c: c.read_flow_run(first["flow_run_id"]))
+    assert flow_run.auto_scheduled and flow_run.name == "calc"
+    deployment = read(server, lambda c: c.read_deployment_by_name("project-cycle/calc"))
+    assert flow_run.deployment_id == deployment.id and not deployment.paused
+
+    # A run asked for by hand is picked up by the serving process too.
+    run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "project-cycle/calc", "--watch",
+                          "--watch-timeout", "120"], env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr
+    assert len([c for c in cycles(config, "calc") if c["status"] == "done"]) >= 2
+
+    # Status reads the next scheduled run from the server.
+    status = json.loads(orch(env, "status", "-c", str(config), "--json").stdout)
+    assert status[0]["project"] == "calc" and status[0]["next_run"]
+
+    # Pause stops the schedule (and a run asked for anyway does nothing); resume restarts it.
+    paused = orch(env, "pause", "-p", "calc", "-c", str(config))
+    assert paused.returncode == 0 and "Schedule paused" in paused.stdout, paused.stdout + paused.stderr
+    assert read(server, lambda c: c.read_deployment_by_name("project-cycle/calc")).paused
+    before = len(cycles(config, "calc"))
+    skipped = subprocess.run([str(BIN / "prefect"), "deployment", "run", "project-cycle/calc", "--watch",
+                              "--watch-timeout", "120"], env=env, capture_output=True, text=True, timeout=180)
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    wait_for(lambda: "'calc' is paused" in run_logs(server, skipped.stdout), "the paused run's log", 30)
+    assert len(cycles(config, "calc")) == before
+    status = json.loads(orch(env, "status", "-c", str(config), "--json").stdout)
+    assert status[0]["paused"]
+    resumed = orch(env, "resume", "-p", "calc", "-c", str(config))
+    assert resumed.returncode == 0 and "Schedule resumed" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert not read(server, lambda c: c.read_deployment_by_name("project-cycle/calc")).paused
+
+
+def test_deployment_runs_through_a_process_worker(server: Server, tmp_path: Path) -> None:
+    config = sample(tmp_path, name="wcalc")
+    with ScriptedModel(demo_scenario()) as model:
+        env = env_for(server, model, tmp_path / "home")
+        deployed = orch(env, "deploy", "-c", str(config))
+        assert deployed.returncode == 0 and "project-cycle/wcalc" in deployed.stdout, deployed.stdout + deployed.stderr
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "orchestrator"], env=env, cwd=tmp_path,
+            stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT,
+        )
+        try:
+            run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "project-cycle/wcalc", "--watch",
+                                  "--watch-timeout", "150"], env=env, capture_output=True, text=True, timeout=200)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + (tmp_path / "worker.log").read_text()
+    [cycle] = cycles(config, "wcalc")
+    assert cycle["status"] == "done"
+    assert len(json.loads(cycle["summary"])["merged"]) == 2
+
+
+def test_deploy_without_a_server_says_what_to_do(tmp_path: Path) -> None:
+    config = sample(tmp_path)
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path)}
+    result = orch(env, "deploy", "-c", str(config))
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith("Error: no Prefect server answers at http://127.0.0.1:9/api")
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_ui_tells_the_story_of_a_cycle(server: Server, tmp_path: Path) -> None:
+    config = sample(tmp_path, name="uicalc")
+    with ScriptedModel(demo_scenario()) as model:
+        ran = orch(env_for(server, model, tmp_path / "home"), "run", "-p", "uicalc", "-c", str(config))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    [cycle] = cycles(config, "uicalc")
+    with Chromium() as browser:
+        browser.open(f"{server.ui_url}/runs/flow-run/{cycle['flow_run_id']}")
+        # The run is named after its project; its logs name each step by task title.
+        browser.wait_for_text("uicalc", "Completed", "work: Make add faster", "judge: Add shout helper",
+                              "merge: uicalc")
+        browser.click_text("Artifacts")
+        browser.wait_for_text("plan-uicalc", "verdicts-uicalc", "summary-uicalc", "progress-uicalc",
+                              "8 of 8 steps done")
+        browser.open(f"{server.ui_url}/artifacts/artifact/{artifact_id(server, 'summary-uicalc')}")
+        browser.wait_for_text(f"Cycle {cycle['id']} of uicalc: done", "Not merged", "tests pass on the base",
+                              "Total: $")
+        browser.open(f"{server.ui_url}/artifacts/artifact/{artifact_id(server, 'verdicts-uicalc')}")
+        browser.wait_for_text("Make add faster", "fail", "Add mean function", "pass")

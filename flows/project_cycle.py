@@ -9,7 +9,8 @@ of its first run are reused.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
@@ -106,8 +107,11 @@ class Progress:
                                             description=f"{self.done} of {self.total} steps done")
 
 
-async def _counted(progress: Progress, step: Awaitable[T]) -> T:
+async def _recorded(progress: Progress, step: Awaitable[T], record: Callable[[T], None]) -> T:
+    # Each result is recorded as soon as it is in: the store (and `orch run`'s
+    # live line) sees the cycle advance, and one failing step loses no other.
     result = await step
+    record(result)
     await progress.step()
     return result
 
@@ -128,22 +132,18 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     await progress.expect(2 * len(tasks))
     worker_step = _step(ctx, work, "worker")
     results: list[WorkResult] = await asyncio.gather(*[
-        _counted(progress, worker_step(ref, cycle_id, base, t))
+        _recorded(progress, worker_step(ref, cycle_id, base, t), partial(cycle.record_work, ctx, t))
         for t in tasks
     ])
-    for task, result in zip(tasks, results, strict=True):
-        cycle.record_work(ctx, task, result)
     judged = [(t, r) for t, r in zip(tasks, results, strict=True) if r.success]
     verdicts: list[Verdict] = []
     if judged:
         base_checks = await _step(ctx, baseline, "judge")(ref, cycle_id, base)
         judge_step = _step(ctx, judge, "judge")
         verdicts = await asyncio.gather(*[
-            _counted(progress, judge_step(ref, t, r, base_checks))
+            _recorded(progress, judge_step(ref, t, r, base_checks), partial(cycle.record_verdict, ctx, t))
             for t, r in judged
         ])
-        for (task, _), verdict in zip(judged, verdicts, strict=True):
-            cycle.record_verdict(ctx, task, verdict)
         await _publish_verdicts(ctx, judged, verdicts)
     passing = [(t, r) for (t, r), v in zip(judged, verdicts, strict=True) if v.passed]
     if passing:
@@ -165,7 +165,11 @@ async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkRe
 
 async def _publish_summary(ctx: ProjectContext, summary: CycleSummary) -> None:
     costs = "\n".join(f"| {role} | ${cost:.4f} |" for role, cost in sorted(summary.cost_by_role.items()))
-    rejected = "\n".join(f"- `{t}`: {why}" for t, why in summary.rejected.items()) or "None."
+    # First lines only: the test output behind a reason is in the verdicts and the audit trail.
+    titles = {t.id: t.title for t in ctx.store.tasks_of(summary.rejected)}
+    rejected = "\n".join(
+        f"- {titles.get(t, t)} (`{t}`): {why.splitlines()[0] if why else '-'}" for t, why in summary.rejected.items()
+    ) or "None."
     await acreate_markdown_artifact(
         key=artifact_key("summary", ctx.name),
         description=f"Summary of cycle {summary.cycle_id}",

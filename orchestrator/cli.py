@@ -48,11 +48,15 @@ def _store(project: str, config: str | None):
 
 
 def run_cycle(project: str, config: str | None) -> CycleSummary:
-    """One cycle of ``project`` through the ``project-cycle`` flow."""
+    """One cycle of ``project`` through the ``project-cycle`` flow, with a live progress line."""
+    from .progress import live_progress
+
     prepare_prefect()
+    store = _store(project, config)
     from flows.project_cycle import project_cycle
 
-    return asyncio.run(project_cycle(project=project, config=config))
+    with live_progress(console, store.path, store.project):
+        return asyncio.run(project_cycle(project=project, config=config))
 
 
 @app.command()

@@ -1,0 +1,71 @@
+"""The live line ``orch run`` shows while a cycle works, read from the store.
+
+The flow records each step as it finishes, so a second connection polling
+the project's SQLite file sees the cycle advance without any help from
+Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from .store import Store
+
+
+def describe(store: Store) -> str:
+    """One line: the running cycle's stage, its counts and its cost so far."""
+    cycle = store.unfinished_cycle()
+    if cycle is None:
+        return "starting Prefect and the cycle"
+    cycle_id = cycle["id"]
+    claimed = json.loads(cycle["claimed"]) if cycle["claimed"] else None
+    cost = sum(store.costs_by_role(cycle_id).values())
+    head = f"cycle {cycle_id}"
+    if claimed is None:
+        stage = "planning"
+    else:
+        results = store.cycle_worker_results(cycle_id)
+        built = [r for r in results if r["success"]]
+        judged = store.verdicts(cycle_id)
+        if len(results) < len(claimed):
+            stage = f"working: {len(results)} of {len(claimed)} workers done"
+        elif len(judged) < len(built):
+            stage = f"judging: {len(judged)} of {len(built)} branches judged"
+        elif any(v["passed"] for v in judged):
+            stage = "merging the passing branches"
+        else:
+            stage = "finishing"
+    return f"{head}: {stage} (${cost:.4f} so far)"
+
+
+@contextmanager
+def live_progress(console: Console, db_path: Path, project: str, every_s: float = 0.5) -> Iterator[None]:
+    """Show :func:`describe` under a spinner until the block ends (terminals only)."""
+    if not console.is_terminal:
+        yield
+        return
+    done = threading.Event()
+    with console.status(f"{project}: starting") as status:
+
+        def watch() -> None:
+            # SQLite connections belong to their thread: this one opens its own.
+            store = Store(db_path, project)
+            try:
+                while not done.wait(every_s):
+                    status.update(f"{project}: {describe(store)}")
+            finally:
+                store.close()
+
+        watcher = threading.Thread(target=watch, name="orch-progress", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()

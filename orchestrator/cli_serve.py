@@ -25,6 +25,14 @@ from .store import Store
 console = Console()
 
 
+def _with_projects(portfolio: PortfolioConfig) -> PortfolioConfig:
+    if not portfolio.enabled_projects():
+        raise OrchestratorError(
+            f"{portfolio.source}: no enabled project to deploy; add one or set \"enabled\": true"
+        )
+    return portfolio
+
+
 def prepare_prefect() -> None:
     """Environment for Prefect in this process, set before Prefect is imported."""
     # Prefect's telemetry write is what raises "database is locked" on SQLite.
@@ -38,7 +46,7 @@ def start(config: ConfigOpt = None,
     """Serve every enabled project's cycles on their schedules until Ctrl+C."""
     from deployments.server import ensure_server
 
-    portfolio = load_portfolio(config)
+    portfolio = _with_projects(load_portfolio(config))
     chosen = os.environ.get("PREFECT_API_URL")
     server = ensure_server(portfolio.data_dir, port)
     if chosen and server.process:
@@ -68,7 +76,7 @@ def deploy(config: ConfigOpt = None,
     """Register every enabled project's deployment to a work pool for `prefect worker start`."""
     from deployments.server import DEFAULT_API_URL, running_server
 
-    portfolio = load_portfolio(config)
+    portfolio = _with_projects(load_portfolio(config))
     url = running_server(portfolio.data_dir)
     if url is None:
         where = os.environ.get("PREFECT_API_URL") or DEFAULT_API_URL

@@ -118,3 +118,13 @@ def test_demo_command_from_a_fresh_process(tmp_path: Path) -> None:
     assert "planned 3, worked 3, passed 2, merged 2" in proc.stdout
     assert (tmp_path / "calc" / ".orch" / "verdicts").is_dir()
     assert (tmp_path / "data" / "calc.db").is_file()
+
+
+@pytest.mark.parametrize("command", ["start", "deploy"])
+def test_nothing_to_serve_is_an_error(tmp_path: Path, capsys, monkeypatch, command: str) -> None:
+    init_repo(tmp_path / "app", {"README.md": "# app\n"})
+    config = tmp_path / "portfolio.json"
+    config.write_text(json.dumps({"projects": [{"name": "app", "path": "app", "enabled": False}]}))
+    code, out = orch(capsys, monkeypatch, command, "--config", str(config))
+    assert code == 1 and len(out.strip().splitlines()) == 1
+    assert out.startswith(f"Error: {config}: no enabled project to deploy")

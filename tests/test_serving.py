@@ -119,19 +119,32 @@ def test_orch_start_serves_schedules_pauses_and_stops(server: Server, tmp_path: 
     config = sample(tmp_path, interval_minutes=1)
     with ScriptedModel(demo_scenario()) as model:
         env = env_for(server, model, tmp_path / "home")
-        log = (tmp_path / "start.log").open("w+")
-        start = subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config)], env=env,
-                                 stdout=log, stderr=subprocess.STDOUT, text=True)
+        start = serve(env, config, tmp_path / "start.log")
         try:
             _serve_and_check(server, config, env, tmp_path)
         finally:
             start.send_signal(signal.SIGINT)
             code = start.wait(60)
         output = (tmp_path / "start.log").read_text()
-    assert code == 0, output
-    assert f"Prefect UI: {server.ui_url} (already running)" in output and "Stopped." in output
-    # Serving ended: Prefect paused the schedule; the next `orch start` sets it from the store again.
-    assert read(server, lambda c: c.read_deployment_by_name("project-cycle/calc")).paused
+        assert code == 0, output
+        assert f"Prefect UI: {server.ui_url} (already running)" in output and "Stopped." in output
+        # Serving ended: Prefect paused the schedule; the next `orch start` sets it from the store again.
+        assert deployment_paused(server, "calc")
+        again = serve(env, config, tmp_path / "again.log")
+        try:
+            wait_for(lambda: not deployment_paused(server, "calc"), "the schedule active again", 60)
+        finally:
+            again.send_signal(signal.SIGINT)
+            assert again.wait(60) == 0
+
+
+def serve(env: dict[str, str], config: Path, log: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config)], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def deployment_paused(server: Server, project: str) -> bool:
+    return bool(read(server, lambda c: c.read_deployment_by_name(f"project-cycle/{project}")).paused)
 
 
 def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path: Path) -> None:
@@ -155,7 +168,7 @@ def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path
     # Pause stops the schedule (and a run asked for anyway does nothing); resume restarts it.
     paused = orch(env, "pause", "-p", "calc", "-c", str(config))
     assert paused.returncode == 0 and "Schedule paused" in paused.stdout, paused.stdout + paused.stderr
-    assert read(server, lambda c: c.read_deployment_by_name("project-cycle/calc")).paused
+    assert deployment_paused(server, "calc")
     before = len(cycles(config, "calc"))
     skipped = subprocess.run([str(BIN / "prefect"), "deployment", "run", "project-cycle/calc", "--watch",
                               "--watch-timeout", "120"], env=env, capture_output=True, text=True, timeout=180)
@@ -166,7 +179,7 @@ def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path
     assert status[0]["paused"]
     resumed = orch(env, "resume", "-p", "calc", "-c", str(config))
     assert resumed.returncode == 0 and "Schedule resumed" in resumed.stdout, resumed.stdout + resumed.stderr
-    assert not read(server, lambda c: c.read_deployment_by_name("project-cycle/calc")).paused
+    assert not deployment_paused(server, "calc")
 
 
 def test_deployment_runs_through_a_process_worker(server: Server, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import anyio
+import httpx
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
@@ -24,7 +25,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.from_portfolio import FLOW_NAME, project_deployments
@@ -35,9 +36,16 @@ from tasks.slots import gate_agents
 
 @contextmanager
 def api(api_url: str) -> Iterator[None]:
-    """Point this process's Prefect client at ``api_url`` for the block."""
+    """Point this process's Prefect client at ``api_url`` for the block.
+
+    A server that answers its health check but then fails a request becomes
+    one OrchestratorError naming the server.
+    """
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        yield
+        try:
+            yield
+        except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+            raise OrchestratorError(f"the Prefect server at {api_url} failed a request: {exc}") from exc
 
 
 def next_runs(api_url: str, projects: list[str]) -> dict[str, datetime]:

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import PortfolioConfig, load_portfolio
+from .errors import OrchestratorError
 from .models import Task, TaskStatus
 from .reports import (
     CostDimension,
@@ -89,7 +90,12 @@ def _next_runs(portfolio: PortfolioConfig) -> dict[str, datetime]:
         return {}
     from deployments.control import next_runs
 
-    return next_runs(url, [p.name for p in portfolio.projects])
+    try:
+        return next_runs(url, [p.name for p in portfolio.projects])
+    except OrchestratorError as exc:  # the store's view is still worth showing
+        # On stderr: --json output stays one document.
+        Console(stderr=True).print(f"[yellow]Next runs unknown:[/] {escape(str(exc))}", soft_wrap=True)
+        return {}
 
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:

@@ -308,7 +308,7 @@ class Store:
         rows = list(self.db.table("planner_cycles").rows_where("id LIKE ?", [cycle_id + "%"], limit=2))
         if len(rows) != 1:
             raise StoreError(
-                f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch status`"
+                f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch cycles`"
             )
         return rows[0]
 

@@ -77,6 +77,10 @@ class AgentSpec:
     extra_env: dict[str, str] = field(default_factory=dict)
     slot_pool: str = ""
     """The portfolio-wide limit this session holds one slot of while it runs ('' = none)."""
+    api_retries: int = 0
+    """How often a transient API failure is retried, resuming the session."""
+    retry_base_s: float = 2.0
+    """Backoff before the first retry; doubled for each next one."""
 
 
 AgentGate = Callable[[str], AbstractAsyncContextManager[object]]
@@ -154,7 +158,36 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     # Waiting for a slot is not part of the session's timeout.
     gate = _gate(spec.slot_pool) if _gate is not None and spec.slot_pool else nullcontext()
     async with gate:
-        return await _run_session(spec, prompt)
+        return await _run_with_retries(spec, prompt)
+
+
+async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:
+    """Retry transient API failures with exponential backoff, resuming the session.
+
+    A resumed session's CLI restores the session's cost from its transcript,
+    so its totals (and its budget check) already include the earlier tries;
+    a try that starts afresh is added to them and gets only what is left.
+    """
+    spent = 0.0
+    for attempt in range(spec.api_retries + 1):
+        resumed = session_exists(spec)
+        budget = spec.max_budget_usd if resumed else round(spec.max_budget_usd - spent, 6)
+        try:
+            run = await _run_session(replace(spec, max_budget_usd=budget), prompt)
+        except AgentError as exc:
+            spent = _total(spent, exc.cost_usd, resumed)
+            exc.cost_usd = spent
+            if not exc.transient or attempt == spec.api_retries or spent >= spec.max_budget_usd:
+                raise
+            await anyio.sleep(spec.retry_base_s * 2**attempt)
+            continue
+        return run.model_copy(update={"cost_usd": _total(spent, run.cost_usd, resumed)})
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _total(spent: float, reported: float, resumed: bool) -> float:
+    # A resumed try reports the session's running total; a fresh one only its own.
+    return round(max(spent, reported) if resumed else spent + reported, 6)
 
 
 async def _run_session(spec: AgentSpec, prompt: str) -> AgentRun:

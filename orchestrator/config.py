@@ -183,6 +183,13 @@ class ProjectConfig(BaseModel):
     max_consecutive_failures: int = Field(
         5, gt=0, description="Failed tasks in a row that pause the project."
     )
+    api_retries: int = Field(
+        3, ge=0, description="Retries of an agent session after a transient model API error "
+        "(429, 5xx, 529, refused connection, timeout), resuming the session."
+    )
+    api_retry_base_seconds: float = Field(
+        2.0, ge=0, description="Wait before the first such retry; it doubles for each next one."
+    )
 
     @field_validator("name")
     @classmethod

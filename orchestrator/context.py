@@ -107,4 +107,6 @@ class ProjectContext:
             session_id=session_uuid(self.name, cycle_id, task_id or "", role.value, attempt),
             config_dir=self.claude_config_dir,
             slot_pool=self.portfolio.agent_pool,
+            api_retries=c.api_retries,
+            retry_base_s=c.api_retry_base_seconds,
         )

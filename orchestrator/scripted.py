@@ -120,7 +120,7 @@ class RequestView:
     results: list[str]  # the tool results that came back since the last response
 
 
-Turn = list[Block] | Callable[[RequestView], list[Block]] | Fail
+Turn = list[Block] | Callable[[RequestView], list[Block] | Fail] | Fail
 Script = list[Turn]
 
 
@@ -316,6 +316,8 @@ def _answer(scenario: Scenario, view: RequestView) -> tuple[list[Block] | Fail, 
     if isinstance(turn, Fail):
         return turn, key
     blocks = turn(view) if callable(turn) else turn
+    if isinstance(blocks, Fail):  # a dynamic turn may fail some requests and answer others
+        return blocks, key
     return _absolute_paths(blocks, view.cwd), key
 
 

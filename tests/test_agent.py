@@ -12,7 +12,16 @@ from pydantic import BaseModel, field_validator
 from orchestrator.agent import AgentSpec, run_agent, session_uuid
 from orchestrator.errors import AgentError
 from orchestrator.models import Role
-from orchestrator.scripted import Fail, Scenario, ScriptedModel, bash, structured, text, write
+from orchestrator.scripted import (
+    Fail,
+    RequestView,
+    Scenario,
+    ScriptedModel,
+    bash,
+    structured,
+    text,
+    write,
+)
 
 pytestmark = pytest.mark.usefixtures("agent_env")
 
@@ -106,6 +115,48 @@ def test_api_errors_say_whether_a_retry_can_help(tmp_path: Path, monkeypatch, st
             run(model, monkeypatch, spec(tmp_path))
     assert info.value.transient is transient
     assert str(status) in str(info.value)
+
+
+def flaky(failures: int, status: int = 529):
+    """A turn that fails its first ``failures`` requests with ``status``, then answers."""
+    calls = []
+
+    def turn(view: RequestView) -> list[dict] | Fail:
+        calls.append(view.turn)
+        if len(calls) <= failures:
+            return Fail(status, "scripted overload")
+        return [structured({"answer": "after the storm"})]
+
+    return turn
+
+
+def test_transient_api_errors_are_retried_resuming_the_session(tmp_path: Path, monkeypatch) -> None:
+    # Three failures: the CLI's own retry takes one, ours the others (two resumes).
+    scenario = Scenario(planner=[[text("first look")], flaky(3)])
+    with ScriptedModel(scenario) as model:
+        result = run(model, monkeypatch, spec(tmp_path, api_retries=3, retry_base_s=0.05))
+    assert result.structured == {"answer": "after the storm"}
+    # The finished first turn was not asked for again: resumed, not restarted.
+    assert [r.turn for r in model.requests if r.status == 200] == [0, 1]
+    assert len({r.session_id for r in model.requests}) == 1
+    # Every answered request is counted once, whatever the number of tries.
+    assert result.cost_usd == pytest.approx(model.cost_usd(), abs=1e-12)
+
+
+def test_retries_give_up_after_their_count(tmp_path: Path, monkeypatch) -> None:
+    with ScriptedModel(Scenario(planner=[flaky(100)])) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path, api_retries=1, retry_base_s=0.05))
+    assert info.value.transient and "529" in str(info.value)
+    assert len(model.requests) == 4  # two tries, each with the CLI's own single retry
+
+
+def test_permanent_api_errors_are_not_retried(tmp_path: Path, monkeypatch) -> None:
+    with ScriptedModel(Scenario(planner=[flaky(100, status=401)])) as model:
+        with pytest.raises(AgentError) as info:
+            run(model, monkeypatch, spec(tmp_path, api_retries=3, retry_base_s=0.05))
+    assert not info.value.transient and "401" in str(info.value)
+    assert len(model.requests) <= 2  # at most the CLI's own retry; ours would make it 8
 
 
 def test_turn_cap_ends_the_run(tmp_path: Path, monkeypatch) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
+import anyio
 from prefect import Task as Task_
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -28,6 +29,7 @@ from prefect.runtime import flow_run
 from orchestrator import cycle
 from orchestrator.config import find_config
 from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.lock import CycleLock
 from orchestrator.models import CycleSummary, Task, Verdict, WorkResult
 from tasks.judge import baseline, judge
 from tasks.merge import merge
@@ -46,8 +48,14 @@ def artifact_key(kind: str, project: str) -> str:
 
 # Runs are named after their project, so the UI's run lists read by project.
 @flow(name="project-cycle", flow_run_name="{project}", log_prints=True)
-async def project_cycle(project: str, config: str | None = None, cycle_id: str | None = None) -> CycleSummary:
-    """Run one cycle of ``project`` from the portfolio file ``config``."""
+async def project_cycle(
+    project: str, config: str | None = None, cycle_id: str | None = None, wait: bool = False
+) -> CycleSummary:
+    """Run one cycle of ``project`` from the portfolio file ``config``.
+
+    Only one cycle of a project runs at a time: when another holds the
+    project, this one does nothing and says so, or waits its turn if ``wait``.
+    """
     ref = ProjectRef(project=project, config_path=str(find_config(config).resolve()))
     ctx = ProjectContext.open(ref)
     logger = get_run_logger()
@@ -56,10 +64,23 @@ async def project_cycle(project: str, config: str | None = None, cycle_id: str |
         message = f"project {project!r} is paused ({state['paused_reason'] or 'by a user'}): nothing done"
         logger.info(message)
         return CycleSummary(project=project, cycle_id="", status="skipped", message=message)
+    lock = CycleLock(ctx.portfolio.data_dir, ctx.name)
+    if not await anyio.to_thread.run_sync(lock.acquire, wait):
+        message = f"a cycle of {project!r} is already running ({lock.holder()}): nothing done"
+        logger.warning(message)
+        return CycleSummary(project=project, cycle_id="", status="busy", message=message)
+    try:
+        return await _locked_cycle(ctx, ref, cycle_id)
+    finally:
+        lock.release()
+
+
+async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None) -> CycleSummary:
+    logger = get_run_logger()
     await gate_agents(ctx.portfolio)
     start = cycle.begin(ctx, cycle_id, flow_run_id=str(flow_run.get_id() or ""))
     logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
-                start.cycle_id, project, start.base_commit[:12])
+                start.cycle_id, ctx.name, start.base_commit[:12])
     try:
         summary = await _run(ctx, ref, start)
     except Exception as exc:

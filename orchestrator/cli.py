@@ -47,7 +47,7 @@ def _store(project: str, config: str | None):
     return Store.for_project(portfolio.data_dir, project_config.name)
 
 
-def run_cycle(project: str, config: str | None) -> CycleSummary:
+def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSummary:
     """One cycle of ``project`` through the ``project-cycle`` flow, with a live progress line."""
     from .progress import live_progress
 
@@ -56,17 +56,18 @@ def run_cycle(project: str, config: str | None) -> CycleSummary:
     from flows.project_cycle import project_cycle
 
     with live_progress(console, store.path, store.project):
-        return asyncio.run(project_cycle(project=project, config=config))
+        return asyncio.run(project_cycle(project=project, config=config, wait=wait))
 
 
 @app.command()
 def run(project: ProjectOpt, config: ConfigOpt = None,
-        cycles: Annotated[int, typer.Option(min=1, help="How many cycles to run one after another.")] = 1) -> None:
+        cycles: Annotated[int, typer.Option(min=1, help="How many cycles to run one after another.")] = 1,
+        wait: Annotated[bool, typer.Option("--wait", help="If a cycle of the project is running, wait for it instead of leaving.")] = False) -> None:
     """Run one or more cycles of a project now."""
     for _ in range(cycles):
-        summary = run_cycle(project, config)
+        summary = run_cycle(project, config, wait)
         print_summary(summary)
-        if summary.status == "skipped":
+        if summary.status in ("skipped", "busy"):
             break
 
 
@@ -113,7 +114,7 @@ def add_task(project: ProjectOpt, title: Annotated[str, typer.Option(help="Short
 
 def print_summary(summary: CycleSummary) -> None:
     """What a cycle did, for people."""
-    if summary.status == "skipped":
+    if summary.status in ("skipped", "busy"):
         console.print(summary.message)
         return
     console.print(f"\n[bold]Cycle {summary.cycle_id}[/] of {summary.project}: {summary.status}")

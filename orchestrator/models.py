@@ -228,7 +228,7 @@ class CycleSummary(BaseModel):
 
     project: str
     cycle_id: str
-    status: str  # done | skipped | failed
+    status: str  # done | skipped (paused) | busy (another cycle runs) | failed
     message: str = ""
     planned: list[str] = Field(default_factory=list)
     worked: list[str] = Field(default_factory=list)

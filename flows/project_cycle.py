@@ -31,8 +31,10 @@ from orchestrator.config import find_config
 from orchestrator.context import ProjectContext, ProjectRef
 from orchestrator.lock import CycleLock
 from orchestrator.models import CycleSummary, Task, Verdict, WorkResult
+from orchestrator.patrol import pause_if_failing
 from tasks.judge import baseline, judge
 from tasks.merge import merge
+from tasks.patrol import patrol, pause_schedule
 from tasks.plan import plan
 from tasks.slots import gate_agents
 from tasks.work import work
@@ -70,6 +72,11 @@ async def project_cycle(
         logger.warning(message)
         return CycleSummary(project=project, cycle_id="", status="busy", message=message)
     try:
+        report = await patrol.with_options(tags=[f"project:{project}", "role:patrol"])(ref)
+        if report.paused_reason:
+            message = f"project {project!r} paused: {report.paused_reason}"
+            logger.warning(message)
+            return CycleSummary(project=project, cycle_id="", status="skipped", message=message)
         return await _locked_cycle(ctx, ref, cycle_id)
     finally:
         lock.release()
@@ -89,6 +96,10 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
         raise
     cycle.finish(ctx, summary)
     await _publish_summary(ctx, summary)
+    reason = pause_if_failing(ctx)
+    if reason:
+        logger.warning("Project %s paused: %s", ctx.name, reason)
+        await pause_schedule(ctx.name)
     return summary
 
 

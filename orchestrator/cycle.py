@@ -79,7 +79,7 @@ def still_held(ctx: ProjectContext, cycle_id: str, task: Task) -> bool:
     return current.status is TaskStatus.in_progress and current.claimed_by == cycle_id
 
 
-def _send_back(ctx: ProjectContext, task: Task, reason: str) -> None:
+def send_back(ctx: ProjectContext, task: Task, reason: str) -> None:
     """An attempt failed: the task goes back (or fails for good) and its branch goes."""
     ctx.store.fail_attempt(task.id, reason)
     ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
@@ -90,7 +90,7 @@ def record_work(ctx: ProjectContext, task: Task, result: WorkResult) -> None:
     ctx.store.record_cost(result.session_id, result.cycle_id, task.id, Role.worker, ctx.config.model, result.cost_usd)
     write_worker(ctx.orch_dir, task, result)
     if not result.success and still_held(ctx, result.cycle_id, task):
-        _send_back(ctx, task, f"worker failed: {result.error}")
+        send_back(ctx, task, f"worker failed: {result.error}")
 
 
 def rejection_reasons(verdict: Verdict) -> str:
@@ -107,7 +107,7 @@ def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
     ctx.store.record_cost(verdict.session_id, verdict.cycle_id, task.id, Role.judge, ctx.config.judge_model, verdict.cost_usd)
     write_verdict(ctx.orch_dir, task, verdict)
     if not verdict.passed and still_held(ctx, verdict.cycle_id, task):
-        _send_back(ctx, task, rejection_reasons(verdict))
+        send_back(ctx, task, rejection_reasons(verdict))
 
 
 def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) -> None:
@@ -141,7 +141,7 @@ def abandon(ctx: ProjectContext, cycle_id: str, summary: CycleSummary) -> None:
     """A step raised: give the cycle's tasks back and close it as failed."""
     for task in ctx.store.tasks_of(json.loads(ctx.store.get_cycle(cycle_id)["claimed"] or "[]")):
         if still_held(ctx, cycle_id, task):
-            _send_back(ctx, task, f"cycle {cycle_id} failed: {summary.message}")
+            send_back(ctx, task, f"cycle {cycle_id} failed: {summary.message}")
     finish(ctx, summary)
 
 

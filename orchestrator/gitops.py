@@ -266,6 +266,17 @@ class Project:
         if branch and self.branch_exists(branch):
             _git(self.path, "branch", "-D", branch)
 
+    def delete_branch(self, branch: str) -> bool:
+        """Delete a local branch; False if it is gone or checked out somewhere (then it stays)."""
+        with self._lock():
+            if not self.branch_exists(branch):
+                return False
+            try:
+                _git(self.path, "branch", "-D", branch)
+            except GitError:  # checked out in a worktree that is not ours
+                return False
+            return True
+
     def _stage_all(self, worktree: Path) -> None:
         """``git add -A``, minus anything under ``.orch/`` should it not be excluded."""
         _git(worktree, "add", "-A")

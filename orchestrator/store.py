@@ -203,14 +203,19 @@ class Store:
         """An attempt failed: back to pending with the reason, or failed for good."""
         task = self.get_task(task_id)
         status = TaskStatus.failed if task.attempts >= task.max_attempts else TaskStatus.pending
-        return self.update_task(
-            task_id, status=status, last_failure=reason, claimed_by=None
-        )
+        with self.db.atomic():
+            if status is TaskStatus.failed and task.status is not TaskStatus.failed:
+                self._update_state(consecutive_failures=self.state()["consecutive_failures"] + 1)
+            return self.update_task(
+                task_id, status=status, last_failure=reason, claimed_by=None
+            )
 
     def complete_task(self, task_id: str, merge_commit: str) -> Task:
-        return self.update_task(
-            task_id, status=TaskStatus.done, merge_commit=merge_commit, claimed_by=None
-        )
+        with self.db.atomic():
+            self._update_state(consecutive_failures=0)  # a success ends a failure streak
+            return self.update_task(
+                task_id, status=TaskStatus.done, merge_commit=merge_commit, claimed_by=None
+            )
 
     # -- results -------------------------------------------------------------
 
@@ -348,7 +353,15 @@ class Store:
                     "consecutive_failures": 0, "last_cycle_id": None, "last_cycle_at": None}
 
     def set_paused(self, paused: bool, reason: str = "") -> None:
-        self._update_state(paused=paused, paused_reason=reason if paused else "")
+        """Pause or resume; resuming also forgives the failure streak that may have paused it."""
+        if paused:
+            self._update_state(paused=True, paused_reason=reason)
+        else:
+            self._update_state(paused=False, paused_reason="", consecutive_failures=0)
+
+    def running_cycles(self) -> list[dict[str, Any]]:
+        """Cycles still marked running, newest first (all but one belong to dead runs)."""
+        return list(self.db.table("planner_cycles").rows_where("status = 'running'", order_by="started_at desc"))
 
     def _update_state(self, **fields: Any) -> None:
         row = self.state() | fields | {"updated_at": utcnow()}

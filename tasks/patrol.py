@@ -1,0 +1,53 @@
+"""The patrol step, and the two things it asks of Prefect itself."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect import get_client, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
+from prefect.states import Crashed
+
+from orchestrator import patrol as core
+from orchestrator.context import ProjectContext, ProjectRef
+
+
+# Never cached: it looks at the project as it is now, every cycle.
+@task(name="patrol", cache_policy=NO_CACHE, persist_result=False, task_run_name="patrol: {ref.project}")
+async def patrol(ref: ProjectRef) -> core.PatrolReport:
+    """Tidy up after dead runs; pause the project and its schedule if it keeps failing."""
+    report = core.patrol(ProjectContext.open(ref))
+    await mark_crashed(report.dead_flow_runs)
+    if report.paused_reason:
+        await pause_schedule(ref.project)
+    return report
+
+
+async def mark_crashed(run_ids: list[str]) -> None:
+    """Mark flow runs whose process died (and that Prefect still shows running) as crashed."""
+    current = str(flow_run.get_id() or "")
+    async with get_client() as client:
+        for run_id in run_ids:
+            if run_id == current:
+                continue
+            try:
+                run = await client.read_flow_run(UUID(run_id))
+            except ObjectNotFound:  # recorded by another Prefect server
+                continue
+            if run.state is not None and not run.state.is_final():
+                await client.set_flow_run_state(
+                    run.id, Crashed(message="its process died; a later cycle took over"), force=True
+                )
+
+
+async def pause_schedule(project: str) -> bool:
+    """Pause ``project-cycle/<project>``'s schedule if it is deployed here."""
+    async with get_client() as client:
+        try:
+            deployment = await client.read_deployment_by_name(f"project-cycle/{project}")
+        except ObjectNotFound:
+            return False
+        await client.pause_deployment(deployment.id)
+        return True

@@ -1,0 +1,107 @@
+"""Patrol: dead cycles closed, stray tasks sent back, orphans removed, failing projects paused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.gitops import init_repo
+from orchestrator.models import Task, TaskStatus
+from orchestrator.patrol import patrol, pause_if_failing
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> ProjectContext:
+    init_repo(tmp_path / "app", {"README.md": "# app\n"})
+    config = tmp_path / "portfolio.json"
+    config.write_text(json.dumps({"projects": [
+        {"name": "app", "path": "app", "max_consecutive_failures": 2, "max_task_attempts": 2}]}))
+    return ProjectContext.open(ProjectRef(project="app", config_path=str(config)))
+
+
+def test_patrol_tidies_what_dead_runs_left_and_keeps_the_cycle_to_resume(ctx: ProjectContext) -> None:
+    store, repo, base = ctx.store, ctx.repo, ctx.repo.head()
+    # Priorities make each claim take the task it names.
+    store.add_task(Task(id="ghost1", title="Held by a cycle the store never recorded", priority=1, max_attempts=1))
+    store.claim_tasks("ghost", 1)
+    store.add_task(Task(id="old1", title="Held by a dead cycle", priority=2, max_attempts=2))
+    store.start_cycle("dead", base, flow_run_id="run-dead")
+    store.claim_tasks("dead", 1)
+    store.update_cycle("dead", claimed=["old1"])
+    store.db.table("planner_cycles").update("dead", {"started_at": "2020-01-01T00:00:00+00:00"})
+    store.add_task(Task(id="new1", title="Held by the cycle to resume", priority=3, max_attempts=2))
+    store.start_cycle("live", base, flow_run_id="run-live")
+    store.claim_tasks("live", 1)
+    store.update_cycle("live", claimed=["new1"])
+    store.add_task(Task(id="done1", title="Merged long ago", priority=4))
+    store.claim_tasks("older", 1)
+    store.complete_task("done1", "c" * 40)
+    for name in ("old1", "new1", "done1", "base-dead", "base-live", "stray"):
+        repo.add_worktree(name, ctx.branch(name), base)
+
+    report = patrol(ctx)
+
+    assert report.abandoned_cycles == ["dead"]
+    assert store.get_cycle("dead")["status"] == "failed" and store.get_cycle("live")["status"] == "running"
+    assert set(report.dead_flow_runs) == {"run-dead", "run-live"}
+    old = store.get_task("old1")  # given back when its cycle was closed, with an attempt left
+    assert old.status is TaskStatus.pending and old.last_failure.startswith("cycle dead failed: abandoned")
+    assert report.sent_back == ["ghost1"]
+    ghost = store.get_task("ghost1")  # no attempt left: failed for good, and counted in the streak
+    assert ghost.status is TaskStatus.failed and "died" in ghost.last_failure
+    assert store.get_task("new1").status is TaskStatus.in_progress  # the resumed cycle still holds it
+    kept = sorted(p.name for p in repo.list_worktrees())
+    assert kept == ["base-live", "new1"]
+    assert sorted(repo.list_orch_branches("orch")) == ["orch/base-live", "orch/new1"]
+    assert git(repo.path, "status", "--porcelain") == ""  # the user's checkout is untouched
+
+
+def test_a_failure_streak_pauses_the_project_until_resumed(ctx: ProjectContext) -> None:
+    store = ctx.store
+    for task_id in ("a", "b", "c"):
+        store.add_task(Task(id=task_id, title=task_id, max_attempts=1))
+    store.claim_tasks("c1", 3)
+    store.fail_attempt("a", "tests failed")
+    assert pause_if_failing(ctx) == ""  # one failure is not a streak
+    store.complete_task("b", "d" * 40)  # a success ends it
+    store.fail_attempt("c", "tests failed")
+    assert pause_if_failing(ctx) == "" and store.state()["consecutive_failures"] == 1
+    store.add_task(Task(id="d", title="d", max_attempts=1))
+    store.claim_tasks("c2", 1)
+    store.fail_attempt("d", "tests failed")
+    store.fail_attempt("d", "the same failure recorded twice")  # counted once
+    reason = pause_if_failing(ctx)
+    assert reason.startswith("2 tasks failed in a row")
+    state = store.state()
+    assert state["paused"] and state["paused_reason"] == reason
+    store.set_paused(False)
+    assert store.state()["consecutive_failures"] == 0 and pause_if_failing(ctx) == ""
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_dead_runs_flow_run_is_marked_crashed() -> None:
+    from prefect import flow, get_client
+    from prefect.states import Completed, Running
+
+    from tasks.patrol import mark_crashed
+
+    @flow(name="died-here")
+    def died() -> None: ...
+
+    async def scenario() -> tuple[str, str]:
+        async with get_client() as client:
+            stuck = await client.create_flow_run(died, state=Running())  # as a SIGKILL leaves it
+            finished = await client.create_flow_run(died, state=Completed())
+            await mark_crashed([str(stuck.id), str(finished.id)])
+            return tuple([(await client.read_flow_run(r.id)).state.type.value for r in (stuck, finished)])
+
+    assert asyncio.run(scenario()) == ("CRASHED", "COMPLETED")  # a finished run is left as it was

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +19,21 @@ from .models import CheckResult
 
 _TAIL_CHARS = 4000
 _CANNOT_RUN = {126: "not executable", 127: "command not found"}
+
+# How the common runners name a failing test: pytest's summary lines,
+# unittest's headers, go test's and cargo test's markers.
+_FAILED_TEST = [
+    re.compile(r"^(?:FAILED|ERROR) (\S+::\S+)", re.MULTILINE),
+    re.compile(r"^(?:FAIL|ERROR): (\S+ \([\w.]+\))", re.MULTILINE),
+    re.compile(r"^\s*--- FAIL: (\S+)", re.MULTILINE),
+    re.compile(r"^test (\S+) \.\.\. FAILED$", re.MULTILINE),
+]
+
+
+def failed_tests(output: str) -> list[str] | None:
+    """The failing test ids named in a test run's output, or None if it names none."""
+    found = {m.group(1) for pattern in _FAILED_TEST for m in pattern.finditer(output)}
+    return sorted(found) or None
 
 
 def tail(text: str, limit: int = _TAIL_CHARS) -> str:
@@ -60,6 +76,8 @@ def run_check(command: str, cwd: Path, timeout_s: float) -> CheckResult:
         command=command, ran=ran, passed=ran and code == 0, exit_code=code,
         duration_s=round(time.monotonic() - started, 3), output=tail(output),
         warnings=sum(1 for line in output.splitlines() if line.strip()),
+        # Read from the whole output: the stored tail may have lost the first failures.
+        failed_tests=None if code == 0 else failed_tests(output),
     )
 
 

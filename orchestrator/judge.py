@@ -1,8 +1,10 @@
 """The judge stage: an automated gate, then an AI review with the evidence.
 
 The gate fails closed. Tests that pass on the base and fail on the branch
-reject the branch whatever the reviewer says; a test command that cannot run
-is a failure; lint that was clean on the base and fails on the branch is a
+reject the branch whatever the reviewer says; when the base fails too, the
+failing tests are compared by id, and any new one rejects the branch (as do
+failures that cannot be told apart); a test command that cannot run is a
+failure; lint that was clean on the base and fails on the branch is a
 failure. Only a branch through the gate is shown to the reviewer.
 """
 
@@ -43,14 +45,29 @@ def gate(base: Baseline, tests: CheckResult | None, lint: CheckResult | None) ->
         if not tests.ran:
             why = "timed out" if tests.timed_out else f"could not run (exit {tests.exit_code})"
             reasons.append(f"test command `{tests.command}` {why}")
-        elif not tests.passed and (base.tests is None or base.tests.passed):
-            reasons.append(f"tests pass on the base but fail on the branch (exit {tests.exit_code})")
+        elif not tests.passed:
+            if base.tests is None or base.tests.passed:
+                reasons.append(f"tests pass on the base but fail on the branch (exit {tests.exit_code})")
+            else:
+                reasons += _new_failures(base.tests, tests)
     if lint is not None:
         if not lint.ran:
             reasons.append(f"lint command `{lint.command}` could not run")
         elif not lint.passed and (base.lint is None or base.lint.passed):
             reasons.append(f"lint passes on the base but fails on the branch ({lint.warnings} lines)")
     return reasons
+
+
+def _new_failures(base: CheckResult, branch: CheckResult) -> list[str]:
+    """Tests fail on the base too: the branch may fail only the tests the base fails."""
+    if base.failed_tests is None or branch.failed_tests is None:
+        return ["tests fail on the base and on the branch, and the failing tests cannot be told "
+                "apart by id: the branch cannot be shown not to break more"]
+    new = sorted(set(branch.failed_tests) - set(base.failed_tests))
+    if not new:
+        return []
+    shown = ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else "")
+    return [f"tests that pass on the base fail on the branch: {shown}"]
 
 
 def scope_warnings(ctx: ProjectContext, worktree: Path, base_commit: str) -> list[str]:

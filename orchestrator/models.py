@@ -173,6 +173,8 @@ class CheckResult(BaseModel):
     duration_s: float = 0.0
     output: str = ""  # the tail of stdout+stderr
     warnings: int = 0  # non-empty output lines, counted for lint
+    failed_tests: list[str] | None = None
+    """Ids of the failing tests found in the whole output; None when none could be read."""
 
 
 class Baseline(BaseModel):

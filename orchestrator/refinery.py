@@ -69,16 +69,50 @@ async def _merge_all(
             outcome.merged[task.id] = ctx.repo.head_of(worktree)
 
 
-def _tests_pass(ctx: ProjectContext, worktree: Path) -> tuple[bool, str]:
-    if not ctx.config.test_command:
-        return True, ""
-    check = run_check(ctx.config.test_command, worktree, ctx.config.test_timeout_seconds)
-    return check.passed, check.output[-500:]
+class MergedTests:
+    """The test gate of a merged result: what main receives must pass as merged.
+
+    Tests main already fails do not block a merge, compared by test id as the
+    judge does; main's own failures are read once, and only when a merged
+    result fails, from a checkout of main as it was.
+    """
+
+    def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
+        self.ctx, self.cycle_id, self.main_before = ctx, cycle_id, main_before
+        self._main_failures: list[str] | None = None
+        self._main_read = False
+
+    def check(self, worktree: Path) -> tuple[bool, str]:
+        """(passes, the end of the test output when it does not)."""
+        c = self.ctx.config
+        if not c.test_command:
+            return True, ""
+        result = run_check(c.test_command, worktree, c.test_timeout_seconds)
+        if result.passed:
+            return True, ""
+        if result.ran and result.failed_tests is not None:
+            known = self.main_failures()
+            if known is not None and set(result.failed_tests) <= set(known):
+                return True, ""
+        return False, result.output[-500:]
+
+    def main_failures(self) -> list[str] | None:
+        if not self._main_read:
+            name = f"main-{self.cycle_id}"
+            path = self.ctx.repo.add_worktree(name, self.ctx.branch(name), self.main_before)
+            try:
+                c = self.ctx.config
+                result = run_check(c.test_command, path, c.test_timeout_seconds)
+                self._main_failures = [] if result.passed else (result.failed_tests if result.ran else None)
+            finally:
+                self.ctx.repo.remove_worktree(name, self.ctx.branch(name))
+            self._main_read = True
+        return self._main_failures
 
 
 async def _merge_one_by_one(
     ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
-    outcome: MergeOutcome,
+    outcome: MergeOutcome, tests: MergedTests,
 ) -> None:
     """Fallback when the whole merge fails its tests: keep what passes in turn."""
     ctx.repo.reset_worktree_to(worktree, outcome.main_before)
@@ -94,7 +128,7 @@ async def _merge_one_by_one(
         if task.id in trial.rejected:
             outcome.rejected[task.id] = trial.rejected[task.id]
             continue
-        passed, output = _tests_pass(ctx, worktree)
+        passed, output = tests.check(worktree)
         if passed:
             outcome.merged[task.id] = trial.merged[task.id]
         else:
@@ -110,11 +144,12 @@ async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task,
         return outcome
     name = integration_name(cycle_id)
     worktree = ctx.repo.add_worktree(name, ctx.branch(name), main_before)
+    tests = MergedTests(ctx, cycle_id, main_before)
     try:
         await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
-        passed, _ = _tests_pass(ctx, worktree) if outcome.merged else (True, "")
+        passed, _ = tests.check(worktree) if outcome.merged else (True, "")
         if not passed:
-            await _merge_one_by_one(ctx, worktree, cycle_id, candidates, outcome)
+            await _merge_one_by_one(ctx, worktree, cycle_id, candidates, outcome, tests)
         new_head = ctx.repo.head_of(worktree)
         if new_head != main_before:
             moved, reason = ctx.repo.advance_main(new_head, main_before)

@@ -43,6 +43,13 @@ ROLE_TOOLS: dict[Role, tuple[str, ...]] = {
     Role.resolver: EDIT_TOOLS,
 }
 
+# Tools that act on the machine. They are never pre-approved: acceptEdits
+# approves edits inside the session's cwd only, and Bash runs only inside
+# Claude Code's sandbox (bubblewrap on Linux), whose writes are confined to the
+# cwd. An edit or a command outside is refused, as nothing may ask the user.
+CONFINED_TOOLS = frozenset({"Write", "Edit", "Bash"})
+SANDBOX = {"enabled": True, "autoAllowBashIfSandboxed": True, "allowUnsandboxedCommands": False}
+
 # HTTP statuses worth another try: rate limits, server errors, overload.
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -126,7 +133,7 @@ def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
         env["CLAUDE_CONFIG_DIR"] = str(spec.config_dir)
     options = ClaudeAgentOptions(
         tools=tools,
-        allowed_tools=tools,
+        allowed_tools=[t for t in tools if t not in CONFINED_TOOLS],
         # acceptEdits with an explicit tool list works as root; bypassPermissions does not.
         permission_mode="acceptEdits",
         system_prompt=f"{role_line(spec.role, spec.task_id)}\n\n{spec.system_prompt}",
@@ -138,6 +145,8 @@ def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
         env=env,
         stderr=stderr.append,
     )
+    if "Bash" in tools:
+        options.sandbox = SANDBOX  # type: ignore[assignment]
     if spec.output_model is not None:
         schema = spec.output_model.model_json_schema()
         options.output_format = {"type": "json_schema", "schema": schema}

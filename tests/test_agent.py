@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import anyio
@@ -18,6 +19,8 @@ from orchestrator.scripted import (
     Scenario,
     ScriptedModel,
     bash,
+    edit,
+    read,
     structured,
     text,
     write,
@@ -115,6 +118,31 @@ def test_api_errors_say_whether_a_retry_can_help(tmp_path: Path, monkeypatch, st
             run(model, monkeypatch, spec(tmp_path))
     assert info.value.transient is transient
     assert str(status) in str(info.value)
+
+
+def test_a_worker_cannot_write_outside_its_worktree(tmp_path: Path, monkeypatch) -> None:
+    worktree, outside = tmp_path / "worktree", tmp_path / "outside"
+    worktree.mkdir()
+    outside.mkdir()
+    (outside / "victim.txt").write_text("original\n")
+    scenario = Scenario(workers={"Escape": [
+        [write("inside.txt", "mine\n")],
+        [bash("echo mine > inside-bash.txt")],
+        [write(str(outside / "written.txt"), "escaped\n")],
+        [write("../outside/relative.txt", "escaped\n")],
+        [read(str(outside / "victim.txt"))],
+        [edit(str(outside / "victim.txt"), "original", "escaped")],
+        [bash(f"echo escaped > {outside}/bash.txt; echo escaped >> {outside}/victim.txt")],
+        [structured({"answer": "done"})],
+    ]})
+    with ScriptedModel(scenario) as model:
+        result = run(model, monkeypatch, spec(worktree, Role.worker, max_turns=10), "Escape, then report")
+    assert result.structured == {"answer": "done"}
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert (outside / "victim.txt").read_text() == "original\n"
+    assert (worktree / "inside.txt").read_text() == "mine\n"
+    if shutil.which("bwrap"):  # Bash runs only inside the sandbox; without bubblewrap it is refused
+        assert (worktree / "inside-bash.txt").read_text() == "mine\n"
 
 
 def flaky(failures: int, status: int = 529):

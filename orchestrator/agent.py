@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import AgentError
 from .models import AgentRun, Role
+from .secrets import redact, redact_all
 
 READ_ONLY_TOOLS = ("Read", "Grep", "Glob")
 EDIT_TOOLS = ("Read", "Edit", "Write", "Bash", "Grep", "Glob")
@@ -224,7 +225,7 @@ async def _run_session(spec: AgentSpec, prompt: str) -> AgentRun:
     except ResultError as exc:
         raise _from_result_error(who, exc, result) from exc
     except ProcessError as exc:
-        detail = " | ".join(stderr) or str(exc).splitlines()[0]
+        detail = redact(" | ".join(stderr) or str(exc).splitlines()[0])
         raise AgentError(
             f"{who}: Claude Code exited with code {exc.exit_code}: {detail}",
             subtype="process",
@@ -252,7 +253,7 @@ def _from_result_error(who: str, exc: ResultError, result: ResultMessage | None)
     reason = exc.subtype or "error"
     if status is not None:
         reason = f"API error {status}"
-    detail = "; ".join(exc.errors) or (exc.result or "").strip()[:200]
+    detail = redact("; ".join(exc.errors) or (exc.result or "").strip()[:200])
     return AgentError(
         f"{who}: {reason}" + (f": {detail}" if detail else ""),
         subtype=exc.subtype or "error",
@@ -271,7 +272,7 @@ def _finish(spec: AgentSpec, who: str, result: ResultMessage, elapsed_s: float) 
             cost_usd=cost,
             session_id=result.session_id,
         )
-    structured = result.structured_output
+    structured = redact_all(result.structured_output)
     if spec.output_model is not None:
         if structured is None:
             raise AgentError(
@@ -292,7 +293,7 @@ def _finish(spec: AgentSpec, who: str, result: ResultMessage, elapsed_s: float) 
                 session_id=result.session_id,
             ) from exc
     return AgentRun(
-        text=result.result or "",
+        text=redact(result.result or ""),
         structured=structured,
         cost_usd=cost,
         num_turns=result.num_turns,

@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 
 from .models import CheckResult, MergeOutcome, PlanOutput, Task, Verdict, WorkResult
+from .secrets import redact
 
 
 def write_atomic(path: Path, content: str) -> Path:
     """Write ``content`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content, encoding="utf-8")
+    tmp.write_text(redact(content), encoding="utf-8")
     os.replace(tmp, path)
     return path
 

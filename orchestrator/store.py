@@ -1,6 +1,7 @@
 """The project's state in SQLite: one file per project, WAL mode.
 
-This is the only module that imports ``sqlite_utils``. Every write is either
+This is the only module that imports ``sqlite_utils``. Text is redacted
+(see :mod:`.secrets`) on its way in. Every write is either
 a single statement or inside ``db.atomic()``, and every recording method is
 an upsert keyed by what it records, so replaying a step after a crash writes
 the same rows again instead of new ones.
@@ -19,6 +20,7 @@ from sqlite_utils import Migrations
 
 from .errors import StoreError
 from .models import Task, TaskStatus, Verdict, WorkResult, utcnow
+from .secrets import redact_all
 
 migrations = Migrations("orchestrator")
 
@@ -80,7 +82,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 
 
 def _task_row(task: Task) -> dict[str, Any]:
-    row = task.model_dump(mode="json")
+    row = redact_all(task.model_dump(mode="json"))
     row["fingerprint"] = task.fingerprint
     return row
 
@@ -220,13 +222,13 @@ class Store:
     # -- results -------------------------------------------------------------
 
     def record_work(self, result: WorkResult) -> None:
-        row = result.model_dump(mode="json")
+        row = redact_all(result.model_dump(mode="json"))
         row["files_changed"] = json.dumps(row["files_changed"])
         row["created_at"] = utcnow()
         self.db.table("worker_results").upsert(row, pk=("task_id", "attempt"))
 
     def record_verdict(self, verdict: Verdict) -> None:
-        row = verdict.model_dump(mode="json")
+        row = redact_all(verdict.model_dump(mode="json"))
         for key in ("reasons", "tests", "lint", "scope_warnings", "review"):
             row[key] = json.dumps(row[key])
         row["created_at"] = utcnow()
@@ -369,9 +371,9 @@ class Store:
 
 
 def _plain(value: Any) -> Any:
-    """Store enums as their value and containers as JSON text."""
+    """Store enums as their value, containers as JSON text, and no secret at all."""
     if hasattr(value, "value"):
         return value.value
     if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return value
+        return json.dumps(redact_all(value))
+    return redact_all(value)

@@ -1,0 +1,43 @@
+"""Secrets in the environment never reach what the orchestrator writes.
+
+The values of environment variables whose names say they are secret (API
+keys, tokens, passwords) are replaced by ``[redacted]`` wherever outside text
+enters: test and lint output, what agents return, error details. The audit
+trail and the store redact again on the way out, so a path missed on the way
+in still writes nothing secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+_MIN_LENGTH = 8  # shorter values ("1", "true") would redact ordinary words
+REDACTED = "[redacted]"
+
+
+def secret_values() -> list[str]:
+    """The current secret values, longest first (so no part of one is left behind)."""
+    values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_LENGTH}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret value replaced."""
+    for value in secret_values():
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_all(value: Any) -> Any:
+    """Redact every string inside nested dicts, lists and tuples."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_all(v) for v in value)
+    return value

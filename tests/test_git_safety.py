@@ -130,3 +130,13 @@ def test_repository_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="no main or master branch: set main_branch"):
         Project(tmp_path / "trunk")
     assert Project(tmp_path / "trunk", main_branch="trunk").main == "trunk"
+
+
+def test_task_titles_never_reach_a_shell(project: Project, tmp_path: Path) -> None:
+    hostile = f"Fix it $(touch {tmp_path}/pwned) `touch {tmp_path}/pwned2`; touch {tmp_path}/pwned3"
+    worktree = project.add_worktree("t1", "orch/t1", project.head())
+    (worktree / "c.txt").write_text("c\n")
+    commit = project.commit_all(worktree, f"{hostile}\n\norchestrator task t1")
+    assert commit is not None
+    assert git(worktree, "log", "-1", "--format=%s") == hostile  # kept as text
+    assert not list(tmp_path.glob("pwned*"))  # and never run

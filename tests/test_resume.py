@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,3 +79,93 @@ def test_killed_cycle_resumes_without_paying_again(tmp_path: Path, monkeypatch) 
     assert tasks["Add mean function"].status is TaskStatus.done
     assert tasks["Make add faster"].status is TaskStatus.pending  # rejected by the gate, as always
     assert not store.list_tasks(TaskStatus.in_progress)
+
+
+def run_until_killed(config: Path, model: ScriptedModel, home: Path, reached) -> None:
+    """Start `orch run` in its own process; SIGKILL it once ``reached()`` is true."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env |= model.env() | {"PREFECT_HOME": str(home)}
+    proc = subprocess.Popen([ORCH, "run", "--project", "calc", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(reached)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def rerun(config: Path, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch):
+    from flows.project_cycle import project_cycle
+
+    for key, value in model.env().items():
+        monkeypatch.setenv(key, value)
+    return asyncio.run(project_cycle(project="calc", config=str(config)))
+
+
+def assert_tidy(project: Path, store: Store) -> None:
+    """No task in progress, no orphan worktree or branch, main green in the user's checkout."""
+    assert not store.list_tasks(TaskStatus.in_progress)
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=project, capture_output=True, text=True).stdout
+    assert worktrees.count("\n") == 1
+    branches = subprocess.run(["git", "branch", "--list", "orch/*"], cwd=project, capture_output=True, text=True)
+    assert branches.stdout.strip() == ""
+    green = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, capture_output=True, text=True)
+    assert green.returncode == 0, green.stderr
+
+
+def test_killed_while_planning_resumes_the_planner_session(tmp_path: Path, monkeypatch) -> None:
+    project = make_sample_project(tmp_path)
+    config = write_portfolio(tmp_path, project)
+    scenario = demo_scenario()
+    final_turn = scenario.planner[-1]
+    asked = threading.Event()
+
+    def last_turn_stalls(view: RequestView) -> list[dict]:
+        asked.set()  # a request is recorded only once answered: say it arrived
+        return stall(view)
+
+    scenario.planner[-1] = last_turn_stalls
+    with ScriptedModel(scenario) as model:
+        run_until_killed(config, model, tmp_path / "prefect-home", asked.is_set)
+        before = len(model.requests)
+        # The cut-off turn stays in the transcript, so the resumed session's next turn is the fourth.
+        scenario.planner[-1:] = [final_turn, final_turn]
+        summary = rerun(config, model, monkeypatch)
+        first, after = model.requests[:before], model.requests[before:]
+    assert summary.status == "done" and len(summary.merged) == 2
+    assert {r.session_id for r in after if r.role == "planner"} == {r.session_id for r in first if r.role == "planner"}
+    # The two planner turns answered before the kill were not asked for again: the session resumed.
+    planner_turns = [r.turn for r in after if r.role == "planner"]
+    assert planner_turns and min(planner_turns) >= 2
+    store = Store.for_project(tmp_path / "data", "calc")
+    assert len(store.list_tasks()) == 3 and len(store.list_cycles()) == 1  # no duplicate tasks or cycles
+    assert_tidy(project, store)
+
+
+def test_killed_while_merging_merges_once_and_keeps_main_green(tmp_path: Path, monkeypatch) -> None:
+    project = make_sample_project(tmp_path)
+    config = write_portfolio(tmp_path, project)
+    settings = json.loads(config.read_text())
+    tests = settings["projects"][0]["test_command"]
+    marker = tmp_path / "merging"
+    # The first run hangs in the merged result's tests, the one place only the merge step runs them.
+    settings["projects"][0]["test_command"] = (
+        f'case "$PWD" in */integration-*) touch {marker}; sleep 120;; esac; {tests}'
+    )
+    config.write_text(json.dumps(settings))
+    with ScriptedModel(demo_scenario()) as model:
+        run_until_killed(config, model, tmp_path / "prefect-home", marker.exists)
+        before = len(model.requests)
+        main_before = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout
+        settings["projects"][0]["test_command"] = tests
+        config.write_text(json.dumps(settings))
+        summary = rerun(config, model, monkeypatch)
+        after = model.requests[before:]
+    assert summary.status == "done" and len(summary.merged) == 2
+    assert after == []  # planner, workers and reviews all reused: only the merge ran again
+    log = subprocess.run(["git", "log", "--format=%s", f"{main_before.strip()}..HEAD"], cwd=project,
+                         capture_output=True, text=True).stdout.splitlines()
+    assert len([line for line in log if line.startswith("Merge ")]) == 2  # each branch merged once
+    store = Store.for_project(tmp_path / "data", "calc")
+    assert len(store.merged_task_ids(summary.cycle_id)) == 2
+    assert_tidy(project, store)

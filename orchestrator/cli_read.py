@@ -114,6 +114,8 @@ def _print_status(rows: list[ProjectStatus], title: str) -> None:
     for r in rows:
         paused = f"yes: {escape(r.paused_reason)}" if r.paused else "no"
         last = f"{r.last_cycle_id} {r.last_cycle_status} {_time(r.last_cycle_at)}" if r.last_cycle_id else "-"
+        if r.merge_waiting:
+            last += f"\nmerge waiting: {escape(r.merge_waiting)}"
         table.add_row(r.project, "yes" if r.enabled else "no", paused, _time(r.next_run),
                       str(r.pending), str(r.in_progress), str(r.done), str(r.failed), last,
                       f"{r.cost_usd:.4f}")

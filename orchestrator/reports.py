@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from .config import PortfolioConfig
 from .errors import ConfigError, StoreError
-from .models import Task
+from .models import Task, TaskStatus
 from .store import Store
 
 __all__ = [
@@ -66,6 +66,7 @@ class ProjectStatus(BaseModel):
     last_cycle_status: str | None = None
     last_cycle_at: str | None = None  # when it finished, or started if still running
     cost_usd: float = 0.0
+    merge_waiting: str = ""  # why passing work waits to reach main ('' when nothing waits)
 
 
 class CycleRow(BaseModel):
@@ -213,8 +214,17 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
             last_cycle_status=last["status"] if last else None,
             last_cycle_at=(last["finished_at"] or last["started_at"]) if last else None,
             cost_usd=store.total_cost(),
+            merge_waiting=_merge_waiting(store),
         ))
     return rows
+
+
+def _merge_waiting(store: Store) -> str:
+    # The refinery gives such tasks back with this reason, keeping their attempt.
+    for task in store.list_tasks(TaskStatus.pending):
+        if task.last_failure.startswith("merge waited: "):
+            return task.last_failure.removeprefix("merge waited: ")
+    return ""
 
 
 def _cycle_row(project: str, store: Store, row: dict[str, Any]) -> CycleRow:

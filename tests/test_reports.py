@@ -147,7 +147,7 @@ def test_status_table_and_json(config: Path, capsys, monkeypatch) -> None:
         "project": "app", "enabled": True, "paused": False, "paused_reason": "",
         "next_run": "2030-01-05T12:30:00+00:00", "pending": 2, "in_progress": 0, "done": 1,
         "failed": 0, "last_cycle_id": RUNNING, "last_cycle_status": "running",
-        "last_cycle_at": "2030-01-03T08:00:00+00:00", "cost_usd": 1.95,
+        "last_cycle_at": "2030-01-03T08:00:00+00:00", "cost_usd": 1.95, "merge_waiting": "",
     }
     assert rows["lib"]["paused"] and rows["lib"]["paused_reason"] == "holiday"
     assert rows["lib"]["last_cycle_at"] == "2030-01-02T09:00:30+00:00" and rows["lib"]["next_run"] is None
@@ -158,6 +158,16 @@ def test_status_without_a_prefect_server(config: Path, capsys, monkeypatch, pref
     monkeypatch.setattr(server, "running_server", lambda data_dir: None)
     assert all(r["next_run"] is None for r in orch_json(capsys, monkeypatch, "status", "-c", str(config)))
     assert prefect == []  # nothing asked, nothing started
+
+
+def test_status_says_when_merged_work_waits_for_main(config: Path, capsys, monkeypatch) -> None:
+    store = Store.for_project(config.parent / "data", "lib")
+    store.add_task(Task(id="w1", title="Waits", last_failure="merge waited: your uncommitted changes touch stats.py"))
+    rows = {r["project"]: r for r in orch_json(capsys, monkeypatch, "status", "-c", str(config))}
+    assert rows["lib"]["merge_waiting"] == "your uncommitted changes touch stats.py"
+    assert rows["app"]["merge_waiting"] == ""
+    code, out = orch(capsys, monkeypatch, "status", "-c", str(config))
+    assert code == 0 and "merge waiting: your uncommitted changes touch stats.py" in out
 
 
 def test_tasks_json(config: Path, capsys, monkeypatch) -> None:

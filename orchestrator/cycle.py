@@ -27,6 +27,9 @@ from .models import (
 )
 from .planner import accept_tasks
 
+MERGE_WAITED = "merge waited: "
+"""How a task whose passing branch could not reach main yet is marked."""
+
 
 @dataclass(frozen=True)
 class CycleStart:
@@ -121,9 +124,12 @@ def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) 
             ctx.store.record_merge(cycle_id, task.id, outcome.merged[task.id], task.id in outcome.resolved_conflicts)
         elif task.id in outcome.rejected:
             ctx.store.fail_attempt(task.id, "merge failed: " + outcome.rejected[task.id])
-        else:  # main could not move: try again later without spending an attempt
+        else:
+            # Main could not move: the task goes back without spending an attempt and
+            # keeps its worktree, so the next cycle reuses its work and verdict.
             ctx.store.update_task(task.id, status=TaskStatus.pending, claimed_by=None, attempts=task.attempts - 1,
-                                  last_failure=f"merge waited: {outcome.waiting_reason}")
+                                  last_failure=f"{MERGE_WAITED}{outcome.waiting_reason}")
+            continue
         ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
     if outcome.cost_usd:
         ctx.store.record_cost(f"resolver-{cycle_id}", cycle_id, None, Role.resolver, ctx.config.resolver_model or ctx.config.model, outcome.cost_usd)

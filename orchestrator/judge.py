@@ -111,6 +111,10 @@ def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckRe
 async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline) -> Verdict:
     """Judge one worker's branch in its worktree."""
     worktree = ctx.orch_dir / "worktrees" / task.id
+    previous = ctx.store.verdict(task.id, work.attempt)
+    if previous is not None and previous.passed and previous.commit == work.commit:
+        # Judged and passed before its merge had to wait: the same commit needs no new review.
+        return previous.model_copy(update={"cycle_id": work.cycle_id})
     # In a thread: judges of several branches run their tests at the same time.
     tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
     warnings = scope_warnings(ctx, worktree, work.base_commit)

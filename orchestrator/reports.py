@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .config import PortfolioConfig
+from .cycle import MERGE_WAITED
 from .errors import ConfigError, StoreError
 from .models import Task, TaskStatus
 from .store import Store
@@ -222,8 +223,8 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
 def _merge_waiting(store: Store) -> str:
     # The refinery gives such tasks back with this reason, keeping their attempt.
     for task in store.list_tasks(TaskStatus.pending):
-        if task.last_failure.startswith("merge waited: "):
-            return task.last_failure.removeprefix("merge waited: ")
+        if task.last_failure.startswith(MERGE_WAITED):
+            return task.last_failure.removeprefix(MERGE_WAITED)
     return ""
 
 

@@ -254,6 +254,26 @@ class Store:
             pk="session_id",
         )
 
+    def worker_result(self, task_id: str, attempt: int) -> WorkResult | None:
+        """The recorded result of one attempt, if any."""
+        try:
+            row = dict(self.db.table("worker_results").get((task_id, attempt)))
+        except sqlite_utils.db.NotFoundError:
+            return None
+        row["files_changed"] = json.loads(row["files_changed"] or "[]")
+        return WorkResult.model_validate({k: v for k, v in row.items() if k in WorkResult.model_fields})
+
+    def verdict(self, task_id: str, attempt: int) -> Verdict | None:
+        """The recorded verdict on one attempt, if any."""
+        try:
+            row = dict(self.db.table("judge_verdicts").get((task_id, attempt)))
+        except sqlite_utils.db.NotFoundError:
+            return None
+        for key in ("reasons", "tests", "lint", "scope_warnings", "review"):
+            row[key] = json.loads(row[key]) if row[key] else None
+        row["reasons"], row["scope_warnings"] = row["reasons"] or [], row["scope_warnings"] or []
+        return Verdict.model_validate({k: v for k, v in row.items() if k in Verdict.model_fields})
+
     def worker_results(self, task_id: str) -> list[dict[str, Any]]:
         return list(self.db.table("worker_results").rows_where("task_id = ?", [task_id], order_by="attempt"))
 

@@ -7,6 +7,8 @@ commits half its work still yields exactly what is in its worktree.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .agent import run_agent, session_exists
 from .context import ProjectContext
 from .errors import AgentError
@@ -32,6 +34,14 @@ def build_prompt(ctx: ProjectContext, task: Task) -> str:
     return "\n".join(parts)
 
 
+def finished_before(ctx: ProjectContext, task: Task, worktree: Path) -> WorkResult | None:
+    """This attempt's successful result, if its commit is still what its worktree holds."""
+    previous = ctx.store.worker_result(task.id, task.attempts)
+    if previous is None or not previous.success or not ctx.repo.is_worktree(worktree):
+        return None
+    return previous if ctx.repo.head_of(worktree) == previous.commit else None
+
+
 async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task) -> WorkResult:
     """Run the task's worker in a fresh worktree and commit what it changed."""
     branch = ctx.branch(task.id)
@@ -40,6 +50,9 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
         base_commit=base_commit, success=False,
     )
     worktree = ctx.repo.worktree_path(task.id)
+    done = finished_before(ctx, task, worktree)
+    if done is not None:  # its merge waited for main: the work is already paid for and committed
+        return done.model_copy(update={"cycle_id": cycle_id})
     spec = ctx.agent_spec(
         Role.worker, worktree, cycle_id=cycle_id, task_id=task.id, task_type=task.type,
         attempt=task.attempts, output_model=WorkerReport,

@@ -145,3 +145,36 @@ def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     cycles = store.list_cycles()
     assert [c["status"] for c in cycles] == ["done", "done"]
     assert json.loads(cycles[0]["claimed"])  # the second cycle recorded what it worked on
+
+
+def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, config = sample
+    # The user is writing their own stats.py: main must not move over it.
+    (project / "stats.py").write_text("# the user's draft, not committed\n")
+    main_before = git(project, "rev-parse", "HEAD").strip()
+    with ScriptedModel(demo_scenario()) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        first = run_cycle("calc", config)
+        store = Store.for_project(config.parent / "data", "calc")
+        waiting = {t.title: t for t in store.list_tasks(TaskStatus.pending) if t.last_failure.startswith("merge waited")}
+        assert set(waiting) == {"Add shout helper", "Add mean function"}
+        assert first.merged == [] and git(project, "rev-parse", "HEAD").strip() == main_before
+        assert (project / "stats.py").read_text() == "# the user's draft, not committed\n"
+        from orchestrator.config import load_portfolio
+        from orchestrator.reports import status_rows
+        assert "stats.py" in status_rows(load_portfolio(config), {})[0].merge_waiting
+
+        (project / "stats.py").unlink()  # the user is done with it
+        seen = len(model.requests)
+        second = run_cycle("calc", config)
+        again = model.requests[seen:]
+    assert set(second.merged) == {t.id for t in waiting.values()}
+    # Neither the work nor the review of the waiting branches was paid for again.
+    assert not {r.task for r in again if r.role in ("worker", "judge")} & {t.id for t in waiting.values()}
+    assert all(store.get_task(t.id).status is TaskStatus.done for t in waiting.values())
+    assert git(project, "worktree", "list").count("\n") == 1
+    green = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, capture_output=True, text=True)
+    assert green.returncode == 0 and (project / "stats.py").exists()

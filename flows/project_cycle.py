@@ -1,9 +1,10 @@
 """The ``project-cycle`` flow: plan, work, judge and merge for one project.
 
 The flow only sequences steps and records what each returned; the work is
-in the tasks and the core. A cycle a crash left unfinished is found in the
-project's store and re-entered under its own cycle id, so the cached steps
-of its first run are reused.
+in the tasks and the core. It holds the project's lock for the whole cycle
+and patrols first (see ``orchestrator.patrol``). A cycle a crash left
+unfinished is found in the project's store and re-entered under its own
+cycle id, so the cached steps of its first run are reused.
 """
 
 from __future__ import annotations

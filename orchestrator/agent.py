@@ -180,10 +180,11 @@ async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:
     """
     spent = 0.0
     for attempt in range(spec.api_retries + 1):
-        resumed = session_exists(spec)
+        # The same session id cannot be started twice: continue the one cut off before.
+        resumed = spec.resume or session_exists(spec)
         budget = spec.max_budget_usd if resumed else round(spec.max_budget_usd - spent, 6)
         try:
-            run = await _run_session(replace(spec, max_budget_usd=budget), prompt)
+            run = await _run_session(replace(spec, max_budget_usd=budget, resume=resumed), prompt)
         except AgentError as exc:
             spent = _total(spent, exc.cost_usd, resumed)
             exc.cost_usd = spent
@@ -202,9 +203,6 @@ def _total(spent: float, reported: float, resumed: bool) -> float:
 
 async def _run_session(spec: AgentSpec, prompt: str) -> AgentRun:
     stderr: deque[str] = deque(maxlen=20)
-    if not spec.resume and session_exists(spec):
-        # The same session id cannot be started twice: continue the one a crash cut off.
-        spec = replace(spec, resume=True)
     options = build_options(spec, stderr)
     started = time.monotonic()
     result: ResultMessage | None = None

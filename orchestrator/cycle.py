@@ -122,15 +122,14 @@ def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) 
         if task.id in outcome.merged and outcome.main_updated:
             ctx.store.complete_task(task.id, outcome.merged[task.id])
             ctx.store.record_merge(cycle_id, task.id, outcome.merged[task.id], task.id in outcome.resolved_conflicts)
+            ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
         elif task.id in outcome.rejected:
-            ctx.store.fail_attempt(task.id, "merge failed: " + outcome.rejected[task.id])
+            send_back(ctx, task, "merge failed: " + outcome.rejected[task.id])
         else:
             # Main could not move: the task goes back without spending an attempt and
             # keeps its worktree, so the next cycle reuses its work and verdict.
             ctx.store.update_task(task.id, status=TaskStatus.pending, claimed_by=None, attempts=task.attempts - 1,
                                   last_failure=f"{MERGE_WAITED}{outcome.waiting_reason}")
-            continue
-        ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
     if outcome.cost_usd:
         ctx.store.record_cost(f"resolver-{cycle_id}", cycle_id, None, Role.resolver, ctx.config.resolver_model or ctx.config.model, outcome.cost_usd)
     write_merge(ctx.orch_dir, outcome, {t.id: t.title for t in tasks})

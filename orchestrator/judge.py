@@ -110,7 +110,7 @@ def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckRe
 
 async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline) -> Verdict:
     """Judge one worker's branch in its worktree."""
-    worktree = ctx.orch_dir / "worktrees" / task.id
+    worktree = ctx.repo.worktree_path(task.id)
     previous = ctx.store.verdict(task.id, work.attempt)
     if previous is not None and previous.passed and previous.commit == work.commit:
         # Judged and passed before its merge had to wait: the same commit needs no new review.

@@ -10,6 +10,7 @@ fast-forward only (see :meth:`gitops.Project.advance_main`).
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from .agent import run_agent
@@ -79,8 +80,6 @@ class MergedTests:
 
     def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
         self.ctx, self.cycle_id, self.main_before = ctx, cycle_id, main_before
-        self._main_failures: list[str] | None = None
-        self._main_read = False
 
     def check(self, worktree: Path) -> tuple[bool, str]:
         """(passes, the end of the test output when it does not)."""
@@ -91,23 +90,22 @@ class MergedTests:
         if result.passed:
             return True, ""
         if result.ran and result.failed_tests is not None:
-            known = self.main_failures()
+            known = self.main_failures
             if known is not None and set(result.failed_tests) <= set(known):
                 return True, ""
         return False, result.output[-500:]
 
+    @cached_property
     def main_failures(self) -> list[str] | None:
-        if not self._main_read:
-            name = f"main-{self.cycle_id}"
-            path = self.ctx.repo.add_worktree(name, self.ctx.branch(name), self.main_before)
-            try:
-                c = self.ctx.config
-                result = run_check(c.test_command, path, c.test_timeout_seconds)
-                self._main_failures = [] if result.passed else (result.failed_tests if result.ran else None)
-            finally:
-                self.ctx.repo.remove_worktree(name, self.ctx.branch(name))
-            self._main_read = True
-        return self._main_failures
+        """The tests main fails by itself ([] when green, None when they cannot be told)."""
+        name = f"main-{self.cycle_id}"
+        path = self.ctx.repo.add_worktree(name, self.ctx.branch(name), self.main_before)
+        try:
+            c = self.ctx.config
+            result = run_check(c.test_command, path, c.test_timeout_seconds)
+        finally:
+            self.ctx.repo.remove_worktree(name, self.ctx.branch(name))
+        return [] if result.passed else (result.failed_tests if result.ran else None)
 
 
 async def _merge_one_by_one(

@@ -24,6 +24,9 @@ from .secrets import redact_all
 
 migrations = Migrations("orchestrator")
 
+# Columns of judge_verdicts that hold a Verdict field as JSON text.
+_VERDICT_JSON = ("reasons", "tests", "lint", "scope_warnings", "review")
+
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
@@ -229,7 +232,7 @@ class Store:
 
     def record_verdict(self, verdict: Verdict) -> None:
         row = redact_all(verdict.model_dump(mode="json"))
-        for key in ("reasons", "tests", "lint", "scope_warnings", "review"):
+        for key in _VERDICT_JSON:
             row[key] = json.dumps(row[key])
         row["created_at"] = utcnow()
         self.db.table("judge_verdicts").upsert(row, pk=("task_id", "attempt"))
@@ -269,13 +272,9 @@ class Store:
             row = dict(self.db.table("judge_verdicts").get((task_id, attempt)))
         except sqlite_utils.db.NotFoundError:
             return None
-        for key in ("reasons", "tests", "lint", "scope_warnings", "review"):
-            row[key] = json.loads(row[key]) if row[key] else None
-        row["reasons"], row["scope_warnings"] = row["reasons"] or [], row["scope_warnings"] or []
+        for key in _VERDICT_JSON:
+            row[key] = json.loads(row[key])
         return Verdict.model_validate({k: v for k, v in row.items() if k in Verdict.model_fields})
-
-    def worker_results(self, task_id: str) -> list[dict[str, Any]]:
-        return list(self.db.table("worker_results").rows_where("task_id = ?", [task_id], order_by="attempt"))
 
     def verdicts(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
         where, args = ("cycle_id = ?", [cycle_id]) if cycle_id else (None, [])
@@ -332,7 +331,7 @@ class Store:
         )
 
     def get_cycle(self, cycle_id: str) -> dict[str, Any]:
-        rows = list(self.db.table("planner_cycles").rows_where("id LIKE ?", [cycle_id + "%"], limit=2))
+        rows = self.find_cycles(cycle_id)
         if len(rows) != 1:
             raise StoreError(
                 f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch cycles`"
@@ -341,10 +340,12 @@ class Store:
 
     def unfinished_cycle(self) -> dict[str, Any] | None:
         """The cycle that was running when the orchestrator last stopped, if any."""
-        rows = list(self.db.table("planner_cycles").rows_where(
-            "status = 'running'", order_by="started_at desc", limit=1
-        ))
-        return rows[0] if rows else None
+        running = self.running_cycles()
+        return running[0] if running else None
+
+    def running_cycles(self) -> list[dict[str, Any]]:
+        """Cycles still marked running, newest first (all but one belong to dead runs)."""
+        return list(self.db.table("planner_cycles").rows_where("status = 'running'", order_by="started_at desc"))
 
     def update_cycle(self, cycle_id: str, **fields: Any) -> None:
         self.db.table("planner_cycles").update(cycle_id, {k: _plain(v) for k, v in fields.items()})
@@ -380,10 +381,6 @@ class Store:
             self._update_state(paused=True, paused_reason=reason)
         else:
             self._update_state(paused=False, paused_reason="", consecutive_failures=0)
-
-    def running_cycles(self) -> list[dict[str, Any]]:
-        """Cycles still marked running, newest first (all but one belong to dead runs)."""
-        return list(self.db.table("planner_cycles").rows_where("status = 'running'", order_by="started_at desc"))
 
     def _update_state(self, **fields: Any) -> None:
         row = self.state() | fields | {"updated_at": utcnow()}

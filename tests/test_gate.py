@@ -70,5 +70,5 @@ def test_a_merged_result_may_keep_mains_own_failures_but_add_none(tmp_path: Path
     (merged / "test_x.py").write_text(suite("test_b", "test_c"))
     passed, output = tests.check(merged)
     assert not passed and "test_c" in output
-    assert tests.main_failures() == ["test_b (test_x.T.test_b)"]
+    assert tests.main_failures == ["test_b (test_x.T.test_b)"]
     assert [p.name for p in ctx.repo.list_worktrees()] == ["integration-c1"]  # main's checkout is gone

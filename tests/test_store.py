@@ -64,7 +64,9 @@ def test_results_and_costs_are_keyed_so_replays_do_not_double_count(store: Store
     store.record_cost("s1", "c", "t", "worker", "sonnet", 0.5)
     store.record_cost("s1", "c", "t", "worker", "sonnet", 0.5)
     store.record_cost("s2", "c", None, "planner", "opus", 0.25)
-    assert len(store.worker_results("t")) == 1 and len(store.verdicts("c")) == 1
+    assert store.db.table("worker_results").count == 1 and len(store.verdicts("c")) == 1
+    assert store.worker_result("t", 1) == result  # read back as recorded
+    assert store.verdict("t", 1) == Verdict(task_id="t", cycle_id="c", attempt=1, commit="x", passed=True)
     assert store.costs_by_role("c") == {"worker": 0.5, "planner": 0.25}
     assert store.total_cost() == 0.75
 

@@ -32,10 +32,9 @@ from orchestrator.config import find_config
 from orchestrator.context import ProjectContext, ProjectRef
 from orchestrator.lock import CycleLock
 from orchestrator.models import CycleSummary, Task, Verdict, WorkResult
-from orchestrator.patrol import pause_if_failing
 from tasks.judge import baseline, judge
 from tasks.merge import merge
-from tasks.patrol import patrol, pause_schedule
+from tasks.patrol import patrol, stop_if_failing
 from tasks.plan import plan
 from tasks.slots import gate_agents
 from tasks.work import work
@@ -97,10 +96,9 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
         raise
     cycle.finish(ctx, summary)
     await _publish_summary(ctx, summary)
-    reason = pause_if_failing(ctx)
+    reason = await stop_if_failing(ctx)
     if reason:
         logger.warning("Project %s paused: %s", ctx.name, reason)
-        await pause_schedule(ctx.name)
     return summary
 
 

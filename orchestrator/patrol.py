@@ -26,11 +26,11 @@ class PatrolReport(BaseModel):
     removed_worktrees: list[str] = Field(default_factory=list)
     removed_branches: list[str] = Field(default_factory=list)
     paused_reason: str = ""
-    """Set when this patrol paused the project for failing too often."""
+    """Set when the project was paused for failing too often (see :func:`pause_if_failing`)."""
 
 
 def patrol(ctx: ProjectContext) -> PatrolReport:
-    """Close dead cycles, send back tasks nobody works on, remove orphans, check the failure streak."""
+    """Close dead cycles, send back tasks nobody works on, remove orphan worktrees and branches."""
     report = PatrolReport()
     running = ctx.store.running_cycles()
     resumable = running[0]["id"] if running else None
@@ -46,7 +46,6 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
             cycle.send_back(ctx, task, "its cycle's run died before finishing it")
             report.sent_back.append(task.id)
     _remove_orphans(ctx, resumable, report)
-    report.paused_reason = pause_if_failing(ctx)
     return report
 
 

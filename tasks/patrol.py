@@ -18,11 +18,22 @@ from orchestrator.context import ProjectContext, ProjectRef
 @task(name="patrol", cache_policy=NO_CACHE, persist_result=False, task_run_name="patrol: {ref.project}")
 async def patrol(ref: ProjectRef) -> core.PatrolReport:
     """Tidy up after dead runs; pause the project and its schedule if it keeps failing."""
-    report = core.patrol(ProjectContext.open(ref))
+    ctx = ProjectContext.open(ref)
+    report = core.patrol(ctx)
     await mark_crashed(report.dead_flow_runs)
-    if report.paused_reason:
-        await pause_schedule(ref.project)
-    return report
+    # Patrol may fail tasks for good (a dead run's last attempt): check the streak here too.
+    return report.model_copy(update={"paused_reason": await stop_if_failing(ctx)})
+
+
+async def stop_if_failing(ctx: ProjectContext) -> str:
+    """After ``max_consecutive_failures`` failed tasks in a row, pause the project and its schedule.
+
+    Returns the reason, or '' when the project goes on.
+    """
+    reason = core.pause_if_failing(ctx)
+    if reason:
+        await pause_schedule(ctx.name)
+    return reason
 
 
 async def mark_crashed(run_ids: list[str]) -> None:

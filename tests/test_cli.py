@@ -9,26 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from orch_cli import orch
 
-from orchestrator.cli import main
 from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
 from orchestrator.gitops import init_repo
 from orchestrator.scripted import ScriptedModel
 
 ORCH = str(Path(sys.executable).with_name("orch"))
-
-
-def orch(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    """Run ``orch ARGS`` in this process; return (exit code, output)."""
-    monkeypatch.setattr(sys, "argv", ["orch", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from orch_cli import orch
 
 from deployments import server
-from orchestrator.cli import main
 from orchestrator.config import load_portfolio
 from orchestrator.errors import StoreError
 from orchestrator.gitops import init_repo
@@ -29,19 +29,6 @@ from orchestrator.store import Store
 DONE, RUNNING, FAILED = "a1b2c3d4e5f6", "a1ff00000000", "a1c0ffee0000"
 MERGE = "e" * 40
 DIFF = " calc.py | 2 +-\n 1 file changed, 1 insertion(+), 1 deletion(-)\n"
-
-
-def orch(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    """Run ``orch ARGS`` in this process; return (exit code, output)."""
-    monkeypatch.setattr(sys, "argv", ["orch", *args])
-    monkeypatch.setenv("COLUMNS", "250")
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def orch_json(capsys, monkeypatch, *args: str) -> Any:

@@ -153,6 +153,8 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     await progress.start()
     the_plan = await _step(ctx, plan, "planner")(ref, cycle_id, base)
     await progress.step()
+    if the_plan.error:
+        get_run_logger().warning("The planner failed: %s", the_plan.error)
     plan_file = cycle.record_plan(ctx, the_plan)
     if plan_file is not None:  # the artifact shows the same document as the audit trail
         await acreate_markdown_artifact(
@@ -181,7 +183,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
         outcome = await _step(ctx, merge, "refinery")(ref, cycle_id, ctx.repo.head(), passing)
         cycle.record_merge(ctx, outcome, [t for t, _ in passing])
     await progress.finish()
-    return cycle.summarize(ctx, cycle_id, "done")
+    return cycle.summarize(ctx, cycle_id, "done", f"planner failed: {the_plan.error}" if the_plan.error else "")
 
 
 async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkResult]], verdicts: list[Verdict]) -> None:

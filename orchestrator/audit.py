@@ -60,6 +60,16 @@ def plan_markdown(cycle_id: str, output: PlanOutput, accepted: list[Task], rejec
 """
 
 
+def write_failed_plan(orch_dir: Path, cycle_id: str, error: str) -> Path:
+    text = f"""# Plan for cycle {cycle_id}
+
+The planner failed: {error}
+
+No task was added. Tasks already pending are worked on as usual.
+"""
+    return write_atomic(orch_dir / "plans" / f"cycle_{cycle_id}.md", text)
+
+
 def write_plan(orch_dir: Path, cycle_id: str, output: PlanOutput, accepted: list[Task], rejected: list[str]) -> Path:
     return write_atomic(orch_dir / "plans" / f"cycle_{cycle_id}.md", plan_markdown(cycle_id, output, accepted, rejected))
 

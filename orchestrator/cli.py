@@ -9,6 +9,7 @@ line and exit 1; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -17,6 +18,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer._click import exceptions as click_errors  # Typer bundles its own click
 
 from . import cli_read, cli_serve
 from .cli_read import ConfigOpt, ProjectOpt, _print_tasks  # there: cli_read cannot import cli
@@ -49,12 +52,21 @@ def _store(project: str, config: str | None):
 
 def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSummary:
     """One cycle of ``project`` through the ``project-cycle`` flow, with a live progress line."""
+    from .config import load_portfolio
+    from .gitops import Project
     from .progress import live_progress
+    from .store import Store
 
+    portfolio = load_portfolio(config)
+    project_config = portfolio.project(project)
+    # A repository we can work in, before anything is written or Prefect starts.
+    Project(project_config.path, project_config.main_branch)
+    store = Store.for_project(portfolio.data_dir, project_config.name)
     prepare_prefect()
-    store = _store(project, config)
     from flows.project_cycle import project_cycle
 
+    if not _debug:
+        _hide_expected_tracebacks()
     with live_progress(console, store.path, store.project):
         return asyncio.run(project_cycle(project=project, config=config, wait=wait))
 
@@ -112,12 +124,24 @@ def add_task(project: ProjectOpt, title: Annotated[str, typer.Option(help="Short
     console.print(f"Added task [bold]{task.id}[/]: {task.title}")
 
 
+@app.command()
+def retry(project: ProjectOpt,
+          task_id: Annotated[str, typer.Argument(help="Id of a failed task (see `orch tasks -s failed`).")],
+          config: ConfigOpt = None) -> None:
+    """Give a failed task a fresh set of attempts; the next cycle works on it again."""
+    task = _store(project, config).retry_task(task_id.strip())
+    console.print(f"Task [bold]{task.id}[/] is pending again, with {task.max_attempts} attempt(s): "
+                  f"{escape(task.title)}")
+
+
 def print_summary(summary: CycleSummary) -> None:
     """What a cycle did, for people."""
     if summary.status in ("skipped", "busy"):
         console.print(summary.message)
         return
     console.print(f"\n[bold]Cycle {summary.cycle_id}[/] of {summary.project}: {summary.status}")
+    if summary.message:
+        console.print(summary.message, highlight=False)
     console.print(f"planned {len(summary.planned)}, worked {len(summary.worked)}, passed {len(summary.passed)}, merged {len(summary.merged)}")
     for task_id, why in summary.rejected.items():
         console.print(f"  [red]not merged[/] {task_id}: {why[:160]}")
@@ -133,12 +157,52 @@ for _serve_command in (cli_serve.start, cli_serve.deploy, cli_serve.pause, cli_s
     app.command()(_serve_command)
 
 
+class _ExpectedErrors(logging.Filter):
+    """Drops Prefect's terminal records of an OrchestratorError: ``main`` prints it as one line.
+
+    Only the terminal handler gets this filter; the run's logs in the UI keep the traceback.
+    """
+
+    names = ("OrchestratorError", *(c.__name__ for c in OrchestratorError.__subclasses__()))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], OrchestratorError):
+            return False
+        message = record.getMessage()
+        return not any(f"{name}: " in message or f"{name}(" in message for name in self.names)
+
+
+def _hide_expected_tracebacks() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_ExpectedErrors())
+
+
 def main() -> None:
-    """Entry point: click reports usage errors; ours become one ``Error:`` line."""
+    """Entry point: every error, ours or a usage error, is one ``Error:`` line and a non-zero exit."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:
+        sys.exit(2)  # the help is printed already
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "orch"
+        _error(f"{exc.format_message()} (see `{where} --help`)")
+        sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:
+        _error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _error("aborted")
+        sys.exit(1)
     except OrchestratorError as exc:
         if _debug:
             raise
-        console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str) -> None:
+    console.print(f"[red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audit import write_merge, write_plan, write_verdict, write_worker
+from .audit import write_failed_plan, write_merge, write_plan, write_verdict, write_worker
 from .context import ProjectContext
 from .models import (
     CycleSummary,
@@ -52,12 +52,16 @@ def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "
 
 def record_plan(ctx: ProjectContext, plan: Plan) -> Path | None:
     """Store the planned tasks and write the plan document; returns its path."""
-    if plan.output is None:
+    accepted: list[Task] = []
+    if plan.error:
+        path = write_failed_plan(ctx.orch_dir, plan.cycle_id, plan.error)
+    elif plan.output is None:
         return None
-    accepted, rejected = accept_tasks(ctx, plan.cycle_id, plan.output, plan.max_tasks)
-    for task in accepted:
-        ctx.store.add_task(task)
-    path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected)
+    else:
+        accepted, rejected = accept_tasks(ctx, plan.cycle_id, plan.output, plan.max_tasks)
+        for task in accepted:
+            ctx.store.add_task(task)
+        path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected)
     ctx.store.update_cycle(
         plan.cycle_id, planned=[t.id for t in accepted], plan_path=str(path),
         session_id=plan.session_id,

@@ -126,6 +126,7 @@ class Plan(BaseModel):
     rejected: list[str] = Field(default_factory=list)  # titles refused, with why
     cost_usd: float = 0.0
     session_id: str = ""
+    error: str = ""  # why the planner failed; the cycle still works on pending tasks
 
 
 class WorkerReport(BaseModel):

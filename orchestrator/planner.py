@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .agent import run_agent
 from .context import ProjectContext
-from .errors import ConfigError
+from .errors import AgentError, ConfigError
 from .models import Plan, PlanOutput, Role, Task, TaskStatus
 
 _CONTEXT_LIMIT = 20_000  # characters per context file given to the planner
@@ -41,7 +41,11 @@ def backlog_text(ctx: ProjectContext, root: Path) -> str:
         name = ctx.config.backlog_file or ""
         content = _read_limited(root / name)
         if content is None:
-            raise ConfigError(f"project {ctx.name!r}: backlog_file {name!r} not found in {root}")
+            # The planner reads main as committed, not the user's working files.
+            raise ConfigError(
+                f"project {ctx.name!r}: backlog_file {name!r} is not committed on {ctx.repo.main}; "
+                "commit it or fix the config"
+            )
         return f"### {name}\n\n{content}"
     raise ConfigError(
         f"project {ctx.name!r}: backlog_source {source!r} is not supported yet; "
@@ -113,7 +117,11 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
     root = ctx.base_worktree(cycle_id, base_commit)
     prompt = build_prompt(ctx, root, slots)
     spec = ctx.agent_spec(Role.planner, root, cycle_id=cycle_id, output_model=PlanOutput)
-    run = await run_agent(spec, prompt)
+    try:
+        run = await run_agent(spec, prompt)
+    except AgentError as exc:  # retried already if it was transient
+        return Plan(cycle_id=cycle_id, ran_planner=True, max_tasks=slots, error=str(exc),
+                    cost_usd=exc.cost_usd, session_id=exc.session_id or "")
     output = PlanOutput.model_validate(run.structured)
     return Plan(
         cycle_id=cycle_id, ran_planner=True, max_tasks=slots, output=output, cost_usd=run.cost_usd,

@@ -215,6 +215,15 @@ class Store:
                 task_id, status=status, last_failure=reason, claimed_by=None
             )
 
+    def retry_task(self, task_id: str) -> Task:
+        """Give a failed task a fresh set of attempts; its last failure still informs the worker."""
+        task = self.get_task(task_id)
+        if task.status is not TaskStatus.failed:
+            raise StoreError(
+                f"task {task_id!r} is {task.status.value}, not failed: only a failed task can be retried"
+            )
+        return self.update_task(task_id, status=TaskStatus.pending, attempts=0, claimed_by=None)
+
     def complete_task(self, task_id: str, merge_commit: str) -> Task:
         with self.db.atomic():
             self._update_state(consecutive_failures=0)  # a success ends a failure streak

@@ -195,6 +195,16 @@ def test_turn_cap_ends_the_run(tmp_path: Path, monkeypatch) -> None:
     assert len(model.requests) <= 3
 
 
+def test_budget_cap_ends_the_run_and_reports_what_was_spent(tmp_path: Path, monkeypatch) -> None:
+    # Each scripted response costs $0.00015 on haiku: the cap stops the loop a few turns in.
+    looping = Scenario(workers={"loop": [[bash("true")]] * 10})
+    with ScriptedModel(looping) as model, pytest.raises(AgentError) as info:
+        run(model, monkeypatch, spec(tmp_path, Role.worker, max_budget_usd=0.0005), "loop")
+    assert info.value.subtype == "error_max_budget_usd" and not info.value.transient
+    assert len(model.requests) < 10
+    assert info.value.cost_usd == pytest.approx(model.cost_usd(), abs=1e-9)
+
+
 def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:
     slow = Scenario(planner=[[structured({"answer": "late"})]], latency_s=30)
     with ScriptedModel(slow) as model, pytest.raises(AgentError) as info:

@@ -293,6 +293,18 @@ def test_advance_main_waits_for_uncommitted_change_it_would_touch(project: Proje
     assert project.head() == old
 
 
+def test_advance_main_waits_while_the_users_index_is_locked(project: Project) -> None:
+    old = project.head()
+    _, new = change(project, "t1", {"a.txt": "merged\n"})
+    lock = project.path / ".git" / "index.lock"  # a git command of the user's is running, or died
+    lock.write_text("")
+    moved, reason = project.advance_main(new, old)
+    assert not moved and "index.lock" in reason and reason.endswith("main will advance in a later cycle")
+    assert project.head() == old and lock.exists()
+    lock.unlink()
+    assert project.advance_main(new, old) == (True, "")
+
+
 def test_advance_main_waits_for_a_staged_rename_of_a_file_it_touches(project: Project) -> None:
     old = project.head()
     _, new = change(project, "t1", {"a.txt": "merged\n"})

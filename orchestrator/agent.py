@@ -30,6 +30,7 @@ from claude_agent_sdk import (
 from pydantic import BaseModel, ValidationError
 
 from .errors import AgentError
+from .leash import CLI_ENV, leash_path, real_cli
 from .models import AgentRun, Role
 from .secrets import redact, redact_all
 
@@ -132,6 +133,9 @@ def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
     env = dict(spec.extra_env)
     if spec.config_dir and "CLAUDE_CONFIG_DIR" not in os.environ:
         env["CLAUDE_CONFIG_DIR"] = str(spec.config_dir)
+    leash, cli = leash_path(), real_cli()
+    if leash and cli:  # the CLI dies with this process (see leash.py)
+        env[CLI_ENV] = cli
     options = ClaudeAgentOptions(
         tools=tools,
         allowed_tools=[t for t in tools if t not in CONFINED_TOOLS],
@@ -145,6 +149,7 @@ def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
         setting_sources=[],  # a project's own .claude/ settings (and hooks) stay out
         env=env,
         stderr=stderr.append,
+        cli_path=leash if leash and cli else None,
     )
     if "Bash" in tools:
         options.sandbox = SANDBOX  # type: ignore[assignment]

@@ -182,6 +182,61 @@ def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path
     assert not deployment_paused(server, "calc")
 
 
+def test_stopping_orch_start_mid_cycle_stops_its_agents_and_the_cycle_resumes(server: Server, tmp_path: Path) -> None:
+    config = sample(tmp_path, name="stopped")
+    worktrees = tmp_path / "calc" / ".orch" / "worktrees"
+    store = Store.for_project(tmp_path / "data", "stopped")
+    latency = 3.0  # each turn of an agent that outlived its run would start seconds after the stop
+    with ScriptedModel(demo_scenario(latency_s=latency)) as model:
+        env = env_for(server, model, tmp_path / "home")
+        start = serve(env, config, tmp_path / "start.log")
+        try:
+            wait_for(lambda: orch_prefect(env, "deployment", "run", "project-cycle/stopped").returncode == 0,
+                     "the deployment to be served", 60)
+            wait_for(lambda: [r for r in model.requests if r.role == "worker"], "workers at work")
+        finally:
+            stop = time.monotonic()
+            start.send_signal(signal.SIGINT)
+            assert start.wait(60) == 0, (tmp_path / "start.log").read_text()
+        # The agents stopped with the run: no process works in a worktree, nobody asks the model.
+        wait_for(lambda: not processes_under(worktrees), "the agents to stop", 3)
+        time.sleep(2 * latency)  # answers to questions asked before the stop arrive
+        settled = len(model.requests)
+        assert not [r for r in model.requests if r.started > stop + 2]
+        stopped = store.list_cycles()[0]
+        assert stopped["status"] == "running"
+        finished = {r["task_id"] for r in store.db.query("SELECT task_id FROM worker_results WHERE success")}
+        before = {(r.session_id, r.turn) for r in model.requests}
+
+        # Running again finishes the same cycle; what was answered is not asked again.
+        again = orch(env, "run", "-p", "stopped", "-c", str(config))
+        assert again.returncode == 0, again.stdout + again.stderr
+    cycle = store.get_cycle(stopped["id"])
+    assert cycle["status"] == "done" and len(store.list_cycles()) == 1
+    repeated = [r for r in model.requests[settled:] if (r.session_id, r.turn) in before]
+    assert repeated == []
+    assert not [r for r in model.requests[settled:] if r.role == "planner" or (r.role == "worker" and r.task in finished)]
+    assert not worktrees.exists() or not any(worktrees.iterdir())
+    dead = read(server, lambda c: c.read_flow_run(stopped["flow_run_id"]))
+    assert dead.state.is_final() and not dead.state.is_completed()
+
+
+def orch_prefect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "prefect"), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Processes whose working directory is in ``folder``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_deployment_runs_through_a_process_worker(server: Server, tmp_path: Path) -> None:
     config = sample(tmp_path, name="wcalc")
     with ScriptedModel(demo_scenario()) as model:

@@ -60,13 +60,20 @@ def start(config: ConfigOpt = None,
     console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where})")
     _print_schedules(portfolio)
     console.print("Serving; Ctrl+C stops (a cycle in progress resumes on the next run).")
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Our own handlers raise KeyboardInterrupt at once. Left to asyncio, Ctrl+C only
+    # cancels the main task, and a cancel scope inside the runner can swallow that.
+    # A SIGINT ignored by whoever started us (a background job) stays ignored.
+    stops = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        stops.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in stops}
     try:
         control.serve(server.api_url, portfolio)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         server.stop()
     console.print("Stopped. Schedules stay paused until the next `orch start`.")
 

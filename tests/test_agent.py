@@ -26,7 +26,7 @@ from orchestrator.scripted import (
     write,
 )
 
-pytestmark = pytest.mark.usefixtures("agent_env")
+pytestmark = [pytest.mark.guarantee, pytest.mark.usefixtures("agent_env")]
 
 
 class Answer(BaseModel):

@@ -27,6 +27,8 @@ from orchestrator.models import Task, TaskStatus
 from orchestrator.scripted import Scenario, ScriptedModel, bash, structured, text, write
 from orchestrator.store import Store
 
+pytestmark = pytest.mark.guarantee
+
 CALC = "def add(a, b):\n    return a + b\n"
 TESTS = "import unittest\n\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n"
 

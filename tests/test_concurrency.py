@@ -16,6 +16,8 @@ from orchestrator.lock import CycleLock
 from orchestrator.scripted import ScriptedModel
 from orchestrator.store import Store
 
+pytestmark = pytest.mark.guarantee
+
 ORCH = str(Path(sys.executable).with_name("orch"))
 
 
@@ -44,12 +46,16 @@ def test_a_killed_holder_leaves_the_project_free(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("agent_env")
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_second_orch_run_says_so_and_leaves_or_waits(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
+
     config = write_portfolio(tmp_path, make_sample_project(tmp_path))
     store = Store.for_project(tmp_path / "data", "calc")
     # Slow answers keep the first cycle running while the second one starts.
     with ScriptedModel(demo_scenario(latency_s=0.4)) as model:
-        env = {**os.environ, **model.env()}
+        # The session's Prefect server: no run waits for a server of its own to start.
+        env = {**os.environ, **model.env(), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
 
         def start(*extra: str) -> subprocess.Popen[str]:
             return subprocess.Popen([ORCH, "run", "-p", "calc", "-c", str(config), *extra], env=env,

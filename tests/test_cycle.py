@@ -147,6 +147,7 @@ def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     assert json.loads(cycles[0]["claimed"])  # the second cycle recorded what it worked on
 
 
+@pytest.mark.guarantee
 def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
     sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,8 @@ from orchestrator.judge import gate
 from orchestrator.models import Baseline
 from orchestrator.refinery import MergedTests
 
+pytestmark = pytest.mark.guarantee
+
 UNITTEST = f"{sys.executable} -m unittest -q"
 PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider"
 

@@ -10,6 +10,8 @@ import pytest
 from orchestrator.errors import GitError
 from orchestrator.gitops import Project, init_repo
 
+pytestmark = pytest.mark.guarantee
+
 
 def git(path: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout.strip()

@@ -10,6 +10,8 @@ import pytest
 from orchestrator.errors import GitError
 from orchestrator.gitops import Project, init_repo
 
+pytestmark = pytest.mark.guarantee
+
 FILES = {"a.txt": "one\n", "b.txt": "two\n", ".gitignore": "*.log\n"}
 
 

@@ -15,7 +15,7 @@ from orchestrator.models import TaskStatus
 from orchestrator.scripted import RequestView, Scenario, ScriptedModel, structured, write
 from orchestrator.store import Store
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
+pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 
 BASE = "VERSION = 1\n\n\ndef add(a, b):\n    return a + b\n"
 TESTS = "import unittest\n\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n"

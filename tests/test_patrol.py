@@ -14,6 +14,8 @@ from orchestrator.gitops import init_repo
 from orchestrator.models import Task, TaskStatus
 from orchestrator.patrol import patrol, pause_if_failing
 
+pytestmark = pytest.mark.guarantee
+
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from orchestrator.models import TaskStatus
 from orchestrator.scripted import RequestView, ScriptedModel, structured
 from orchestrator.store import Store
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
+pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 
@@ -168,4 +169,42 @@ def test_killed_while_merging_merges_once_and_keeps_main_green(tmp_path: Path, m
     assert len([line for line in log if line.startswith("Merge ")]) == 2  # each branch merged once
     store = Store.for_project(tmp_path / "data", "calc")
     assert len(store.merged_task_ids(summary.cycle_id)) == 2
+    assert_tidy(project, store)
+
+
+def test_killed_while_judging_reuses_finished_reviews_and_resumes_the_cut_one(tmp_path: Path, monkeypatch) -> None:
+    project = make_sample_project(tmp_path)
+    config = write_portfolio(tmp_path, project)
+    scenario = demo_scenario()
+    approve = scenario.judge[0]
+    stalled = threading.Event()
+
+    def review(view: RequestView) -> list[dict]:
+        if "Add mean function" in view.prompt:
+            stalled.set()
+            return stall(view)
+        return approve(view)
+
+    scenario.judge = [review]
+    database = tmp_path / "data" / "calc.db"
+    with ScriptedModel(scenario) as model:
+        def one_review_done_one_cut() -> bool:
+            if not (stalled.is_set() and database.exists()):
+                return False
+            with closing(Store(database, "calc")) as store:
+                return any(v["passed"] for v in store.verdicts())
+
+        run_until_killed(config, model, tmp_path / "prefect-home", one_review_done_one_cut)
+        before = len(model.requests)
+        reviewed = {r.session_id for r in model.requests if r.role == "judge"}
+        # The cut-off turn stays in the transcript: the resumed review answers on its second turn.
+        scenario.judge = [approve, approve]
+        summary = rerun(config, model, monkeypatch)
+        after = model.requests[before:]
+    assert summary.status == "done" and len(summary.merged) == 2
+    assert {r.role for r in after} == {"judge"}  # no planner or worker asked again
+    assert len({r.session_id for r in after}) == 1 and not {r.session_id for r in after} & reviewed
+    assert all(r.turn >= 1 for r in after)  # the cut review resumed its session
+    store = Store.for_project(tmp_path / "data", "calc")
+    assert len(store.list_cycles()) == 1
     assert_tidy(project, store)

@@ -12,7 +12,7 @@ from orchestrator.demo import PLAN, demo_scenario, make_sample_project, write_po
 from orchestrator.scripted import ScriptedModel, bash, structured, write
 from orchestrator.secrets import redact
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
+pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 
 API_KEY = "sk-live-0123456789-SECRET"
 TOKEN = "ghp_SECRETtokenABCDEF123456"

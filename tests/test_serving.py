@@ -123,8 +123,7 @@ def test_orch_start_serves_schedules_pauses_and_stops(server: Server, tmp_path: 
         try:
             _serve_and_check(server, config, env, tmp_path)
         finally:
-            start.send_signal(signal.SIGINT)
-            code = start.wait(60)
+            code = interrupt(start, tmp_path / "start.log")
         output = (tmp_path / "start.log").read_text()
         assert code == 0, output
         assert f"Prefect UI: {server.ui_url} (already running)" in output and "Stopped." in output
@@ -134,13 +133,26 @@ def test_orch_start_serves_schedules_pauses_and_stops(server: Server, tmp_path: 
         try:
             wait_for(lambda: not deployment_paused(server, "calc"), "the schedule active again", 60)
         finally:
-            again.send_signal(signal.SIGINT)
-            assert again.wait(60) == 0
+            assert interrupt(again, tmp_path / "again.log") == 0
 
 
 def serve(env: dict[str, str], config: Path, log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config)], env=env,
+    # PYTHONFAULTHANDLER: on SIGABRT, every thread's stack goes to the log (see `interrupt`).
+    return subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config)], env={**env, "PYTHONFAULTHANDLER": "1"},
                             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def interrupt(start: subprocess.Popen[str], log: Path) -> int:
+    """Ctrl+C for `orch start`; its exit code. If it does not stop, say where it hangs, then fail."""
+    start.send_signal(signal.SIGINT)
+    try:
+        return start.wait(60)
+    except subprocess.TimeoutExpired:
+        processes = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,etime,args"], capture_output=True, text=True).stdout
+        start.send_signal(signal.SIGABRT)
+        start.wait(10)
+        raise AssertionError(f"orch start ignored Ctrl+C for 60 s.\nProcesses:\n{processes}\n"
+                             f"Its log and stacks:\n{log.read_text()[-20000:]}") from None
 
 
 def deployment_paused(server: Server, project: str) -> bool:
@@ -182,11 +194,12 @@ def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path
     assert not deployment_paused(server, "calc")
 
 
+@pytest.mark.guarantee
 def test_stopping_orch_start_mid_cycle_stops_its_agents_and_the_cycle_resumes(server: Server, tmp_path: Path) -> None:
     config = sample(tmp_path, name="stopped")
     worktrees = tmp_path / "calc" / ".orch" / "worktrees"
     store = Store.for_project(tmp_path / "data", "stopped")
-    latency = 3.0  # each turn of an agent that outlived its run would start seconds after the stop
+    latency = 2.0  # each turn of an agent that outlived its run would start seconds after the stop
     with ScriptedModel(demo_scenario(latency_s=latency)) as model:
         env = env_for(server, model, tmp_path / "home")
         start = serve(env, config, tmp_path / "start.log")
@@ -196,8 +209,7 @@ def test_stopping_orch_start_mid_cycle_stops_its_agents_and_the_cycle_resumes(se
             wait_for(lambda: [r for r in model.requests if r.role == "worker"], "workers at work")
         finally:
             stop = time.monotonic()
-            start.send_signal(signal.SIGINT)
-            assert start.wait(60) == 0, (tmp_path / "start.log").read_text()
+            assert interrupt(start, tmp_path / "start.log") == 0
         # The agents stopped with the run: no process works in a worktree, nobody asks the model.
         wait_for(lambda: not processes_under(worktrees), "the agents to stop", 3)
         time.sleep(2 * latency)  # answers to questions asked before the stop arrive

@@ -67,6 +67,8 @@ def start(config: ConfigOpt = None,
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         stops.append(signal.SIGINT)
     previous = {signum: signal.signal(signum, _interrupt) for signum in stops}
+    # A signal mask is inherited through exec: one that blocks them would make both wait forever.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     try:
         control.serve(server.api_url, portfolio)
     except KeyboardInterrupt:

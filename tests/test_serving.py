@@ -149,6 +149,8 @@ def interrupt(start: subprocess.Popen[str], log: Path) -> int:
         return start.wait(60)
     except subprocess.TimeoutExpired:
         processes = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,etime,args"], capture_output=True, text=True).stdout
+        signals = [line for line in Path(f"/proc/{start.pid}/status").read_text().splitlines() if line.startswith("Sig")]
+        processes += "\nSignals of orch start: " + ", ".join(signals)
         start.send_signal(signal.SIGABRT)
         start.wait(10)
         raise AssertionError(f"orch start ignored Ctrl+C for 60 s.\nProcesses:\n{processes}\n"

@@ -60,9 +60,9 @@ def start(config: ConfigOpt = None,
     console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where})")
     _print_schedules(portfolio)
     console.print("Serving; Ctrl+C stops (a cycle in progress resumes on the next run).")
-    # Our own handlers raise KeyboardInterrupt at once. Left to asyncio, Ctrl+C only
-    # cancels the main task, and a cancel scope inside the runner can swallow that.
-    # A SIGINT ignored by whoever started us (a background job) stays ignored.
+    # Ctrl+C stops like SIGTERM: KeyboardInterrupt at once (asyncio would first only
+    # cancel the main task). A SIGINT ignored by whoever started us (a background
+    # job) stays ignored.
     stops = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         stops.append(signal.SIGINT)

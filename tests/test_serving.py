@@ -139,7 +139,19 @@ def test_orch_start_serves_schedules_pauses_and_stops(server: Server, tmp_path: 
 def serve(env: dict[str, str], config: Path, log: Path) -> subprocess.Popen[str]:
     # PYTHONFAULTHANDLER: on SIGABRT, every thread's stack goes to the log (see `interrupt`).
     return subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config)], env={**env, "PYTHONFAULTHANDLER": "1"},
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal)
+
+
+def as_in_a_terminal() -> None:
+    """Ctrl+C as a shell in a terminal delivers it.
+
+    A child inherits ignored signals, and the test process may be ignoring
+    SIGINT at the moment it starts one (C's system() does so while it waits,
+    whichever thread calls it). `orch start` respects an inherited SIGINT
+    ignore, as a background job expects: seen once, it made Ctrl+C do nothing.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def interrupt(start: subprocess.Popen[str], log: Path) -> int:

@@ -41,27 +41,23 @@ def _options(debug: Annotated[bool, typer.Option("--debug", help="Show traceback
     _debug = debug
 
 
-def _store(project: str, config: str | None):
+def _store(project: str, config: str | None, check_repo: bool = False):
     from .config import load_portfolio
+    from .gitops import Project
     from .store import Store
 
     portfolio = load_portfolio(config)
     project_config = portfolio.project(project)
+    if check_repo:  # a repository we can work in, before anything is written
+        Project(project_config.path, project_config.main_branch)
     return Store.for_project(portfolio.data_dir, project_config.name)
 
 
 def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSummary:
     """One cycle of ``project`` through the ``project-cycle`` flow, with a live progress line."""
-    from .config import load_portfolio
-    from .gitops import Project
     from .progress import live_progress
-    from .store import Store
 
-    portfolio = load_portfolio(config)
-    project_config = portfolio.project(project)
-    # A repository we can work in, before anything is written or Prefect starts.
-    Project(project_config.path, project_config.main_branch)
-    store = Store.for_project(portfolio.data_dir, project_config.name)
+    store = _store(project, config, check_repo=True)  # before Prefect starts
     prepare_prefect()
     from flows.project_cycle import project_cycle
 

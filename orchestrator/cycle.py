@@ -31,6 +31,11 @@ MERGE_WAITED = "merge waited: "
 """How a task whose passing branch could not reach main yet is marked."""
 
 
+def waits_to_merge(task: Task) -> bool:
+    """Whether the task passed and only waits for main to move (it keeps its worktree)."""
+    return task.status is TaskStatus.pending and task.last_failure.startswith(MERGE_WAITED)
+
+
 @dataclass(frozen=True)
 class CycleStart:
     """The cycle being run: a new one, or one a crash left unfinished."""

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .config import PortfolioConfig
-from .cycle import MERGE_WAITED
+from .cycle import MERGE_WAITED, waits_to_merge
 from .errors import ConfigError, StoreError
 from .models import Task, TaskStatus
 from .store import Store
@@ -223,7 +223,7 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
 def _merge_waiting(store: Store) -> str:
     # The refinery gives such tasks back with this reason, keeping their attempt.
     for task in store.list_tasks(TaskStatus.pending):
-        if task.last_failure.startswith(MERGE_WAITED):
+        if waits_to_merge(task):
             return task.last_failure.removeprefix(MERGE_WAITED)
     return ""
 

@@ -31,7 +31,8 @@ from orchestrator import cycle
 from orchestrator.config import find_config
 from orchestrator.context import ProjectContext, ProjectRef
 from orchestrator.lock import CycleLock
-from orchestrator.models import CycleSummary, Task, Verdict, WorkResult
+from orchestrator.models import Baseline, CycleSummary, Task, Verdict, WorkResult
+from orchestrator.timing import span
 from tasks.judge import baseline, judge
 from tasks.merge import merge
 from tasks.patrol import patrol, stop_if_failing
@@ -58,6 +59,11 @@ async def project_cycle(
     Only one cycle of a project runs at a time: when another holds the
     project, this one does nothing and says so, or waits its turn if ``wait``.
     """
+    with span("flow", project):  # the cycle as a user waits for it, for bench/
+        return await _guarded_cycle(project, config, cycle_id, wait)
+
+
+async def _guarded_cycle(project: str, config: str | None, cycle_id: str | None, wait: bool) -> CycleSummary:
     ref = ProjectRef(project=project, config_path=str(find_config(config).resolve()))
     ctx = ProjectContext.open(ref)
     logger = get_run_logger()
@@ -72,7 +78,7 @@ async def project_cycle(
         logger.warning(message)
         return CycleSummary(project=project, cycle_id="", status="busy", message=message)
     try:
-        report = await patrol.with_options(tags=[f"project:{project}", "role:patrol"])(ref)
+        report = await patrol(ref)
         if report.paused_reason:
             message = f"project {project!r} paused: {report.paused_reason}"
             logger.warning(message)
@@ -102,11 +108,14 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     return summary
 
 
-def _step(ctx: ProjectContext, task: Task_, role: str) -> Task_:
-    """A task with persisted results in the portfolio's result folder, tagged for the UI."""
-    return task.with_options(
-        result_storage=ctx.results_dir, persist_result=True, tags=[f"project:{ctx.name}", f"role:{role}"]
-    )
+def _step(ctx: ProjectContext, task: Task_) -> Task_:
+    """A task with persisted results in the portfolio's result folder.
+
+    Untagged: Prefect asks its server for a tag concurrency slot before every
+    tagged task run, and a SQLite server answers asks that come together
+    with a 503 the client retries only after 2 s.
+    """
+    return task.with_options(result_storage=ctx.results_dir, persist_result=True)
 
 
 class Progress:
@@ -138,10 +147,11 @@ class Progress:
                                             description=f"{self.done} of {self.total} steps done")
 
 
-async def _recorded(progress: Progress, step: Awaitable[T], record: Callable[[T], None]) -> T:
+async def _recorded(progress: Progress, step: Awaitable[T], record: Callable[[T], None], name: str) -> T:
     # Each result is recorded as soon as it is in: the store (and `orch run`'s
     # live line) sees the cycle advance, and one failing step loses no other.
-    result = await step
+    with span("step", name):
+        result = await step
     record(result)
     await progress.step()
     return result
@@ -151,7 +161,8 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     cycle_id, base = start.cycle_id, start.base_commit
     progress = Progress(ctx)
     await progress.start()
-    the_plan = await _step(ctx, plan, "planner")(ref, cycle_id, base)
+    with span("step", "plan"):
+        the_plan = await _step(ctx, plan)(ref, cycle_id, base)
     await progress.step()
     if the_plan.error:
         get_run_logger().warning("The planner failed: %s", the_plan.error)
@@ -163,27 +174,43 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
         )
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
     await progress.expect(2 * len(tasks))
-    worker_step = _step(ctx, work, "worker")
-    results: list[WorkResult] = await asyncio.gather(*[
-        _recorded(progress, worker_step(ref, cycle_id, base, t), partial(cycle.record_work, ctx, t))
-        for t in tasks
-    ])
-    judged = [(t, r) for t, r in zip(tasks, results, strict=True) if r.success]
-    verdicts: list[Verdict] = []
+    # Each task goes from its worker straight to its judge; the base's checks
+    # run while the workers work, so no step waits for a slower sibling.
+    base_checks = asyncio.ensure_future(_baseline(ctx, ref, cycle_id, base)) if tasks else None
+    worker_step, judge_step = _step(ctx, work), _step(ctx, judge)
+
+    async def work_then_judge(t: Task) -> tuple[WorkResult, Verdict | None]:
+        result = await _recorded(progress, worker_step(ref, cycle_id, base, t), partial(cycle.record_work, ctx, t), "work")
+        if not result.success or base_checks is None:
+            return result, None
+        verdict = await _recorded(progress, judge_step(ref, t, result, await base_checks),
+                                  partial(cycle.record_verdict, ctx, t), "judge")
+        return result, verdict
+
+    # Every chain runs to its end before a failure of one fails the cycle: no finished work is lost.
+    ends = await asyncio.gather(*[work_then_judge(t) for t in tasks], return_exceptions=True)
+    if base_checks is not None:
+        await asyncio.gather(base_checks, return_exceptions=True)
+    failure = next((e for e in ends if isinstance(e, BaseException)), None)
+    if failure is not None:
+        raise failure
+    chains = [(t, r, v) for t, (r, v) in zip(tasks, ends, strict=True)]  # type: ignore[misc]
+    judged = [(t, r) for t, r, v in chains if v is not None]
+    verdicts = [v for _, _, v in chains if v is not None]
     if judged:
-        base_checks = await _step(ctx, baseline, "judge")(ref, cycle_id, base)
-        judge_step = _step(ctx, judge, "judge")
-        verdicts = await asyncio.gather(*[
-            _recorded(progress, judge_step(ref, t, r, base_checks), partial(cycle.record_verdict, ctx, t))
-            for t, r in judged
-        ])
         await _publish_verdicts(ctx, judged, verdicts)
     passing = [(t, r) for (t, r), v in zip(judged, verdicts, strict=True) if v.passed]
     if passing:
-        outcome = await _step(ctx, merge, "refinery")(ref, cycle_id, ctx.repo.head(), passing)
+        with span("step", "merge"):
+            outcome = await _step(ctx, merge)(ref, cycle_id, ctx.repo.head(), passing)
         cycle.record_merge(ctx, outcome, [t for t, _ in passing])
     await progress.finish()
     return cycle.summarize(ctx, cycle_id, "done", f"planner failed: {the_plan.error}" if the_plan.error else "")
+
+
+async def _baseline(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: str) -> Baseline:
+    with span("step", "baseline"):
+        return await _step(ctx, baseline)(ref, cycle_id, base)
 
 
 async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkResult]], verdicts: list[Verdict]) -> None:

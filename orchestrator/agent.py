@@ -33,6 +33,7 @@ from .errors import AgentError
 from .leash import CLI_ENV, leash_path, real_cli
 from .models import AgentRun, Role
 from .secrets import redact, redact_all
+from .timing import mark, span
 
 READ_ONLY_TOOLS = ("Read", "Grep", "Glob")
 EDIT_TOOLS = ("Read", "Edit", "Write", "Bash", "Grep", "Glob")
@@ -172,7 +173,9 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     """
     # Waiting for a slot is not part of the session's timeout.
     gate = _gate(spec.slot_pool) if _gate is not None and spec.slot_pool else nullcontext()
+    asked = time.monotonic()
     async with gate:
+        mark("slot", spec.session_id or "", asked, time.monotonic())
         return await _run_with_retries(spec, prompt)
 
 
@@ -189,7 +192,8 @@ async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:
         resumed = spec.resume or session_exists(spec)
         budget = spec.max_budget_usd if resumed else round(spec.max_budget_usd - spent, 6)
         try:
-            run = await _run_session(replace(spec, max_budget_usd=budget, resume=resumed), prompt)
+            with span("agent", spec.role.value, session_id=spec.session_id, task_id=spec.task_id or ""):
+                run = await _run_session(replace(spec, max_budget_usd=budget, resume=resumed), prompt)
         except AgentError as exc:
             spent = _total(spent, exc.cost_usd, resumed)
             exc.cost_usd = spent

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .models import CheckResult
 from .secrets import redact
+from .timing import mark
 
 _TAIL_CHARS = 4000
 _CANNOT_RUN = {126: "not executable", 127: "command not found"}
@@ -64,12 +65,14 @@ def run_check(command: str, cwd: Path, timeout_s: float) -> CheckResult:
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         output, _ = proc.communicate()
+        mark("check", command, started, time.monotonic())
         output = redact(output)
         return CheckResult(
             command=command, ran=False, passed=False, exit_code=None, timed_out=True,
             duration_s=round(time.monotonic() - started, 3),
             output=tail(output + f"\n[timed out after {timeout_s:g}s and was killed]"),
         )
+    mark("check", command, started, time.monotonic())
     output = redact(output)  # it goes to the reviewer, the store and the UI
     code = proc.returncode
     ran = code not in _CANNOT_RUN

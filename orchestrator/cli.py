@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -23,9 +25,10 @@ from typer._click import exceptions as click_errors  # Typer bundles its own cli
 
 from . import cli_read, cli_serve
 from .cli_read import ConfigOpt, ProjectOpt, _print_tasks  # there: cli_read cannot import cli
-from .cli_serve import prepare_prefect
+from .cli_serve import prepare_prefect, use_running_server
 from .errors import OrchestratorError
 from .models import CycleSummary, Task, TaskType
+from .timing import mark
 
 app = typer.Typer(
     help="Plan, work, judge and merge with Claude Code agents, on Prefect.",
@@ -58,13 +61,18 @@ def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSumm
     from .progress import live_progress
 
     store = _store(project, config, check_repo=True)  # before Prefect starts
+    use_running_server(store.path.parent)
     prepare_prefect()
     from flows.project_cycle import project_cycle
 
     if not _debug:
         _hide_expected_tracebacks()
-    with live_progress(console, store.path, store.project):
-        return asyncio.run(project_cycle(project=project, config=config, wait=wait))
+    try:
+        with live_progress(console, store.path, store.project):
+            return asyncio.run(project_cycle(project=project, config=config, wait=wait))
+    finally:
+        now = time.monotonic()  # for bench/: this process's peak memory
+        mark("rss", "orch run", now, now, peak_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 @app.command()

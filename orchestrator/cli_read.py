@@ -124,14 +124,19 @@ def _print_status(rows: list[ProjectStatus], title: str) -> None:
 
 def tasks(project: ProjectOpt, config: ConfigOpt = None,
           status: Annotated[TaskStatus | None, typer.Option("--status", "-s", help="Only tasks with this status.")] = None,
+          limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="How many tasks to show (0: all).")] = 50,
           as_json: JsonOpt = False) -> None:
-    """List a project's tasks."""
+    """List a project's tasks: in progress, then pending, failed and done, each by priority."""
     with open_store(load_portfolio(config), project) as store:
-        items = store.list_tasks(status)
+        items = store.tasks_page(status, limit)
+        counts = store.count_by_status()
+    total = counts[status.value] if status else sum(counts.values())
     if as_json:
         _print_json(items)
         return
     _print_tasks(items, f"Tasks of {project}")
+    if len(items) < total:
+        console.print(f"Showing {len(items)} of {total:,} tasks (--limit 0 shows all, --status one status).")
 
 
 def _print_tasks(items: list[Task], title: str) -> None:

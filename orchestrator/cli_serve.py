@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -39,6 +40,20 @@ def prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Quiet on the terminal, but the runs' INFO logs still reach the UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def use_running_server(data_dir: Path) -> None:
+    """Run in a Prefect server that is up (as ``orch start`` finds one) rather than a temporary one.
+
+    Without ``PREFECT_API_URL`` Prefect would start a server for this process
+    alone: seconds of start-up, and runs the UI never shows.
+    """
+    from deployments.server import running_server
+
+    if not os.environ.get("PREFECT_API_URL"):
+        url = running_server(data_dir)
+        if url:
+            os.environ["PREFECT_API_URL"] = url
 
 
 def start(config: ConfigOpt = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 from .audit import write_failed_plan, write_merge, write_plan, write_verdict, write_worker
 from .context import ProjectContext
 from .models import (
+    MERGE_WAITED,
     CycleSummary,
     MergeOutcome,
     Plan,
@@ -26,14 +27,6 @@ from .models import (
     new_id,
 )
 from .planner import accept_tasks
-
-MERGE_WAITED = "merge waited: "
-"""How a task whose passing branch could not reach main yet is marked."""
-
-
-def waits_to_merge(task: Task) -> bool:
-    """Whether the task passed and only waits for main to move (it keeps its worktree)."""
-    return task.status is TaskStatus.pending and task.last_failure.startswith(MERGE_WAITED)
 
 
 @dataclass(frozen=True)

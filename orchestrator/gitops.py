@@ -19,6 +19,7 @@ from pathlib import Path
 import git
 
 from .errors import GitError
+from .timing import span
 
 # Works without the user's git identity or signing key; hooks are not ours to run.
 _IDENTITY = ["user.name=orchestrator", "user.email=orchestrator@localhost", "commit.gpgsign=false"]
@@ -71,7 +72,8 @@ def _git(
     if config:
         runner = runner(c=config)
     try:
-        out = getattr(runner, cmd.replace("-", "_"))(*args, env=env, kill_after_timeout=timeout_s)
+        with span("git", cmd):
+            out = getattr(runner, cmd.replace("-", "_"))(*args, env=env, kill_after_timeout=timeout_s)
     except git.GitCommandError as exc:
         raise _error(cwd, cmd, args, _raw(exc.stderr), _raw(exc.stdout), exc.status) from exc
     except git.CommandError as exc:  # git missing, or cwd gone
@@ -83,9 +85,10 @@ def _status(cwd: Path, cmd: str, *args: str) -> int:
     """Exit status of a git command used as a question (is-ancestor, verify)."""
     runner = git.Git(str(cwd))
     try:
-        code, _, err = getattr(runner, cmd.replace("-", "_"))(
-            *args, with_extended_output=True, with_exceptions=False
-        )
+        with span("git", cmd):
+            code, _, err = getattr(runner, cmd.replace("-", "_"))(
+                *args, with_extended_output=True, with_exceptions=False
+            )
     except git.CommandError as exc:
         raise GitError(f"{cwd}: {_describe(cmd, args)} could not start: {exc.status}") from exc
     if code not in (0, 1):

@@ -86,6 +86,15 @@ class Task(BaseModel):
         return fingerprint(self.title, self.description)
 
 
+MERGE_WAITED = "merge waited: "
+"""How a task whose passing branch could not reach main yet is marked."""
+
+
+def waits_to_merge(task: Task) -> bool:
+    """Whether the task passed and only waits for main to move (it keeps its worktree)."""
+    return task.status is TaskStatus.pending and task.last_failure.startswith(MERGE_WAITED)
+
+
 class PlannedTask(BaseModel):
     """A task as the planner proposes it (its structured output)."""
 

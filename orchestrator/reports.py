@@ -17,9 +17,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .config import PortfolioConfig
-from .cycle import MERGE_WAITED, waits_to_merge
 from .errors import ConfigError, StoreError
-from .models import Task, TaskStatus
+from .models import MERGE_WAITED, Task
 from .store import Store
 
 __all__ = [
@@ -222,10 +221,7 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
 
 def _merge_waiting(store: Store) -> str:
     # The refinery gives such tasks back with this reason, keeping their attempt.
-    for task in store.list_tasks(TaskStatus.pending):
-        if waits_to_merge(task):
-            return task.last_failure.removeprefix(MERGE_WAITED)
-    return ""
+    return store.pending_failure(MERGE_WAITED).removeprefix(MERGE_WAITED)
 
 
 def _cycle_row(project: str, store: Store, row: dict[str, Any]) -> CycleRow:

@@ -94,6 +94,9 @@ def _task(row: dict[str, Any]) -> Task:
     return Task.model_validate({k: v for k, v in row.items() if k != "fingerprint"})
 
 
+PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
+
+
 class Store:
     """One project's SQLite database."""
 
@@ -141,6 +144,31 @@ class Store:
             where, args, order_by="priority, created_at", limit=limit
         )
         return [_task(r) for r in rows]
+
+    def tasks_page(self, status: TaskStatus | None = None, limit: int = 0) -> list[Task]:
+        """Up to ``limit`` tasks (0: all): in progress, then pending, failed, done; each by priority.
+
+        One index range per status, so a page costs the same in a store of any size.
+        """
+        found: list[Task] = []
+        for wanted in [status] if status else PAGE_ORDER:
+            left = limit - len(found) if limit else -1  # SQLite reads LIMIT -1 as none
+            if left == 0:
+                break
+            rows = self.db.execute(
+                "SELECT * FROM tasks WHERE status = ? ORDER BY priority, created_at LIMIT ?", [wanted.value, left]
+            )
+            columns = [c[0] for c in rows.description]
+            found += [_task(dict(zip(columns, row, strict=True))) for row in rows]
+        return found
+
+    def pending_failure(self, prefix: str) -> str:
+        """The last failure of a pending task that starts with ``prefix`` ('' if none)."""
+        row = self.db.execute(
+            "SELECT last_failure FROM tasks WHERE status = 'pending' AND substr(last_failure, 1, ?) = ? LIMIT 1",
+            [len(prefix), prefix],
+        ).fetchone()
+        return row[0] if row else ""
 
     def tasks_of(self, ids: Iterable[str]) -> list[Task]:
         return [self.get_task(i) for i in ids]

@@ -3,24 +3,43 @@
 Every agent session (planner, worker, reviewer, resolver) holds one slot of
 the portfolio's limit while it runs, so ``max_total_workers`` bounds the
 sessions of all projects' cycles together, wherever they run.
+
+Slots are asked for here rather than through ``prefect.concurrency``: a
+SQLite Prefect server answers a slot request that meets another write with
+"database is locked" (HTTP 503), and Prefect's client waits 2 s before it
+asks again. Sessions start in bursts (all workers of a cycle at once), so
+that wait would fall on most cycles' critical path; here a 503 is asked
+again after a few milliseconds.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
 
+import anyio
+import httpx
 from prefect import get_client
-from prefect.concurrency.asyncio import concurrency
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
+from prefect.concurrency._leases import amaintain_concurrency_lease
 
 from orchestrator import agent
 from orchestrator.config import PortfolioConfig
+from orchestrator.errors import OrchestratorError
+
+LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process
+BUSY_RETRIES = 50
 
 
 async def gate_agents(portfolio: PortfolioConfig) -> None:
     """Create or resize the portfolio's limit and make every session take a slot.
 
-    Prefect skips a missing limit with only a warning, so the limit is made
-    here, before any session asks for a slot, and sessions ask strictly.
+    The limit is made here, before any session asks for a slot, and sessions
+    ask strictly: a missing limit is an error, not an unlimited pool.
     """
     async with get_client() as client:
         await client.upsert_global_concurrency_limit_by_name(
@@ -29,7 +48,50 @@ async def gate_agents(portfolio: PortfolioConfig) -> None:
     agent.use_gate(agent_slot)
 
 
-def agent_slot(pool: str) -> AbstractAsyncContextManager[object]:
-    """One slot of ``pool`` for the length of a session; fails if the limit is missing."""
-    return concurrency(pool, occupy=1, strict=True)
+@asynccontextmanager
+async def agent_slot(pool: str) -> AsyncIterator[None]:
+    """One slot of ``pool`` for the length of a session."""
+    async with get_client() as client:
+        lease = await _acquire(client, pool)
+        try:
+            async with amaintain_concurrency_lease(lease, LEASE_S):
+                yield
+        finally:
+            with anyio.CancelScope(shield=True):  # a cancelled session still gives its slot back
+                await _post(client, "decrement-with-lease", {"lease_id": str(lease)})
 
+
+async def _acquire(client: PrefectClient, pool: str) -> UUID:
+    body = {"names": [pool], "slots": 1, "mode": "concurrency", "lease_duration": LEASE_S}
+    while True:
+        response = await _post(client, "increment-with-lease", body)
+        if response.status_code == 423:  # the pool is full; the server says when to ask again
+            await anyio.sleep(float(response.headers.get("Retry-After") or 1))
+            continue
+        granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+        if not granted.limits:
+            raise OrchestratorError(f"the Prefect concurrency limit {pool!r} is missing; run the cycle again to make it")
+        return granted.lease_id
+
+
+async def _post(client: PrefectClient, action: str, body: dict[str, Any]) -> httpx.Response:
+    """POST to the limits API, asked again soon while the server's database is busy (503).
+
+    Sent with httpx's own ``send`` on Prefect's client (its URL, auth and
+    headers): Prefect's ``send`` sleeps 2 s after a 503 even with retries off.
+    """
+    http = client._client
+    for attempt in range(BUSY_RETRIES):
+        request = http.build_request("POST", f"/v2/concurrency_limits/{action}", json=body)
+        try:
+            response = await httpx.AsyncClient.send(http, request)
+        except httpx.TransportError:  # a kept-alive connection the server closed, say
+            if attempt == BUSY_RETRIES - 1:
+                raise
+        else:
+            if response.status_code != 503 or attempt == BUSY_RETRIES - 1:
+                if response.status_code != 423:
+                    response.raise_for_status()
+                return response
+        await anyio.sleep(0.02 + random.random() * 0.05)
+    raise AssertionError("unreachable: the last attempt returns or raises")

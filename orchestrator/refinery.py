@@ -3,8 +3,9 @@
 Branches are merged into an integration worktree made from main, never in
 the user's checkout. A conflict goes to the resolver agent; conflict markers
 never get committed. The merged result is tested once as a whole; only if
-that fails are the branches merged again one at a time, each tested, so that
-what reaches main has passed the tests as merged. Main then moves by
+that fails does a binary search over the merges find the branch that breaks
+it (see :func:`_bisect`), so what reaches main has passed the tests as
+merged, and N passing branches cost one test run, not N. Main then moves by
 fast-forward only (see :meth:`gitops.Project.advance_main`).
 """
 
@@ -108,30 +109,47 @@ class MergedTests:
         return [] if result.passed else (result.failed_tests if result.ran else None)
 
 
-async def _merge_one_by_one(
+async def _bisect(
     ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
-    outcome: MergeOutcome, tests: MergedTests,
+    outcome: MergeOutcome, tests: MergedTests, failure: str,
 ) -> None:
-    """Fallback when the whole merge fails its tests: keep what passes in turn."""
-    ctx.repo.reset_worktree_to(worktree, outcome.main_before)
-    outcome.merged.clear()
-    for task, work in candidates:
-        if task.id in outcome.rejected:
-            continue
-        before = ctx.repo.head_of(worktree)
-        trial = MergeOutcome(cycle_id=cycle_id, main_before=before, main_after=before)
-        await _merge_all(ctx, worktree, cycle_id, [(task, work)], trial)
-        outcome.cost_usd += trial.cost_usd
-        outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
-        if task.id in trial.rejected:
-            outcome.rejected[task.id] = trial.rejected[task.id]
-            continue
+    """The merged result fails its tests: keep the longest passing start of it.
+
+    The merges made one after another form a chain; a binary search over it
+    (each step tests the chain up to one merge, reusing its commits, so no
+    conflict is resolved twice) finds the first merge that breaks the tests.
+    That branch is sent back; the branches after it are merged again onto the
+    passing part and tested once, and searched the same way if that fails.
+    """
+    chain = list(outcome.merged.items())  # (task id, commit) in merge order
+    good, bad = -1, len(chain) - 1  # chain[:good + 1] passes, chain[:bad + 1] fails
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        ctx.repo.reset_worktree_to(worktree, chain[middle][1])
         passed, output = tests.check(worktree)
         if passed:
-            outcome.merged[task.id] = trial.merged[task.id]
+            good = middle
         else:
-            ctx.repo.reset_worktree_to(worktree, before)
-            outcome.rejected[task.id] = f"tests fail once merged with main and the other branches: {output}"
+            bad, failure = middle, output
+    culprit = chain[bad][0]
+    outcome.rejected[culprit] = f"tests fail once merged with main and the branches before it: {failure}"
+    outcome.merged = dict(chain[:bad])
+    ctx.repo.reset_worktree_to(worktree, chain[good][1] if good >= 0 else outcome.main_before)
+    after = {task_id for task_id, _ in chain[bad + 1 :]}
+    rest = [(t, w) for t, w in candidates if t.id in after]
+    if not rest:
+        return
+    trial = MergeOutcome(cycle_id=cycle_id, main_before=outcome.main_before, main_after=outcome.main_before)
+    await _merge_all(ctx, worktree, cycle_id, rest, trial)
+    outcome.cost_usd += trial.cost_usd
+    outcome.rejected.update(trial.rejected)
+    outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
+    if not trial.merged:
+        return
+    passed, failure = tests.check(worktree)
+    outcome.merged.update(trial.merged)
+    if not passed:
+        await _bisect(ctx, worktree, cycle_id, rest, outcome, tests, failure)
 
 
 async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]]) -> MergeOutcome:
@@ -145,9 +163,9 @@ async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task,
     tests = MergedTests(ctx, cycle_id, main_before)
     try:
         await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
-        passed, _ = tests.check(worktree) if outcome.merged else (True, "")
+        passed, failure = tests.check(worktree) if outcome.merged else (True, "")
         if not passed:
-            await _merge_one_by_one(ctx, worktree, cycle_id, candidates, outcome, tests)
+            await _bisect(ctx, worktree, cycle_id, candidates, outcome, tests, failure)
         new_head = ctx.repo.head_of(worktree)
         if new_head != main_before:
             moved, reason = ctx.repo.advance_main(new_head, main_before)

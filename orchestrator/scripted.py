@@ -364,13 +364,16 @@ def _handler_for(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                     prompt=view.prompt,
                 )
             )
-            if isinstance(answer, Fail):
-                error = {"type": "error", "error": {"type": "api_error", "message": answer.message}}
-                self._json(answer.status, error)
-            elif body.get("stream"):
-                self._stream(body, answer, usage)
-            else:
-                self._json(200, _message(body, answer, usage))
+            try:
+                if isinstance(answer, Fail):
+                    error = {"type": "error", "error": {"type": "api_error", "message": answer.message}}
+                    self._json(answer.status, error)
+                elif body.get("stream"):
+                    self._stream(body, answer, usage)
+                else:
+                    self._json(200, _message(body, answer, usage))
+            except (BrokenPipeError, ConnectionResetError):  # the CLI was stopped while it waited
+                self.close_connection = True
 
         def _json(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()

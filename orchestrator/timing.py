@@ -4,7 +4,7 @@ With ``ORCH_TIMINGS=<file>`` in the environment, every step, agent session,
 wait for an agent slot, git command and test or lint run appends one JSON
 line to that file: its kind, a label, and its start and end on the
 machine's monotonic clock (the clock every process on the machine shares,
-so spans of several processes line up). ``bench/`` reads them; without the
+so spans of several processes line up), and the step it happened in. ``bench/`` reads them; without the
 variable a span costs one dictionary lookup.
 """
 
@@ -15,10 +15,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 ENV = "ORCH_TIMINGS"
+_step: ContextVar[str] = ContextVar("orch_timing_step", default="")
 
 
 @contextmanager
@@ -29,9 +31,13 @@ def span(kind: str, label: str = "", **extra: Any) -> Iterator[None]:
         yield
         return
     start = time.monotonic()
+    # Spans inside a step name it: steps of several tasks overlap in time.
+    token = _step.set(label) if kind == "step" else None
     try:
         yield
     finally:
+        if token is not None:
+            _step.reset(token)
         mark(kind, label, start, time.monotonic(), path, **extra)
 
 
@@ -40,7 +46,8 @@ def mark(kind: str, label: str, start: float, end: float, path: str | None = Non
     path = path or os.environ.get(ENV)
     if not path:
         return
-    line = json.dumps({"kind": kind, "label": label, "start": start, "end": end, "pid": os.getpid(), **extra})
+    line = json.dumps({"kind": kind, "label": label, "start": start, "end": end, "pid": os.getpid(),
+                       "step": _step.get(), **extra})
     # One write of one line on an O_APPEND descriptor: lines of threads and processes never interleave.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -1,0 +1,99 @@
+"""``python -m bench``: where a cycle's time goes, against the targets of BENCHMARKS.md.
+
+Everything is real except the model: ``orch`` commands run as subprocesses
+against generated projects, a real Prefect server (or Prefect's temporary
+one) and the real Claude Code CLI, answered by the scripted model with a
+fixed latency per response. ``--quick`` runs a small version of each
+scenario, to check that the benchmark works; its figures mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from deployments.server import DEFAULT_API_URL, Server, free_port, healthy, start_server
+
+from . import project as sample
+from .reads import ReadFigures, measure_reads
+from .report import Cycle, render
+from .resume import measure_resume
+from .runs import base_env, cycle_figures
+
+
+def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None) -> Cycle:
+    folder = root / name
+    folder.mkdir()
+    path = sample.make_project(folder)
+    config = sample.write_portfolio(folder, path, tasks)
+    env = base_env(root, api_url)
+    figures = cycle_figures(sample.scenario(tasks, latency_s), config, path.name, env, folder)
+    server = "running server" if api_url else "temporary server"
+    return Cycle(tasks=tasks, latency_s=latency_s, server=server, figures=figures)
+
+
+def run(root: Path, api_url: str, quick: bool, progress: Any) -> dict[str, Any]:
+    cycles: list[Cycle] = []
+    modes: list[str | None] = [api_url]
+    if quick:
+        plan = [(2, 0.0)]
+    else:
+        plan = [(3, 1.0), (8, 1.0), (3, 0.0), (8, 0.0)]
+        if healthy(DEFAULT_API_URL):
+            progress(f"A Prefect server answers at {DEFAULT_API_URL}: orch run would use it, so the "
+                     "temporary-server scenarios are skipped.")
+        else:
+            modes.append(None)
+    for mode in modes:
+        label = "running" if mode else "temporary"
+        if not quick:  # the first cycle of a process tree pays for cold caches and a new database
+            progress(f"warm-up cycle ({label} server)")
+            _cycle(root, f"warm-up-{label}", 1, 0.0, mode)
+        for tasks, latency in plan:
+            progress(f"cycle: {tasks} tasks, {latency:g} s per response, {label} server")
+            cycles.append(_cycle(root, f"cycle-{tasks}-{latency:g}-{label}", tasks, latency, mode))
+    progress("resume after a kill")
+    (root / "resume").mkdir()
+    resume = measure_resume(root / "resume", base_env(root, api_url), latency_s=0.3 if quick else 1.0)
+    rows = 2_000 if quick else 100_000
+    progress(f"orch status and orch tasks with {rows:,} tasks")
+    (root / "reads").mkdir()
+    reads: ReadFigures = measure_reads(root / "reads", base_env(root, None), rows, repeats=1 if quick else 5)
+    return {"cycles": cycles, "resume": resume, "reads": reads}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="A small run of each scenario (seconds, not minutes).")
+    parser.add_argument("--api-url", help="Use this Prefect server for the running-server scenarios instead of starting one.")
+    parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    args = parser.parse_args(argv)
+
+    def progress(message: str) -> None:
+        print(f"... {message}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as folder:
+        root = Path(folder)
+        if args.api_url:
+            server = Server(args.api_url)
+        else:
+            progress("starting a Prefect server")
+            server = start_server(root / "server", free_port())
+        try:
+            results = run(root, server.api_url, args.quick, progress)
+        finally:
+            server.stop()
+    print(render(results["cycles"], results["resume"], results["reads"]))
+    if args.json:
+        args.json.write_text(json.dumps({k: asdict(v) if not isinstance(v, list) else [asdict(c) for c in v]
+                                         for k, v in results.items()}, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Generated sample projects and the scripted model's part in them.
+
+A project of ``n`` tasks: the planner looks around and proposes ``n``
+independent tasks (each a small module with its own test); every worker
+reads, writes its two files, runs the tests in its sandbox and reports;
+the reviewer reads the new module and approves. The turn counts are those
+of the offline demo, so the critical path is short and the overhead shows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from orchestrator.gitops import init_repo
+from orchestrator.scripted import Scenario, bash, read, structured, text, tool, write
+
+PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2
+TEST_COMMAND = f"{sys.executable} -m unittest -q"
+
+
+def _module(i: int) -> tuple[str, str]:
+    code = f'def step_{i}(x):\n    """Add {i} to x."""\n    return x + {i}\n'
+    test = (
+        f"import unittest\n\nfrom mod_{i} import step_{i}\n\n\n"
+        f"class Step{i}Test(unittest.TestCase):\n"
+        f"    def test_step(self):\n        self.assertEqual(step_{i}(1), {i + 1})\n"
+    )
+    return code, test
+
+
+def make_project(root: Path, name: str = "sample") -> Path:
+    """A git project with a passing test suite at ``root/name``."""
+    path = root / name
+    init_repo(path, {
+        "README.md": f"# {name}\n\nSmall steps. Tests: `python -m unittest`.\n",
+        "core.py": 'def identity(x):\n    """Return x."""\n    return x\n',
+        "test_core.py": (
+            "import unittest\n\nfrom core import identity\n\n\n"
+            "class CoreTest(unittest.TestCase):\n"
+            "    def test_identity(self):\n        self.assertEqual(identity(3), 3)\n"
+        ),
+    })
+    return path
+
+
+def scenario(n: int, latency_s: float) -> Scenario:
+    """Planner, ``n`` workers and the judge, each with a fixed number of turns."""
+    plan = {
+        "findings": "One module with one test.", "proposal": f"Add {n} small steps.",
+        "deferred": [], "risks": [],
+        "tasks": [{"title": f"Add step {i}", "type": "code", "priority": 2,
+                   "description": f"Create mod_{i}.py with step_{i}(x) returning x + {i}, and test_mod_{i}.py."}
+                  for i in range(n)],
+    }
+    workers = {}
+    for i in range(n):
+        code, test = _module(i)
+        workers[f"Add step {i}\n"] = [
+            [read("README.md")],
+            [write(f"mod_{i}.py", code), write(f"test_mod_{i}.py", test)],
+            [bash(TEST_COMMAND)],
+            [structured({"summary": f"Added step_{i} with a test.", "completed": True})],
+        ]
+    approve = structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})
+    return Scenario(
+        planner=[[text("Looking."), tool("Glob", pattern="*.py")], [read("README.md")], [structured(plan)]],
+        workers=workers,
+        judge=[[read("README.md")], [approve]],
+        latency_s=latency_s,
+    )
+
+
+def write_portfolio(root: Path, project: Path, n: int) -> Path:
+    config = {
+        "name": "bench",
+        "data_dir": str(root / "data"),
+        "max_total_workers": max(n, 1) * 2,
+        "projects": [{
+            "name": project.name, "path": str(project), "max_workers": n,
+            "test_command": TEST_COMMAND,
+        }],
+    }
+    path = root / "portfolio.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path

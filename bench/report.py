@@ -1,0 +1,97 @@
+"""The benchmark's printout: figures per scenario, then each target and whether it is met."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .reads import ReadFigures
+from .resume import ResumeFigures
+from .timeline import COMPONENTS, STEPS, Figures
+
+RATIO_TARGETS = {3: 1.4, 8: 1.8}  # tasks -> most wall time per critical-path second
+READ_TARGET_S = 0.5
+
+
+@dataclass
+class Cycle:
+    tasks: int
+    latency_s: float
+    server: str
+    figures: Figures
+
+    @property
+    def title(self) -> str:
+        return f"{self.tasks} tasks, {self.latency_s:g} s per response, {self.server}"
+
+
+def _cycle_lines(c: Cycle) -> list[str]:
+    f = c.figures
+    head = f"  wall {f.wall_s:.1f} s"
+    if f.critical_path_s:
+        head += (f", critical path {f.critical_path_s:.1f} s ({f.chain_turns} responses),"
+                 f" ratio {f.ratio:.2f}, overhead {f.overhead_s:.1f} s")
+    steps = ", ".join(f"{s} {f.steps[s]:.1f}" for s in STEPS if f.steps.get(s))
+    parts = ", ".join(f"{k} {f.components[k]:.2f}" for k in COMPONENTS if f.components.get(k, 0) >= 0.005)
+    runs = ", ".join(f"{s} {n}" for s, n in f.test_runs.items() if n)
+    rss = f"{f.peak_rss_mib:.0f} MiB" if f.peak_rss_mib else "-"
+    return [
+        f"{c.title}",
+        head,
+        f"  steps (s, wall): {steps}",
+        f"  components (s):  {parts}",
+        f"  in flight at once: workers {f.in_flight['worker']}, judges {f.in_flight['judge']} (of {c.tasks});"
+        f" requests {f.requests}; test runs: {runs}; peak RSS of orch run {rss};"
+        f" servers started {f.extra.get('servers started', '-')}",
+    ]
+
+
+def _targets(cycles: list[Cycle], resume: ResumeFigures, reads: ReadFigures) -> list[tuple[str, str, bool]]:
+    rows = []
+    for c in cycles:
+        f = c.figures
+        if c.server == "running server" and c.latency_s and c.tasks in RATIO_TARGETS:
+            limit = RATIO_TARGETS[c.tasks]
+            rows.append((f"{c.tasks} tasks, {c.latency_s:g} s: wall <= {limit} x critical path",
+                         f"{f.ratio:.2f} x", (f.ratio or 0) <= limit))
+    for c in cycles:
+        f = c.figures
+        if c.latency_s:
+            rows.append((f"{c.title}: workers and judges all at once",
+                         f"{f.in_flight['worker']} and {f.in_flight['judge']} of {c.tasks}",
+                         f.in_flight["worker"] >= c.tasks and f.in_flight["judge"] >= c.tasks))
+    merges = [c.figures.test_runs.get("merge", 0) for c in cycles]
+    rows.append(("merge: one test run for all passing branches", f"{sorted(set(merges))} per cycle",
+                 all(n == 1 for n in merges)))
+    rows.append(("resume: no repeated request for a finished step",
+                 f"{resume.repeated_for_finished_steps}", resume.repeated_for_finished_steps == 0))
+    for name, seconds in reads.seconds.items():
+        rows.append((f"{name} at {reads.tasks:,} tasks: < {READ_TARGET_S} s", f"{seconds:.2f} s",
+                     seconds < READ_TARGET_S))
+    rows.append(("read commands start no Prefect server", f"{reads.servers_started}", reads.servers_started == 0))
+    started = [c.figures.extra.get("servers started", 0) for c in cycles if c.server == "running server"]
+    rows.append(("orch run with a server running starts no other", f"{sum(started)} in {len(started)} runs",
+                 sum(started) == 0))
+    return rows
+
+
+def render(cycles: list[Cycle], resume: ResumeFigures, reads: ReadFigures) -> str:
+    lines = ["Cycles (orch run, from spawn to exit)", ""]
+    for c in cycles:
+        lines += [*_cycle_lines(c), ""]
+    r = resume
+    lines += [
+        "Resume: killed (SIGKILL) after half the workers finished, then orch run again",
+        f"  killed after {r.killed_after_s:.1f} s with {r.workers_done_at_kill} workers done; requests: "
+        f"{r.first_run_requests} before the kill + {r.second_run_requests} after = "
+        f"{r.first_run_requests + r.second_run_requests} (an uninterrupted cycle asks {r.uninterrupted_requests})",
+        f"  requests repeated for finished steps: {r.repeated_for_finished_steps}; sessions the kill cut that"
+        f" resumed: {r.cut_sessions_resumed}; merged {r.merged} of 4",
+        "",
+        f"Read commands with {reads.tasks:,} tasks in the store (median wall time)",
+        "  " + ", ".join(f"{name} {s:.2f} s" for name, s in reads.seconds.items()),
+        "",
+        "Targets",
+    ]
+    for name, measured, met in _targets(cycles, resume, reads):
+        lines.append(f"  [{'met' if met else 'MISSED'}] {name}: {measured}")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""Running ``orch`` as a user would, with timings on, against the scripted model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.scripted import Scenario, ScriptedModel
+from orchestrator.timing import ENV, read_spans
+
+from .timeline import Figures, measure
+
+ORCH = str(Path(sys.executable).with_name("orch"))
+
+
+@dataclass
+class Run:
+    """One finished ``orch`` command."""
+
+    spawned: float
+    exited: float
+    returncode: int
+    output: str
+    spans: list[dict[str, Any]]
+    servers_started: int  # Prefect servers seen among its child processes
+
+
+def run_orch(args: list[str], env: dict[str, str], spans_file: Path, timeout_s: float = 600,
+             watch: Callable[[subprocess.Popen[str]], None] | None = None) -> Run:
+    """Run ``orch args`` to its end; ``watch(process)`` runs beside it in a thread."""
+    spans_file.unlink(missing_ok=True)
+    spawned = time.monotonic()
+    process = subprocess.Popen([ORCH, *args], env={**env, ENV: str(spans_file)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    servers: set[int] = set()
+    done = threading.Event()
+    watchers = [threading.Thread(target=_spot_servers, args=(process.pid, servers, done), daemon=True)]
+    if watch is not None:
+        watchers.append(threading.Thread(target=watch, args=(process,), daemon=True))
+    for thread in watchers:
+        thread.start()
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    finally:
+        exited = time.monotonic()
+        done.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for thread in watchers:
+        thread.join(timeout=30)
+    return Run(spawned, exited, process.returncode, output, read_spans(spans_file), len(servers))
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    kids = [int(k) for k in children.read().split()]
+                found += kids
+                todo += kids
+        except OSError:
+            continue
+    return found
+
+
+def _spot_servers(pid: int, servers: set[int], done: threading.Event) -> None:
+    """Note every Prefect server (uvicorn) process that ``pid`` starts, until ``done``."""
+    while not done.wait(0.05):
+        for child in _descendants(pid):
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"uvicorn" in cmdline or b"prefect server start" in cmdline:
+                servers.add(child)
+
+
+def base_env(home: Path, api_url: str | None) -> dict[str, str]:
+    """The environment of a benchmarked command: a private Prefect home and agent folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "ORCH_CONFIG", "CLAUDE_CONFIG_DIR", ENV)}
+    env.update(PREFECT_HOME=str(home / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def cycle_figures(scenario: Scenario, config: Path, project: str, env: dict[str, str], workdir: Path) -> Figures:
+    """Run one cycle with ``orch run`` and measure it."""
+    with ScriptedModel(scenario) as model:
+        run = run_orch(["run", "-p", project, "-c", str(config)], {**env, **model.env()}, workdir / "spans.jsonl")
+        if run.returncode != 0:
+            raise RuntimeError(f"orch run failed (exit {run.returncode}):\n{run.output[-3000:]}")
+        figures = measure(run.spawned, run.exited, run.spans, model.requests, scenario.latency_s)
+    figures.extra["servers started"] = run.servers_started
+    return figures

@@ -1,0 +1,82 @@
+"""The merge stage without agents: one test run for N passing branches, a bisection when they fail together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.gitops import init_repo
+from orchestrator.models import MergeOutcome, Task, WorkResult
+from orchestrator.refinery import merge
+
+pytestmark = pytest.mark.guarantee
+
+PIN = "import unittest\n\nimport calc\n\n\nclass V(unittest.TestCase):\n    def test_version(self):\n        self.assertEqual(calc.VERSION, 1)\n"
+
+
+def project(tmp_path: Path) -> ProjectContext:
+    """A project whose test command also counts its runs in runs.log."""
+    init_repo(tmp_path / "calc", {"calc.py": "VERSION = 1\n", "test_calc.py": "import unittest\n"})
+    config = tmp_path / "portfolio.json"
+    count = f"echo run >> {tmp_path / 'runs.log'} && {sys.executable} -m unittest -q"
+    config.write_text(json.dumps({"data_dir": "data", "projects": [{"name": "calc", "path": "calc", "test_command": count}]}))
+    return ProjectContext.open(ProjectRef(project="calc", config_path=str(config)))
+
+
+def branch(ctx: ProjectContext, title: str, files: dict[str, str]) -> tuple[Task, WorkResult]:
+    """A task whose branch, made from main, changes ``files``: as a worker leaves it."""
+    task = Task(title=title, attempts=1)
+    base = ctx.repo.head()
+    worktree = ctx.repo.add_worktree(task.id, ctx.branch(task.id), base)
+    for name, text in files.items():
+        (worktree / name).write_text(text)
+    commit = ctx.repo.commit_all(worktree, title)
+    work = WorkResult(task_id=task.id, cycle_id="c1", attempt=1, branch=ctx.branch(task.id), base_commit=base,
+                      commit=commit, success=True)
+    return task, work
+
+
+def neutral(ctx: ProjectContext, i: int) -> tuple[Task, WorkResult]:
+    return branch(ctx, f"Add mod_{i}", {f"mod_{i}.py": f"X = {i}\n"})
+
+
+def count_test_runs(tmp_path: Path) -> int:
+    log = tmp_path / "runs.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def merged_into_main(ctx: ProjectContext, outcome: MergeOutcome) -> None:
+    assert outcome.main_updated and ctx.repo.head() == outcome.main_after
+    # The user's checkout of main moved with it, and its tests pass.
+    subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=ctx.repo.path, check=True, capture_output=True)
+
+
+def test_passing_branches_cost_one_test_run(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    candidates = [neutral(ctx, i) for i in range(5)]
+    outcome = asyncio.run(merge(ctx, "c1", candidates))
+    assert sorted(outcome.merged) == sorted(t.id for t, _ in candidates) and not outcome.rejected
+    assert count_test_runs(tmp_path) == 1
+    merged_into_main(ctx, outcome)
+
+
+def test_a_branch_that_breaks_the_merge_is_found_by_bisection(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    # Each passes alone; "Bump" breaks the test "Pin" adds, once both are in.
+    candidates = [branch(ctx, "Pin", {"test_pin.py": PIN})] + [neutral(ctx, i) for i in range(3)]
+    candidates += [branch(ctx, "Bump", {"calc.py": "VERSION = 2\n"})] + [neutral(ctx, i) for i in range(3, 6)]
+    bump = candidates[4][0].id
+    outcome = asyncio.run(merge(ctx, "c1", candidates))
+    assert sorted(outcome.merged) == sorted(t.id for t, _ in candidates if t.id != bump)
+    assert list(outcome.rejected) == [bump] and "tests fail once merged" in outcome.rejected[bump]
+    # The whole (1), main's own failures (1), three bisection steps over 8 merges, the rest again (1);
+    # one by one would be 9.
+    assert count_test_runs(tmp_path) == 6
+    merged_into_main(ctx, outcome)
+    assert "VERSION = 1" in (ctx.repo.path / "calc.py").read_text()

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.gitops import init_repo
-from orchestrator.scripted import Scenario, bash, read, structured, text, tool, write
+from orchestrator.scripted import Scenario, Script, bash, read, structured, text, tool, write
 
 PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2
 TEST_COMMAND = f"{sys.executable} -m unittest -q"
@@ -54,7 +54,7 @@ def scenario(n: int, latency_s: float) -> Scenario:
                    "description": f"Create mod_{i}.py with step_{i}(x) returning x + {i}, and test_mod_{i}.py."}
                   for i in range(n)],
     }
-    workers = {}
+    workers: dict[str, Script] = {}
     for i in range(n):
         code, test = _module(i)
         workers[f"Add step {i}\n"] = [

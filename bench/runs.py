@@ -88,9 +88,16 @@ def _spot_servers(pid: int, servers: set[int], done: threading.Event) -> None:
 
 
 def base_env(home: Path, api_url: str | None) -> dict[str, str]:
-    """The environment of a benchmarked command: a private Prefect home and agent folder."""
+    """The environment of a benchmarked command: a private home, Prefect home and agent folder.
+
+    The private HOME keeps the user's login profile out of the figures: the CLI's
+    Bash tool starts a login shell, and profiles that run pyenv, nvm or conda
+    set-up can take longer than everything measured here.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "ORCH_CONFIG", "CLAUDE_CONFIG_DIR", ENV)}
-    env.update(PREFECT_HOME=str(home / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    (home / "home").mkdir(exist_ok=True)
+    env.update(HOME=str(home / "home"), PREFECT_HOME=str(home / "prefect-home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env

@@ -220,7 +220,10 @@ def test_stopping_orch_start_mid_cycle_stops_its_agents_and_the_cycle_resumes(se
         try:
             wait_for(lambda: orch_prefect(env, "deployment", "run", "project-cycle/stopped").returncode == 0,
                      "the deployment to be served", 60)
-            wait_for(lambda: [r for r in model.requests if r.role == "worker"], "workers at work")
+            # Stop while a worker's next question is in flight, not as an answer is on its way:
+            # an answer the CLI gets in the instant of the kill may not reach its transcript.
+            wait_for(lambda: [r for r in model.requests if r.role == "worker" and time.monotonic() - r.finished > 0.3],
+                     "workers at work")
         finally:
             stop = time.monotonic()
             assert interrupt(start, tmp_path / "start.log") == 0

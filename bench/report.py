@@ -39,8 +39,9 @@ def _cycle_lines(c: Cycle) -> list[str]:
         head,
         f"  steps (s, wall): {steps}",
         f"  components (s):  {parts}",
-        f"  in flight at once: workers {f.in_flight['worker']}, judges {f.in_flight['judge']} (of {c.tasks});"
-        f" requests {f.requests}; test runs: {runs}; peak RSS of orch run {rss};"
+        f"  at once (of {c.tasks}): worker requests {f.in_flight['worker']}, judge requests {f.in_flight['judge']},"
+        f" worker sessions {f.sessions['worker']}, judge sessions {f.sessions['judge']}",
+        f"  requests {f.requests}; test runs: {runs}; peak RSS of orch run {rss};"
         f" servers started {f.extra.get('servers started', '-')}",
     ]
 
@@ -56,8 +57,9 @@ def _targets(cycles: list[Cycle], resume: ResumeFigures, reads: ReadFigures) -> 
     for c in cycles:
         f = c.figures
         if c.latency_s:
-            rows.append((f"{c.title}: workers and judges all at once",
-                         f"{f.in_flight['worker']} and {f.in_flight['judge']} of {c.tasks}",
+            rows.append((f"{c.title}: worker and judge requests all in flight at once",
+                         f"{f.in_flight['worker']} and {f.in_flight['judge']} of {c.tasks} (sessions alive at once:"
+                         f" {f.sessions['worker']} and {f.sessions['judge']})",
                          f.in_flight["worker"] >= c.tasks and f.in_flight["judge"] >= c.tasks))
     merges = [c.figures.test_runs.get("merge", 0) for c in cycles]
     rows.append(("merge: one test run for all passing branches", f"{sorted(set(merges))} per cycle",

@@ -47,6 +47,7 @@ class Figures:
     steps: dict[str, float]
     requests: int
     in_flight: dict[str, int]  # role -> the most of its requests answered at once
+    sessions: dict[str, int]  # role -> the most of its agent sessions alive at once
     test_runs: dict[str, int]  # step -> test/lint command runs inside it
     peak_rss_mib: float | None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -77,10 +78,9 @@ def chain_turns(requests: list[RecordedRequest]) -> int:
     return planner + max(per_task.values(), default=0) + resolver
 
 
-def peak_in_flight(requests: list[RecordedRequest], role: str | None = None) -> int:
-    """The most requests (of one role) being answered at the same moment."""
-    edges = sorted([(r.started, 1) for r in requests if role in (None, r.role)]
-                   + [(r.finished, -1) for r in requests if role in (None, r.role)])
+def peak_overlap(intervals: Iterable[Interval]) -> int:
+    """The most intervals that hold at the same moment."""
+    edges = sorted([e for a, b in intervals for e in ((a, 1), (b, -1))])
     live = peak = 0
     for _, step in edges:
         live += step
@@ -158,6 +158,9 @@ def measure(
     return Figures(
         wall_s=exited - spawned, critical_path_s=turns * latency_s, chain_turns=turns,
         components=shares, steps=steps, requests=len(model),
-        in_flight={role: peak_in_flight(requests, role) for role in ("worker", "judge")},
+        in_flight={role: peak_overlap((r.started, r.finished) for r in requests if r.role == role)
+                   for role in ("worker", "judge")},
+        sessions={role: peak_overlap((s["start"], s["end"]) for s in spans if s["kind"] == "agent" and s["label"] == role)
+                  for role in ("worker", "judge")},
         test_runs=test_runs, peak_rss_mib=max(rss) / 1024 if rss else None,
     )

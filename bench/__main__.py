@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | N
     return Cycle(tasks=tasks, latency_s=latency_s, server=server, figures=figures)
 
 
-def run(root: Path, api_url: str, quick: bool, progress: Any) -> dict[str, Any]:
+def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     cycles: list[Cycle] = []
     modes: list[str | None] = [api_url]
     if quick:

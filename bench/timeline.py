@@ -16,8 +16,9 @@ component, the first of these that was busy at that moment:
 8. ``Prefect + orchestrator``: anything else (task runs, result storage,
    artifacts, slots, the store, the audit trail).
 
-The components therefore add up to the wall time exactly, and everything
-but ``model`` is overhead that a faster orchestrator could remove.
+The components therefore add up to the wall time exactly. The overhead is
+the wall time less the critical path (see :func:`chain_turns`); ``model``
+time beyond the critical path is part of it (sessions that start apart).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ again after a few milliseconds.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from orchestrator import agent
 from orchestrator.config import PortfolioConfig
 from orchestrator.errors import OrchestratorError
 
+logger = logging.getLogger(__name__)
 LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process
 BUSY_RETRIES = 50
 
@@ -58,7 +60,11 @@ async def agent_slot(pool: str) -> AsyncIterator[None]:
                 yield
         finally:
             with anyio.CancelScope(shield=True):  # a cancelled session still gives its slot back
-                await _post(client, "decrement-with-lease", {"lease_id": str(lease)})
+                try:
+                    await _post(client, "decrement-with-lease", {"lease_id": str(lease)})
+                except (httpx.HTTPError, OSError) as exc:  # the session's work stands; the lease runs out
+                    logger.warning("Could not give back slot %s of %s (it frees itself within %d s): %s",
+                                   lease, pool, LEASE_S, exc)
 
 
 async def _acquire(client: PrefectClient, pool: str) -> UUID:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,9 @@ from orch_cli import orch
 
 from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
 from orchestrator.gitops import init_repo
+from orchestrator.models import Task, TaskStatus
 from orchestrator.scripted import ScriptedModel
+from orchestrator.store import Store
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 
@@ -34,6 +37,20 @@ def test_add_task_then_list_and_filter(config: Path, capsys, monkeypatch) -> Non
     assert code == 0 and "Fix parser" in out and "pending" in out and "fix" in out
     code, out = orch(capsys, monkeypatch, "tasks", "--project", "app", "--status", "done", "--config", str(config))
     assert code == 0 and "Fix parser" not in out
+
+
+def test_tasks_come_a_page_at_a_time_live_ones_first(config: Path, capsys, monkeypatch) -> None:
+    store = Store.for_project(config.parent / "data", "app")
+    for title, status, priority in [("Old win", TaskStatus.done, 1), ("Gave up", TaskStatus.failed, 1),
+                                    ("Later", TaskStatus.pending, 5), ("Now", TaskStatus.in_progress, 3),
+                                    ("Next", TaskStatus.pending, 1)]:
+        store.add_task(Task(title=title, status=status, priority=priority))
+    code, out = orch(capsys, monkeypatch, "tasks", "-p", "app", "-n", "3", "--config", str(config))
+    rows = [line for line in out.splitlines() if "│" in line]
+    assert code == 0 and [r.split("│")[6].strip() for r in rows] == ["Now", "Next", "Later"]
+    assert "Showing 3 of 5 tasks" in out
+    code, out = orch(capsys, monkeypatch, "tasks", "-p", "app", "-n", "0", "--json", "--config", str(config))
+    assert [t["title"] for t in json.loads(out)] == ["Now", "Next", "Later", "Gave up", "Old win"]
 
 
 def test_config_from_environment(config: Path, capsys, monkeypatch) -> None:
@@ -105,6 +122,30 @@ def test_demo_command_from_a_fresh_process(tmp_path: Path) -> None:
     assert "planned 3, worked 3, passed 2, merged 2" in proc.stdout
     assert (tmp_path / "calc" / ".orch" / "verdicts").is_dir()
     assert (tmp_path / "data" / "calc.db").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness", "agent_env")
+def test_orch_run_uses_the_server_orch_start_left_running(tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    config = write_portfolio(tmp_path, make_sample_project(tmp_path))
+    # Where `orch start` notes the server it started (here: the session's test server).
+    (tmp_path / "data" / "prefect").mkdir(parents=True)
+    (tmp_path / "data" / "prefect" / "server.json").write_text(json.dumps({"api_url": str(PREFECT_API_URL.value())}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    with ScriptedModel(demo_scenario()) as model:
+        proc = subprocess.run([ORCH, "run", "-p", "calc", "-c", str(config)], env={**env, **model.env()},
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [cycle] = Store.for_project(tmp_path / "data", "calc").list_cycles()
+
+    async def flow_run_state() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(cycle["flow_run_id"])).state_name or ""
+
+    assert asyncio.run(flow_run_state()) == "Completed"  # the run is in that server, not a temporary one
 
 
 @pytest.mark.parametrize("command", ["start", "deploy"])

@@ -3,8 +3,8 @@
 A project of ``n`` tasks: the planner looks around and proposes ``n``
 independent tasks (each a small module with its own test); every worker
 reads, writes its two files, runs the tests in its sandbox and reports;
-the reviewer reads the new module and approves. The turn counts are those
-of the offline demo, so the critical path is short and the overhead shows.
+the reviewer reads and approves. A chain about as short as the offline
+demo's: the critical path is short, so the overhead shows.
 """
 
 from __future__ import annotations

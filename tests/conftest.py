@@ -12,6 +12,9 @@ import pytest
 # Before Prefect is imported anywhere: no telemetry, a private home.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="orch-prefect-home-"))
+# A private HOME: the CLI's Bash tool starts a login shell, and the user's profile
+# (pyenv, nvm or conda set-up, or a lock a killed shell left behind) must not slow the tests.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="orch-test-home-")
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.leash import descendants
 from orchestrator.scripted import Scenario, ScriptedModel
 from orchestrator.timing import ENV, read_spans
 
@@ -59,25 +60,10 @@ def run_orch(args: list[str], env: dict[str, str], spans_file: Path, timeout_s: 
     return Run(spawned, exited, process.returncode, output, read_spans(spans_file), len(servers))
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as children:
-                    kids = [int(k) for k in children.read().split()]
-                found += kids
-                todo += kids
-        except OSError:
-            continue
-    return found
-
-
 def _spot_servers(pid: int, servers: set[int], done: threading.Event) -> None:
     """Note every Prefect server (uvicorn) process that ``pid`` starts, until ``done``."""
     while not done.wait(0.05):
-        for child in _descendants(pid):
+        for child in descendants(pid):
             try:
                 with open(f"/proc/{child}/cmdline", "rb") as f:
                     cmdline = f.read().replace(b"\0", b" ")

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.scripted import RecordedRequest
+from orchestrator.scripted import RecordedRequest, peak_overlap
 
 COMPONENTS = ("model", "tests", "git", "CLI start-up", "CLI tools", "start-up", "shutdown",
               "Prefect + orchestrator")
@@ -77,16 +77,6 @@ def chain_turns(requests: list[RecordedRequest]) -> int:
             per_task[r.task] += 1
     resolver = sum(1 for r in answered if r.role == "resolver")
     return planner + max(per_task.values(), default=0) + resolver
-
-
-def peak_overlap(intervals: Iterable[Interval]) -> int:
-    """The most intervals that hold at the same moment."""
-    edges = sorted([e for a, b in intervals for e in ((a, 1), (b, -1))])
-    live = peak = 0
-    for _, step in edges:
-        live += step
-        peak = max(peak, live)
-    return peak
 
 
 def union_length(intervals: Iterable[Interval]) -> float:

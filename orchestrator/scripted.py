@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -223,15 +223,7 @@ class ScriptedModel:
 
     def max_in_flight(self) -> int:
         """The most requests that were being answered at the same moment."""
-        edges = sorted(
-            [(r.started, 1) for r in self.requests] + [(r.finished, -1) for r in self.requests],
-            key=lambda e: (e[0], e[1]),
-        )
-        live = peak = 0
-        for _, step in edges:
-            live += step
-            peak = max(peak, live)
-        return peak
+        return peak_overlap((r.started, r.finished) for r in self.requests)
 
     def cost_usd(self, role: str | None = None) -> float:
         """What the CLI should charge for the recorded responses (optionally one role)."""
@@ -241,6 +233,16 @@ class ScriptedModel:
                 price_in, price_out = price_of(r.model)
                 total += (r.usage.input_tokens * price_in + r.usage.output_tokens * price_out) / 1e6
         return total
+
+
+def peak_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most (start, end) intervals that hold at the same moment (an end comes before a start)."""
+    edges = sorted(e for a, b in intervals for e in ((a, 1), (b, -1)))
+    live = peak = 0
+    for _, step in edges:
+        live += step
+        peak = max(peak, live)
+    return peak
 
 
 def price_of(model: str) -> tuple[float, float]:

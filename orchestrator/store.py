@@ -152,14 +152,9 @@ class Store:
         """
         found: list[Task] = []
         for wanted in [status] if status else PAGE_ORDER:
-            left = limit - len(found) if limit else -1  # SQLite reads LIMIT -1 as none
-            if left == 0:
+            if limit and len(found) == limit:
                 break
-            rows = self.db.execute(
-                "SELECT * FROM tasks WHERE status = ? ORDER BY priority, created_at LIMIT ?", [wanted.value, left]
-            )
-            columns = [c[0] for c in rows.description]
-            found += [_task(dict(zip(columns, row, strict=True))) for row in rows]
+            found += self.list_tasks(wanted, limit - len(found) if limit else None)
         return found
 
     def pending_failure(self, prefix: str) -> str:

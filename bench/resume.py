@@ -69,8 +69,7 @@ def measure_resume(root: Path, env: dict[str, str], latency_s: float) -> ResumeF
     path = sample.make_project(root)
     config = sample.write_portfolio(root, path, TASKS)
     db = root / "data" / f"{path.name}.db"
-    uninterrupted = _requests_of(_scenario(latency_s))
-    scenario = _padded(_scenario(latency_s))
+    plain, scenario = _scenario(latency_s), _padded(_scenario(latency_s))
     killed_at: list[float] = []
 
     def kill_when_half_done(process: subprocess.Popen[str]) -> None:
@@ -92,12 +91,12 @@ def measure_resume(root: Path, env: dict[str, str], latency_s: float) -> ResumeF
         if second.returncode != 0:
             raise RuntimeError(f"the second orch run failed:\n{second.output[-3000:]}")
         after = [r for r in model.requests if r.started > killed_at[0]]
-    finished = _finished_sessions(before, _scenario(latency_s))
+    finished = _finished_sessions(before, plain)
     return ResumeFigures(
         killed_after_s=killed_at[0] - first.spawned,
         workers_done_at_kill=done_at_kill,
         first_run_requests=len(before), second_run_requests=len(after),
-        uninterrupted_requests=uninterrupted,
+        uninterrupted_requests=_requests_of(plain),
         repeated_for_finished_steps=sum(1 for r in after if r.session_id in finished),
         cut_sessions_resumed=len({r.session_id for r in after} & {r.session_id for r in before}),
         merged=_merged(db),

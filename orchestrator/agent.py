@@ -14,9 +14,10 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 from claude_agent_sdk import (
@@ -64,6 +65,14 @@ def session_uuid(*parts: object) -> str:
     return str(uuid.uuid5(_SESSION_NAMESPACE, "/".join(str(p) for p in parts)))
 
 
+class SpendGuard(Protocol):
+    """Holds a session's cap against the project's spend caps while it runs (see :mod:`.budget`)."""
+
+    def session(self, session_id: str, cap_usd: float) -> AbstractContextManager[Callable[[float], None]]:
+        """Raises BudgetReached if the session may not start; yields a setter for its final cost."""
+        ...
+
+
 @dataclass
 class AgentSpec:
     """Everything one agent session needs besides its prompt."""
@@ -91,6 +100,8 @@ class AgentSpec:
     """How often a transient API failure is retried, resuming the session."""
     retry_base_s: float = 2.0
     """Backoff before the first retry; doubled for each next one."""
+    spend: SpendGuard | None = None
+    """The project's cycle and day caps; None = only ``max_budget_usd`` applies."""
 
 
 AgentGate = Callable[[str], AbstractAsyncContextManager[object]]
@@ -176,7 +187,16 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     asked = time.monotonic()
     async with gate:
         mark("slot", spec.session_id or "", asked, time.monotonic())
-        return await _run_with_retries(spec, prompt)
+        # Checked once the slot is ours: sessions that ended meanwhile have their costs in.
+        held = spec.spend.session(spec.session_id or "", spec.max_budget_usd) if spec.spend else None
+        with held or nullcontext(lambda cost: None) as settle:
+            try:
+                run = await _run_with_retries(spec, prompt)
+            except AgentError as exc:
+                settle(exc.cost_usd)
+                raise
+            settle(run.cost_usd)
+            return run
 
 
 async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:

@@ -62,8 +62,11 @@ _OWN_ERRORS = frozenset(
         "missing_backlog_file",
         "log_level",
         "duplicate_name",
+        "github_repo",
+        "url",
     }
 )
+_GITHUB_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 # Characters git refuses anywhere in a ref (see git-check-ref-format).
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
@@ -87,6 +90,12 @@ def _not_empty_path(value: Any) -> Any:
     # Path("") silently means ".", which would point at the config's own folder.
     if isinstance(value, str) and not value.strip():
         raise _invalid("empty_path", "must not be empty")
+    return value
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise _invalid("url", f"{value!r} is not an http(s) URL")
     return value
 
 
@@ -158,6 +167,52 @@ class ProjectConfig(BaseModel):
         description="Backlog file, relative to the project; required when backlog_source "
         "is `backlog_file`.",
     )
+    github_repo: str | None = Field(
+        None, description="GitHub repository `owner/name` for issues and pull requests; "
+        "null = read from the `origin` remote."
+    )
+    github_label: str = Field(
+        "orch", min_length=1, description="Open issues with this label are the backlog "
+        "(backlog_source `github_issues`)."
+    )
+    github_api_url: str = Field(
+        "https://api.github.com", min_length=1,
+        description="GitHub REST API base; GitHub Enterprise uses `https://HOST/api/v3`.",
+    )
+    github_token_env: str = Field(
+        "GITHUB_TOKEN", min_length=1, description="Environment variable holding the GitHub token."
+    )
+    github_on_merge: Literal["close", "label"] = Field(
+        "close", description="What happens to an issue when its task merges: `close` it, or "
+        "`label` it with github_done_label (both add a comment linking the commit)."
+    )
+    github_done_label: str = Field(
+        "orch-done", min_length=1, description="Label added when github_on_merge is `label`."
+    )
+    merge_strategy: Literal["merge", "pr"] = Field(
+        "merge", description="`merge`: passing branches merge into main here. `pr`: they are "
+        "pushed and a GitHub pull request is opened; the task is done when it merges."
+    )
+    require_approval: Literal["none", "plan", "merge"] = Field(
+        "none", description="Stop for a person's approval: `plan` before workers start, "
+        "`merge` before passing branches merge (or open pull requests)."
+    )
+    approval_timeout_minutes: int = Field(
+        1440, gt=0, description="How long a cycle waits for approval before approval_default applies."
+    )
+    approval_default: Literal["approve", "reject"] = Field(
+        "reject", description="What a wait for approval that times out decides."
+    )
+    max_budget_per_cycle: float | None = Field(
+        None, gt=0, description="USD cap on one cycle's agent sessions (null = none)."
+    )
+    max_budget_per_day: float | None = Field(
+        None, gt=0, description="USD cap on the project's agent sessions per UTC day (null = none)."
+    )
+    webhook_url: str | None = Field(
+        None, description="Slack-compatible webhook for this project's notices; "
+        "null = the portfolio's webhook_url."
+    )
     cycle_interval_minutes: int = Field(
         30, gt=0, description="How often the schedule triggers a cycle."
     )
@@ -227,6 +282,18 @@ class ProjectConfig(BaseModel):
             raise _invalid("missing_backlog_file", "required when backlog_source is 'backlog_file'")
         return value
 
+    @field_validator("github_repo")
+    @classmethod
+    def _check_github_repo(cls, value: str | None) -> str | None:
+        if value is not None and not _GITHUB_REPO_RE.match(value):
+            raise _invalid("github_repo", f"{value!r} is not a GitHub repository: write it as 'owner/name'")
+        return value
+
+    @field_validator("github_api_url", "webhook_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
     @field_validator("git_branch_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -256,6 +323,10 @@ class PortfolioConfig(BaseModel):
     max_total_workers: int = Field(
         4, gt=0, description="Max agent sessions running at once across all projects."
     )
+    webhook_url: str | None = Field(
+        None, description="Slack-compatible webhook for notices of every project (cycle finished "
+        "or failed, project paused, approval needed, budget reached)."
+    )
     projects: list[ProjectConfig] = Field(
         default_factory=list, description="The projects, one entry each."
     )
@@ -282,6 +353,11 @@ class PortfolioConfig(BaseModel):
                 raise _invalid("log_level", f"{value!r} is not a log level: use one of {levels}")
             return value.upper()
         return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook(cls, value: str | None) -> str | None:
+        return _http_url(value)
 
     @field_validator("projects")
     @classmethod
@@ -312,6 +388,10 @@ class PortfolioConfig(BaseModel):
         """Name of the Prefect global concurrency limit of ``max_total_workers`` agent slots."""
         slug = "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-") or "default"
         return f"orch-agents-{slug}"
+
+    def webhook_for(self, project: ProjectConfig) -> str | None:
+        """Where ``project``'s notices go: its own webhook, else the portfolio's."""
+        return project.webhook_url or self.webhook_url
 
     def enabled_projects(self) -> list[ProjectConfig]:
         """Enabled projects, highest priority (lowest number) first, then by name."""

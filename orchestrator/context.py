@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .agent import AgentSpec, session_uuid
+from .budget import CycleBudget
 from .config import PortfolioConfig, ProjectConfig, load_portfolio
 from .gitops import Project
 from .models import Role, TaskType
@@ -109,4 +110,9 @@ class ProjectContext:
             slot_pool=self.portfolio.agent_pool,
             api_retries=c.api_retries,
             retry_base_s=c.api_retry_base_seconds,
+            spend=self.budget(cycle_id),
         )
+
+    def budget(self, cycle_id: str) -> CycleBudget:
+        """The project's spend caps as seen by one cycle."""
+        return CycleBudget(self.config, self.store, cycle_id)

@@ -15,6 +15,7 @@ from pathlib import Path
 from .audit import write_failed_plan, write_merge, write_plan, write_verdict, write_worker
 from .context import ProjectContext
 from .models import (
+    BUDGET_WAITED,
     MERGE_WAITED,
     CycleSummary,
     MergeOutcome,
@@ -51,7 +52,9 @@ def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "
 def record_plan(ctx: ProjectContext, plan: Plan) -> Path | None:
     """Store the planned tasks and write the plan document; returns its path."""
     accepted: list[Task] = []
-    if plan.error:
+    if plan.budget_stop:
+        path = write_failed_plan(ctx.orch_dir, plan.cycle_id, f"the planner did not start: {plan.budget_stop}")
+    elif plan.error:
         path = write_failed_plan(ctx.orch_dir, plan.cycle_id, plan.error)
     elif plan.output is None:
         return None
@@ -94,7 +97,10 @@ def record_work(ctx: ProjectContext, task: Task, result: WorkResult) -> None:
     ctx.store.record_work(result)
     ctx.store.record_cost(result.session_id, result.cycle_id, task.id, Role.worker, ctx.config.model, result.cost_usd)
     write_worker(ctx.orch_dir, task, result)
-    if not result.success and still_held(ctx, result.cycle_id, task):
+    if result.budget_stop and still_held(ctx, result.cycle_id, task):
+        ctx.store.release_task(task.id)  # nothing was done: back as it was
+        ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
+    elif not result.success and still_held(ctx, result.cycle_id, task):
         send_back(ctx, task, f"worker failed: {result.error}")
 
 
@@ -111,7 +117,9 @@ def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
     ctx.store.record_verdict(verdict)
     ctx.store.record_cost(verdict.session_id, verdict.cycle_id, task.id, Role.judge, ctx.config.judge_model, verdict.cost_usd)
     write_verdict(ctx.orch_dir, task, verdict)
-    if not verdict.passed and still_held(ctx, verdict.cycle_id, task):
+    if verdict.budget_stop and still_held(ctx, verdict.cycle_id, task):
+        ctx.store.release_task(task.id, BUDGET_WAITED + verdict.budget_stop)  # keeps its worktree
+    elif not verdict.passed and still_held(ctx, verdict.cycle_id, task):
         send_back(ctx, task, rejection_reasons(verdict))
 
 
@@ -127,13 +135,15 @@ def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) 
             ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
         elif task.id in outcome.rejected:
             send_back(ctx, task, "merge failed: " + outcome.rejected[task.id])
+        elif task.id in outcome.waiting:
+            ctx.store.release_task(task.id, BUDGET_WAITED + outcome.waiting[task.id])
         else:
             # Main could not move: the task goes back without spending an attempt and
             # keeps its worktree, so the next cycle reuses its work and verdict.
             ctx.store.update_task(task.id, status=TaskStatus.pending, claimed_by=None, attempts=task.attempts - 1,
                                   last_failure=f"{MERGE_WAITED}{outcome.waiting_reason}")
-    if outcome.cost_usd:
-        ctx.store.record_cost(f"resolver-{cycle_id}", cycle_id, None, Role.resolver, ctx.config.resolver_model or ctx.config.model, outcome.cost_usd)
+    for session_id, cost in outcome.resolver_costs.items():
+        ctx.store.record_cost(session_id, cycle_id, None, Role.resolver, ctx.config.resolver_model or ctx.config.model, cost)
     write_merge(ctx.orch_dir, outcome, {t.id: t.title for t in tasks})
 
 

@@ -61,3 +61,23 @@ def _rebuild_agent_error(
     return AgentError(
         message, subtype=subtype, transient=transient, cost_usd=cost_usd, session_id=session_id
     )
+
+
+class BudgetReached(OrchestratorError):
+    """A spend cap keeps an agent session from starting.
+
+    Not a failure of the work: the task waits, no attempt is spent.
+    ``resets_at`` is when the cap lifts (an ISO time), or '' for "next cycle".
+    """
+
+    def __init__(self, message: str, *, cap: str, resets_at: str = "") -> None:
+        super().__init__(message)
+        self.cap = cap
+        self.resets_at = resets_at
+
+    def __reduce__(self):  # keep the fields if it is ever pickled into a Prefect result
+        return (_rebuild_budget_reached, (str(self), self.cap, self.resets_at))
+
+
+def _rebuild_budget_reached(message: str, cap: str, resets_at: str) -> BudgetReached:
+    return BudgetReached(message, cap=cap, resets_at=resets_at)

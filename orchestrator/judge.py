@@ -17,7 +17,7 @@ import anyio
 from .agent import run_agent
 from .checks import run_check, tail
 from .context import ProjectContext
-from .errors import AgentError
+from .errors import AgentError, BudgetReached
 from .models import Baseline, CheckResult, Review, Role, Task, Verdict, WorkResult
 
 MAX_FILES = 15  # a small task touching more files than this is worth a look
@@ -132,6 +132,8 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
     prompt = build_prompt(task, ctx.repo.diff_text(worktree, work.base_commit), tests, lint, base, warnings)
     try:
         run = await run_agent(spec, prompt)
+    except BudgetReached as exc:  # the work stands; it is judged when the budget allows
+        return verdict.model_copy(update={"reasons": [f"not reviewed: {exc}"], "budget_stop": str(exc)})
     except AgentError as exc:
         return verdict.model_copy(update={
             "reasons": [f"review failed: {exc}"], "cost_usd": exc.cost_usd,

@@ -39,6 +39,7 @@ class TaskStatus(StrEnum):
 
     pending = "pending"
     in_progress = "in_progress"
+    in_review = "in_review"  # its pull request is open; done when it merges
     done = "done"
     failed = "failed"
 
@@ -78,6 +79,10 @@ class Task(BaseModel):
     branch: str | None = None
     last_failure: str = ""  # the reasons the last attempt failed, shown to the next one
     merge_commit: str | None = None
+    backlog_item: str | None = None  # the backlog item it does: "#12" (an issue) or a backlog file item id
+    backlog_done: bool = False  # the item was closed or ticked after the merge
+    pr_number: int | None = None
+    pr_url: str | None = None
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
 
@@ -89,10 +94,18 @@ class Task(BaseModel):
 MERGE_WAITED = "merge waited: "
 """How a task whose passing branch could not reach main yet is marked."""
 
+BUDGET_WAITED = "budget waited: "
+"""How a task whose finished work waits for budget to be judged or merged is marked."""
+
 
 def waits_to_merge(task: Task) -> bool:
     """Whether the task passed and only waits for main to move (it keeps its worktree)."""
     return task.status is TaskStatus.pending and task.last_failure.startswith(MERGE_WAITED)
+
+
+def keeps_work(task: Task) -> bool:
+    """Whether a pending task keeps its worktree: its paid-for work waits for main or for budget."""
+    return task.status is TaskStatus.pending and task.last_failure.startswith((MERGE_WAITED, BUDGET_WAITED))
 
 
 class PlannedTask(BaseModel):
@@ -102,12 +115,18 @@ class PlannedTask(BaseModel):
     description: str = Field(min_length=1)
     type: TaskType
     priority: int = Field(default=3, ge=1, le=5)
+    backlog_item: str | None = Field(
+        default=None, description="Id of the backlog item this task does, as listed; null if none."
+    )
 
 
 class PlanOutput(BaseModel):
     """The planner's structured output: tasks plus the plan document's parts."""
 
     findings: str = Field(description="What the planner found in the code and backlog.")
+    lessons: str = Field(
+        default="", description="What the recent cycles' merges and rejections teach, and how this plan uses it."
+    )
     proposal: str = Field(description="What it proposes for this cycle, and why.")
     deferred: list[str] = Field(default_factory=list, description="Work left for later.")
     risks: list[str] = Field(default_factory=list, description="What could go wrong.")
@@ -136,6 +155,7 @@ class Plan(BaseModel):
     cost_usd: float = 0.0
     session_id: str = ""
     error: str = ""  # why the planner failed; the cycle still works on pending tasks
+    budget_stop: str = ""  # the budget cap that kept the planner from starting
 
 
 class WorkerReport(BaseModel):
@@ -170,6 +190,7 @@ class WorkResult(BaseModel):
     duration_s: float = 0.0
     num_turns: int = 0
     session_id: str = ""
+    budget_stop: str = ""  # the budget cap that kept the worker from starting: no attempt spent
 
 
 class CheckResult(BaseModel):
@@ -218,6 +239,7 @@ class Verdict(BaseModel):
     review: Review | None = None
     cost_usd: float = 0.0
     session_id: str = ""
+    budget_stop: str = ""  # the budget cap that kept the reviewer from starting: judged again later
 
 
 class MergeOutcome(BaseModel):
@@ -228,11 +250,17 @@ class MergeOutcome(BaseModel):
     main_after: str
     merged: dict[str, str] = Field(default_factory=dict)  # task id -> merge commit
     rejected: dict[str, str] = Field(default_factory=dict)  # task id -> reason
+    waiting: dict[str, str] = Field(default_factory=dict)  # task id -> why it waits (budget), work kept
     resolved_conflicts: list[str] = Field(default_factory=list)  # task ids
     main_updated: bool = False
     waiting_reason: str = ""  # why main was not advanced, when it was not
     pushed: bool = False
-    cost_usd: float = 0.0
+    resolver_costs: dict[str, float] = Field(default_factory=dict)  # session id -> cost
+    pulls: dict[str, str] = Field(default_factory=dict)  # task id -> pull request URL (merge_strategy pr)
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(self.resolver_costs.values()), 6)
 
 
 class CycleSummary(BaseModel):
@@ -240,7 +268,7 @@ class CycleSummary(BaseModel):
 
     project: str
     cycle_id: str
-    status: str  # done | skipped (paused) | busy (another cycle runs) | failed
+    status: str  # done | failed | waiting (for approval) | rejected (by its approver) | skipped | busy
     message: str = ""
     planned: list[str] = Field(default_factory=list)
     worked: list[str] = Field(default_factory=list)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from . import cycle
 from .context import ProjectContext
-from .models import TaskStatus, waits_to_merge
+from .models import TaskStatus, keeps_work
 from .refinery import integration_name
 
 
@@ -51,7 +51,7 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
 
 def _remove_orphans(ctx: ProjectContext, resumable: str | None, report: PatrolReport) -> None:
     live = {t.id for t in ctx.store.list_tasks(TaskStatus.in_progress) if t.claimed_by == resumable}
-    live |= {t.id for t in ctx.store.list_tasks(TaskStatus.pending) if waits_to_merge(t)}
+    live |= {t.id for t in ctx.store.list_tasks(TaskStatus.pending) if keeps_work(t)}
     if resumable:
         live |= {f"base-{resumable}", f"main-{resumable}", integration_name(resumable)}
     for path in ctx.repo.list_worktrees():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .agent import run_agent
 from .context import ProjectContext
-from .errors import AgentError, ConfigError
+from .errors import AgentError, BudgetReached, ConfigError
 from .models import Plan, PlanOutput, Role, Task, TaskStatus
 
 _CONTEXT_LIMIT = 20_000  # characters per context file given to the planner
@@ -119,6 +119,8 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
     spec = ctx.agent_spec(Role.planner, root, cycle_id=cycle_id, output_model=PlanOutput)
     try:
         run = await run_agent(spec, prompt)
+    except BudgetReached as exc:
+        return Plan(cycle_id=cycle_id, ran_planner=False, max_tasks=slots, budget_stop=str(exc))
     except AgentError as exc:  # retried already if it was transient
         return Plan(cycle_id=cycle_id, ran_planner=True, max_tasks=slots, error=str(exc),
                     cost_usd=exc.cost_usd, session_id=exc.session_id or "")

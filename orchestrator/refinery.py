@@ -17,7 +17,7 @@ from pathlib import Path
 from .agent import run_agent
 from .checks import run_check
 from .context import ProjectContext
-from .errors import AgentError, GitError
+from .errors import AgentError, BudgetReached, GitError
 from .models import MergeOutcome, ResolverReport, Role, Task, WorkResult
 
 
@@ -26,9 +26,10 @@ def integration_name(cycle_id: str) -> str:
 
 
 async def _resolve(
-    ctx: ProjectContext, worktree: Path, task: Task, conflicts: list[str], cycle_id: str
-) -> tuple[str | None, float]:
-    """Ask the resolver to fix conflicts; returns (why it failed or None, cost)."""
+    ctx: ProjectContext, worktree: Path, task: Task, conflicts: list[str], cycle_id: str,
+    outcome: MergeOutcome,
+) -> str | None:
+    """Ask the resolver to fix conflicts; returns why it failed, or None. Its cost goes on ``outcome``."""
     spec = ctx.agent_spec(
         Role.resolver, worktree, cycle_id=cycle_id, task_id=task.id, attempt=task.attempts,
         output_model=ResolverReport,
@@ -41,13 +42,15 @@ async def _resolve(
     try:
         run = await run_agent(spec, prompt)
     except AgentError as exc:
-        return f"conflict in {', '.join(conflicts)}; resolver failed: {exc}", exc.cost_usd
+        outcome.resolver_costs[exc.session_id or spec.session_id or ""] = exc.cost_usd
+        return f"conflict in {', '.join(conflicts)}; resolver failed: {exc}"
+    outcome.resolver_costs[run.session_id] = run.cost_usd
     report = ResolverReport.model_validate(run.structured)
     left = ctx.repo.conflict_markers(worktree, conflicts)
     if not report.resolved or left:
         why = f"markers left in {', '.join(left)}" if left else report.summary
-        return f"conflict in {', '.join(conflicts)} not resolved: {why}", run.cost_usd
-    return None, run.cost_usd
+        return f"conflict in {', '.join(conflicts)} not resolved: {why}"
+    return None
 
 
 async def _merge_all(
@@ -59,8 +62,12 @@ async def _merge_all(
         message = f"Merge {work.branch}: {task.title}\n\norchestrator task {task.id}, cycle {cycle_id}"
         conflicts = ctx.repo.merge_branch(worktree, work.branch, message)
         if conflicts:
-            failure, cost = await _resolve(ctx, worktree, task, conflicts, cycle_id)
-            outcome.cost_usd += cost
+            try:
+                failure = await _resolve(ctx, worktree, task, conflicts, cycle_id, outcome)
+            except BudgetReached as exc:  # the branch passed; it merges when the budget allows
+                ctx.repo.abort_merge(worktree)
+                outcome.waiting[task.id] = f"conflict in {', '.join(conflicts)} waits for the resolver: {exc}"
+                continue
             if failure:
                 ctx.repo.abort_merge(worktree)
                 outcome.rejected[task.id] = failure
@@ -141,8 +148,9 @@ async def _bisect(
         return
     trial = MergeOutcome(cycle_id=cycle_id, main_before=outcome.main_before, main_after=outcome.main_before)
     await _merge_all(ctx, worktree, cycle_id, rest, trial)
-    outcome.cost_usd += trial.cost_usd
+    outcome.resolver_costs.update(trial.resolver_costs)
     outcome.rejected.update(trial.rejected)
+    outcome.waiting.update(trial.waiting)
     outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
     if not trial.merged:
         return

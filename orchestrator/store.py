@@ -84,6 +84,28 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_backlog_pulls_approvals_budgets(db: sqlite_utils.Database) -> None:
+    tasks = db.table("tasks")
+    tasks.add_column("backlog_item", str)
+    tasks.add_column("backlog_done", bool, not_null_default=False)
+    tasks.add_column("pr_number", int)
+    tasks.add_column("pr_url", str)
+    tasks.create_index(["backlog_item"])
+    db.table("approvals").create(
+        {"cycle_id": str, "stage": str, "status": str, "requested_at": str, "deadline": str,
+         "default": str, "reason": str, "decided_by": str, "decided_at": str, "flow_run_id": str},
+        pk=("cycle_id", "stage"),
+    )
+    state = db.table("project_state")
+    state.add_column("budget_stop", str)
+    state.add_column("budget_resets_at", str)
+    db.table("worker_results").add_column("budget_stop", str, not_null_default="")
+    db.table("judge_verdicts").add_column("budget_stop", str, not_null_default="")
+    db.table("agent_costs").create_index(["created_at"])
+    db.table("agent_costs").create_index(["cycle_id"])
+
+
 def _task_row(task: Task) -> dict[str, Any]:
     row = redact_all(task.model_dump(mode="json"))
     row["fingerprint"] = task.fingerprint
@@ -94,7 +116,7 @@ def _task(row: dict[str, Any]) -> Task:
     return Task.model_validate({k: v for k, v in row.items() if k != "fingerprint"})
 
 
-PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
+PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
 
 
 class Store:
@@ -184,7 +206,7 @@ class Store:
     def live_fingerprints(self) -> set[str]:
         """Fingerprints of tasks that are open or done (re-planning them is a duplicate)."""
         rows = self.db.execute(
-            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress', 'done')"
+            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress', 'in_review', 'done')"
         )
         return {r[0] for r in rows}
 
@@ -246,6 +268,31 @@ class Store:
                 f"task {task_id!r} is {task.status.value}, not failed: only a failed task can be retried"
             )
         return self.update_task(task_id, status=TaskStatus.pending, attempts=0, claimed_by=None)
+
+    def release_task(self, task_id: str, reason: str | None = None) -> Task:
+        """Give a claimed task back without spending its attempt (nothing was judged of it).
+
+        ``reason`` replaces its last failure when given (a waiting mark); otherwise
+        the failure the next attempt must address is kept.
+        """
+        task = self.get_task(task_id)
+        fields: dict[str, Any] = {"status": TaskStatus.pending, "claimed_by": None,
+                                  "attempts": max(0, task.attempts - 1)}
+        if reason is not None:
+            fields["last_failure"] = reason
+        return self.update_task(task_id, **fields)
+
+    def linked_tasks(self, backlog_item: str) -> list[Task]:
+        """Tasks that do one backlog item."""
+        return [_task(r) for r in self.db.table("tasks").rows_where("backlog_item = ?", [backlog_item])]
+
+    def unsynced_backlog(self) -> list[Task]:
+        """Done tasks whose backlog item was not closed or ticked yet."""
+        rows = self.db.table("tasks").rows_where(
+            "status = 'done' AND backlog_item IS NOT NULL AND backlog_item != '' AND NOT backlog_done",
+            order_by="updated_at",
+        )
+        return [_task(r) for r in rows]
 
     def complete_task(self, task_id: str, merge_commit: str) -> Task:
         with self.db.atomic():
@@ -338,6 +385,25 @@ class Store:
             "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
         ))
 
+    def cycle_cost(self, cycle_id: str) -> float:
+        """What one cycle's recorded sessions cost."""
+        row = self.db.execute("SELECT sum(cost_usd) FROM agent_costs WHERE cycle_id = ?", [cycle_id]).fetchone()
+        return float(row[0] or 0.0)
+
+    def cost_since(self, since: str) -> float:
+        """What the sessions recorded at or after ``since`` (an ISO time) cost."""
+        row = self.db.execute("SELECT sum(cost_usd) FROM agent_costs WHERE created_at >= ?", [since]).fetchone()
+        return float(row[0] or 0.0)
+
+    def recorded_sessions(self, session_ids: Iterable[str]) -> set[str]:
+        """Which of ``session_ids`` have a recorded cost."""
+        ids = list(session_ids)
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT session_id FROM agent_costs WHERE session_id IN ({marks})", ids)
+        return {r[0] for r in rows}
+
     def cost_breakdown(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
         """Cost and session count by role, model and UTC day (``created_at``'s date)."""
         where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
@@ -398,6 +464,38 @@ class Store:
             "substr(id, 1, length(?)) = ?", [prefix, prefix], order_by="id", limit=limit
         ))
 
+    # -- approvals -------------------------------------------------------------------
+
+    def request_approval(self, cycle_id: str, stage: str, deadline: str, default: str, flow_run_id: str) -> dict[str, Any]:
+        """Record that ``cycle_id`` waits for approval of ``stage``; the existing request if any."""
+        self.db.table("approvals").insert(
+            {"cycle_id": cycle_id, "stage": stage, "status": "waiting", "requested_at": utcnow(),
+             "deadline": deadline, "default": default, "reason": "", "decided_by": "", "decided_at": None,
+             "flow_run_id": flow_run_id},
+            ignore=True,
+        )
+        return self.approval(cycle_id, stage) or {}
+
+    def approval(self, cycle_id: str, stage: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.db.table("approvals").get((cycle_id, stage)))
+        except sqlite_utils.db.NotFoundError:
+            return None
+
+    def waiting_approvals(self) -> list[dict[str, Any]]:
+        """Requests nobody decided yet, oldest first."""
+        return list(self.db.table("approvals").rows_where("status = 'waiting'", order_by="requested_at"))
+
+    def decide_approval(self, cycle_id: str, stage: str, status: str, reason: str, decided_by: str) -> bool:
+        """Decide a waiting request; False when it was decided already (the first decision stands)."""
+        with self.db.conn:
+            cursor = self.db.execute(
+                """UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
+                   WHERE cycle_id = ? AND stage = ? AND status = 'waiting'""",
+                [status, redact_all(reason), decided_by, utcnow(), cycle_id, stage],
+            )
+        return cursor.rowcount == 1
+
     # -- project state -------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -405,7 +503,8 @@ class Store:
             return dict(self.db.table("project_state").get(self.project))
         except sqlite_utils.db.NotFoundError:
             return {"name": self.project, "paused": False, "paused_reason": "",
-                    "consecutive_failures": 0, "last_cycle_id": None, "last_cycle_at": None}
+                    "consecutive_failures": 0, "last_cycle_id": None, "last_cycle_at": None,
+                    "budget_stop": "", "budget_resets_at": None}
 
     def set_paused(self, paused: bool, reason: str = "") -> None:
         """Pause or resume; resuming also forgives the failure streak that may have paused it."""
@@ -413,6 +512,10 @@ class Store:
             self._update_state(paused=True, paused_reason=reason)
         else:
             self._update_state(paused=False, paused_reason="", consecutive_failures=0)
+
+    def set_budget_stop(self, message: str, resets_at: str | None) -> None:
+        """Which cap stopped the work and when it resets ('' clears it)."""
+        self._update_state(budget_stop=message, budget_resets_at=resets_at)
 
     def _update_state(self, **fields: Any) -> None:
         row = self.state() | fields | {"updated_at": utcnow()}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .agent import run_agent, session_exists
 from .context import ProjectContext
-from .errors import AgentError
+from .errors import AgentError, BudgetReached
 from .models import Role, Task, WorkerReport, WorkResult
 
 
@@ -63,6 +63,8 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
         ctx.repo.add_worktree(task.id, branch, base_commit)
     try:
         run = await run_agent(spec, build_prompt(ctx, task))
+    except BudgetReached as exc:  # nothing was done: the task waits, its attempt unspent
+        return result.model_copy(update={"error": str(exc), "budget_stop": str(exc)})
     except AgentError as exc:
         return result.model_copy(update={
             "error": str(exc), "cost_usd": exc.cost_usd, "session_id": exc.session_id or "",

@@ -24,7 +24,27 @@ def test_schema_is_migrated_once_and_uses_wal(tmp_path: Path) -> None:
     tables = set(again.db.table_names())
     assert {"tasks", "worker_results", "judge_verdicts", "planner_cycles", "project_state"} <= tables
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert len(list(first.db["_sqlite_migrations"].rows)) == 1
+    names = [r["name"] for r in first.db["_sqlite_migrations"].rows]
+    assert names == ["m001_initial", "m002_backlog_pulls_approvals_budgets"]
+
+
+def test_a_store_of_the_first_schema_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from orchestrator.store import m001_initial
+
+    db = sqlite_utils.Database(tmp_path / "proj.db")
+    m001_initial(db)  # a store as the first release left it, with a task in it
+    db["tasks"].insert({"id": "t1", "title": "Old task", "status": "pending", "attempts": 0, "max_attempts": 3,
+                        "description": "", "type": "code", "priority": 3, "source": "manual", "last_failure": "",
+                        "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"})
+    db.conn.execute("CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, migration_set TEXT, name TEXT, applied_at TEXT)")
+    db["_sqlite_migrations"].insert({"migration_set": "orchestrator", "name": "m001_initial", "applied_at": "x"})
+    db.close()
+    store = Store.for_project(tmp_path, "proj")
+    old = store.get_task("t1")
+    assert old.title == "Old task" and old.backlog_item is None and not old.backlog_done
+    assert store.update_task("t1", pr_url="http://x/pull/1").pr_url == "http://x/pull/1"
 
 
 def test_add_task_is_replay_safe(store: Store) -> None:

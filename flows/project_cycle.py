@@ -27,18 +27,30 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
-from orchestrator import cycle
+from orchestrator import approval, backlog, cycle
 from orchestrator.config import find_config
-from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.context import ProjectContext, ProjectRef, in_thread
 from orchestrator.lock import CycleLock
-from orchestrator.models import Baseline, CycleSummary, Task, Verdict, WorkResult
+from orchestrator.models import (
+    Baseline,
+    CycleSummary,
+    MergeOutcome,
+    Task,
+    TaskStatus,
+    Verdict,
+    WorkResult,
+)
+from orchestrator.notify import Event
 from orchestrator.timing import span
 from tasks.judge import baseline, judge
-from tasks.merge import merge
-from tasks.patrol import patrol, stop_if_failing
+from tasks.merge import merge, publish
+from tasks.patrol import patrol, stop_if_failing, sync
 from tasks.plan import plan
 from tasks.slots import gate_agents
 from tasks.work import work
+
+from .approval_gate import gate
+from .notices import cycle_ended, notify
 
 T = TypeVar("T")
 
@@ -78,11 +90,18 @@ async def _guarded_cycle(project: str, config: str | None, cycle_id: str | None,
         logger.warning(message)
         return CycleSummary(project=project, cycle_id="", status="busy", message=message)
     try:
+        waiting = approval.blocking(ctx, str(flow_run.get_id() or ""))
+        if waiting is not None:  # nothing else runs until it is decided
+            message = approval.describe(waiting)
+            logger.info(message)
+            return CycleSummary(project=project, cycle_id=waiting["cycle_id"], status="waiting", message=message)
         report = await patrol(ref)
         if report.paused_reason:
             message = f"project {project!r} paused: {report.paused_reason}"
             logger.warning(message)
+            await notify(ctx, Event.project_paused, f"Project paused: {report.paused_reason}")
             return CycleSummary(project=project, cycle_id="", status="skipped", message=message)
+        await sync(ref)  # pull requests merged (or closed) since, issues still to close
         return await _locked_cycle(ctx, ref, cycle_id)
     finally:
         lock.release()
@@ -92,19 +111,33 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     logger = get_run_logger()
     await gate_agents(ctx.portfolio)
     start = cycle.begin(ctx, cycle_id, flow_run_id=str(flow_run.get_id() or ""))
+    if start is None:
+        message = f"cycle {cycle_id} of {ctx.name!r} is finished: nothing to continue"
+        logger.info(message)
+        return CycleSummary(project=ctx.name, cycle_id=cycle_id or "", status="skipped", message=message)
     logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
                 start.cycle_id, ctx.name, start.base_commit[:12])
+    if not start.resumed:
+        ctx.store.set_budget_stop("", None)  # a new cycle: the per-cycle cap starts again
     try:
         summary = await _run(ctx, ref, start)
     except Exception as exc:
         summary = cycle.summarize(ctx, start.cycle_id, "failed", f"{type(exc).__name__}: {exc}")
         cycle.abandon(ctx, start.cycle_id, summary)
+        await cycle_ended(ctx, summary)
         raise
+    if summary.status == "waiting":  # for approval: the cycle stays open, its work kept
+        return summary
     cycle.finish(ctx, summary)
     await _publish_summary(ctx, summary)
+    await cycle_ended(ctx, summary)
+    stopped = ctx.store.state()["budget_stop"]
+    if stopped:
+        await notify(ctx, Event.budget_reached, f"Budget reached: {stopped}", {"cycle": summary.cycle_id})
     reason = await stop_if_failing(ctx)
     if reason:
         logger.warning("Project %s paused: %s", ctx.name, reason)
+        await notify(ctx, Event.project_paused, f"Project paused: {reason}")
     return summary
 
 
@@ -159,6 +192,13 @@ async def _recorded(progress: Progress, step: Awaitable[T], record: Callable[[T]
 
 async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) -> CycleSummary:
     cycle_id, base = start.cycle_id, start.base_commit
+    c = ctx.config
+    if not start.resumed:
+        cheapest = min(c.max_budget_per_plan, c.max_budget_per_task, c.max_budget_per_review)
+        reached = ctx.budget(cycle_id).stop(cheapest)
+        if reached is not None:  # not even one session fits: nothing is claimed or planned
+            ctx.store.set_budget_stop(str(reached), reached.resets_at or None)
+            return cycle.summarize(ctx, cycle_id, "budget", str(reached))
     progress = Progress(ctx)
     await progress.start()
     with span("step", "plan"):
@@ -172,8 +212,34 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
             key=artifact_key("plan", ctx.name), markdown=plan_file.read_text(),
             description=f"Plan of cycle {cycle_id}",
         )
+    note = f"planner failed: {the_plan.error}" if the_plan.error else the_plan.budget_stop
+    if c.require_approval == "plan" and ctx.store.count_by_status()[TaskStatus.pending.value]:
+        what = plan_file.read_text() if plan_file is not None else "No new plan: the pending tasks are worked on."
+        decision = await gate(ctx, cycle_id, "plan", what)
+        if decision is None:
+            return cycle.summarize(ctx, cycle_id, "waiting", _waiting(ctx, cycle_id, "plan"))
+        if not decision.approved:
+            approval.reject_plan(ctx, cycle_id, decision)
+            return cycle.summarize(ctx, cycle_id, "rejected", f"plan rejected ({decision.decided_by}): {decision.reason}")
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
     await progress.expect(2 * len(tasks))
+    passing = await _work_and_judge(ctx, ref, cycle_id, base, tasks, progress)
+    if passing and c.require_approval == "merge":
+        decision = await gate(ctx, cycle_id, "merge", _merge_request(passing))
+        if decision is None:
+            return cycle.summarize(ctx, cycle_id, "waiting", _waiting(ctx, cycle_id, "merge"))
+        if not decision.approved:
+            approval.reject_merge(ctx, [t.id for t, _ in passing], decision)
+            return cycle.summarize(ctx, cycle_id, "rejected", f"merge rejected ({decision.decided_by}): {decision.reason}")
+    if passing:
+        await _merge(ctx, ref, cycle_id, passing)
+    await progress.finish()
+    return cycle.summarize(ctx, cycle_id, "done", note)
+
+
+async def _work_and_judge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: str, tasks: list[Task],
+                          progress: Progress) -> list[tuple[Task, WorkResult]]:
+    """Work and judge every task; the tasks whose branches passed, with their work."""
     # Each task goes from its worker straight to its judge; the base's checks
     # run while the workers work, so no step waits for a slower sibling.
     base_checks = asyncio.ensure_future(_baseline(ctx, ref, cycle_id, base)) if tasks else None
@@ -199,13 +265,32 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     verdicts = [v for _, _, v in chains if v is not None]
     if judged:
         await _publish_verdicts(ctx, judged, verdicts)
-    passing = [(t, r) for (t, r), v in zip(judged, verdicts, strict=True) if v.passed]
-    if passing:
-        with span("step", "merge"):
-            outcome = await _step(ctx, merge)(ref, cycle_id, ctx.repo.head(), passing)
-        cycle.record_merge(ctx, outcome, [t for t, _ in passing])
-    await progress.finish()
-    return cycle.summarize(ctx, cycle_id, "done", f"planner failed: {the_plan.error}" if the_plan.error else "")
+    return [(t, r) for (t, r), v in zip(judged, verdicts, strict=True) if v.passed]
+
+
+async def _merge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, passing: list[tuple[Task, WorkResult]]) -> MergeOutcome:
+    """Merge the passing branches into main, or open their pull requests."""
+    step = publish if ctx.config.merge_strategy == "pr" else merge
+    with span("step", "merge"):
+        outcome = await _step(ctx, step)(ref, cycle_id, ctx.repo.head(), passing)
+    cycle.record_merge(ctx, outcome, [t for t, _ in passing])
+    await in_thread(ref, backlog.sync_done)  # merged tasks' issues: comment, close
+    return outcome
+
+
+def _waiting(ctx: ProjectContext, cycle_id: str, stage: str) -> str:
+    row = ctx.store.approval(cycle_id, stage)
+    return approval.describe(row) if row else f"cycle {cycle_id} waits for approval of its {stage}"
+
+
+def _merge_request(passing: list[tuple[Task, WorkResult]]) -> str:
+    """What the approver of a merge sees: each passing branch and what its worker said."""
+    lines = ["## Branches that passed the judge", ""]
+    for task, result in passing:
+        stat = result.diff_stat.strip().splitlines()[-1].strip() if result.diff_stat.strip() else "no diff"
+        lines += [f"### {task.title} (`{task.id}`)", "", f"Branch `{result.branch}` at `{(result.commit or '')[:12]}`: {stat}",
+                  "", result.summary or "(no summary)", ""]
+    return "\n".join(lines)
 
 
 async def _baseline(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: str) -> Baseline:

@@ -27,9 +27,10 @@ def _bullets(items: list[str], empty: str = "None.") -> str:
     return "\n".join(f"- {item}" for item in items) if items else empty
 
 
-def plan_markdown(cycle_id: str, output: PlanOutput, accepted: list[Task], rejected: list[str]) -> str:
+def plan_markdown(cycle_id: str, output: PlanOutput, accepted: list[Task], rejected: list[str], history: str = "") -> str:
     tasks = "\n".join(
-        f"{i}. **{t.title}** (`{t.id}`, {t.type.value}, priority {t.priority})\n\n   {t.description}"
+        f"{i}. **{t.title}** (`{t.id}`, {t.type.value}, priority {t.priority}"
+        f"{f', backlog item `{t.backlog_item}`' if t.backlog_item else ''})\n\n   {t.description}"
         for i, t in enumerate(accepted, 1)
     )
     return f"""# Plan for cycle {cycle_id}
@@ -37,6 +38,16 @@ def plan_markdown(cycle_id: str, output: PlanOutput, accepted: list[Task], rejec
 ## What the planner found
 
 {output.findings}
+
+## Learned from recent cycles
+
+{output.lessons.strip() or "The planner drew no lesson from them."}
+
+<details><summary>What the recent cycles did, as the planner was told</summary>
+
+{history or "Nothing yet."}
+
+</details>
 
 ## What it proposes
 
@@ -70,8 +81,10 @@ No task was added. Tasks already pending are worked on as usual.
     return write_atomic(orch_dir / "plans" / f"cycle_{cycle_id}.md", text)
 
 
-def write_plan(orch_dir: Path, cycle_id: str, output: PlanOutput, accepted: list[Task], rejected: list[str]) -> Path:
-    return write_atomic(orch_dir / "plans" / f"cycle_{cycle_id}.md", plan_markdown(cycle_id, output, accepted, rejected))
+def write_plan(orch_dir: Path, cycle_id: str, output: PlanOutput, accepted: list[Task], rejected: list[str],
+               history: str = "") -> Path:
+    text = plan_markdown(cycle_id, output, accepted, rejected, history)
+    return write_atomic(orch_dir / "plans" / f"cycle_{cycle_id}.md", text)
 
 
 def worker_markdown(task: Task, result: WorkResult) -> str:

@@ -83,7 +83,7 @@ def run(project: ProjectOpt, config: ConfigOpt = None,
     for _ in range(cycles):
         summary = run_cycle(project, config, wait)
         print_summary(summary)
-        if summary.status in ("skipped", "busy"):
+        if summary.status in ("skipped", "busy", "waiting", "budget"):
             break
 
 

@@ -7,9 +7,12 @@ boundary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import anyio
 from pydantic import BaseModel
 
 from .agent import AgentSpec, session_uuid
@@ -19,6 +22,8 @@ from .gitops import Project
 from .models import Role, TaskType
 from .prompts import load_prompt
 from .store import Store
+
+T = TypeVar("T")
 
 
 class ProjectRef(BaseModel):
@@ -116,3 +121,12 @@ class ProjectContext:
     def budget(self, cycle_id: str) -> CycleBudget:
         """The project's spend caps as seen by one cycle."""
         return CycleBudget(self.config, self.store, cycle_id)
+
+
+async def in_thread(ref: ProjectRef, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(context, *args)`` in a worker thread, with a context opened there.
+
+    For blocking work (network, git) off the event loop: a store's SQLite
+    connection may only be used by the thread that opened it.
+    """
+    return await anyio.to_thread.run_sync(lambda: fn(ProjectContext.open(ref), *args))

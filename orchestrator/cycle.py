@@ -27,7 +27,8 @@ from .models import (
     WorkResult,
     new_id,
 )
-from .planner import accept_tasks
+from .planner import accept_tasks, recent_history
+from .pulls import pull_number
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,18 @@ class CycleStart:
     resumed: bool
 
 
-def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "") -> CycleStart:
-    """Re-enter the named or the unfinished cycle, or start a new one from main."""
+def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "") -> CycleStart | None:
+    """Re-enter the named or the unfinished cycle, or start a new one from main.
+
+    None when the named cycle is finished: a run meant to continue it has nothing to do.
+    """
     row = ctx.store.get_cycle(cycle_id) if cycle_id else ctx.store.unfinished_cycle()
     if row is not None and row["status"] == "running":
+        if flow_run_id and row["flow_run_id"] != flow_run_id:  # this run carries it on now
+            ctx.store.update_cycle(row["id"], flow_run_id=flow_run_id)
         return CycleStart(row["id"], row["base_commit"], resumed=True)
+    if cycle_id:
+        return None
     start = CycleStart(new_id(), ctx.repo.head(), resumed=False)
     ctx.store.start_cycle(start.cycle_id, start.base_commit, flow_run_id)
     return start
@@ -59,16 +67,22 @@ def record_plan(ctx: ProjectContext, plan: Plan) -> Path | None:
     elif plan.output is None:
         return None
     else:
-        accepted, rejected = accept_tasks(ctx, plan.cycle_id, plan.output, plan.max_tasks)
+        accepted, rejected = accept_tasks(ctx, plan, plan.output)
         for task in accepted:
             ctx.store.add_task(task)
-        path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected)
+        history = recent_history(ctx, before=plan.cycle_id)
+        path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected, history)
     ctx.store.update_cycle(
         plan.cycle_id, planned=[t.id for t in accepted], plan_path=str(path),
         session_id=plan.session_id,
     )
     ctx.store.record_cost(plan.session_id, plan.cycle_id, None, Role.planner, ctx.config.planner_model, plan.cost_usd)
     return path
+
+
+def planned_tasks(ctx: ProjectContext, cycle_id: str) -> list[Task]:
+    """The tasks the cycle's planner added."""
+    return ctx.store.tasks_of(json.loads(ctx.store.get_cycle(cycle_id)["planned"] or "[]"))
 
 
 def claim(ctx: ProjectContext, cycle_id: str) -> list[Task]:
@@ -135,8 +149,13 @@ def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) 
             ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
         elif task.id in outcome.rejected:
             send_back(ctx, task, "merge failed: " + outcome.rejected[task.id])
+        elif task.id in outcome.pulls:
+            url = outcome.pulls[task.id]
+            ctx.store.update_task(task.id, status=TaskStatus.in_review, claimed_by=None, pr_url=url,
+                                  pr_number=pull_number(url))
+            ctx.repo.remove_worktree(task.id, ctx.branch(task.id))  # the branch lives on in origin
         elif task.id in outcome.waiting:
-            ctx.store.release_task(task.id, BUDGET_WAITED + outcome.waiting[task.id])
+            ctx.store.release_task(task.id, outcome.waiting[task.id])
         else:
             # Main could not move: the task goes back without spending an attempt and
             # keeps its worktree, so the next cycle reuses its work and verdict.

@@ -285,13 +285,17 @@ class Project:
         _git(worktree, "add", "-A")
         _git(worktree, "reset", "-q", "--", ".orch")
 
-    def commit_all(self, worktree: Path, message: str) -> str | None:
-        """Commit everything changed in a worktree (never ``.orch/``); None when nothing changed."""
+    def commit_all(self, worktree: Path, message: str, amend: bool = False) -> str | None:
+        """Commit everything changed in a worktree (never ``.orch/``); None when nothing changed.
+
+        With ``amend`` the change joins the worktree's last commit (keeping its message and parents).
+        """
         self._own(worktree)
         self._stage_all(worktree)
         if _status(worktree, "diff", "--cached", "--quiet") == 0:
             return None
-        _git(worktree, "commit", "-q", "--no-verify", "-m", message, config=_IDENTITY)
+        how = ["--amend", "--no-edit"] if amend else ["-m", message]
+        _git(worktree, "commit", "-q", "--no-verify", *how, config=_IDENTITY)
         return self.head_of(worktree)
 
     def diff_summary(self, worktree: Path, base: str) -> tuple[str, list[str], int]:
@@ -458,6 +462,26 @@ class Project:
     def has_remote(self, name: str = "origin") -> bool:
         """Whether the repository has a remote of that name."""
         return name in _git(self.path, "remote").splitlines()
+
+    def remote_url(self, name: str = "origin") -> str | None:
+        """The URL of a remote, or None when there is no such remote."""
+        if not self.has_remote(name):
+            return None
+        return _git(self.path, "remote", "get-url", name).strip()
+
+    def push_branch(self, branch: str, remote: str = "origin") -> None:
+        """Push a task branch to ``remote`` as it is (a retried task replaces its old push)."""
+        ref = f"refs/heads/{branch}"
+        _git(self.path, "push", "-q", "--force", remote, f"{ref}:{ref}",
+             env={"GIT_TERMINAL_PROMPT": "0"}, timeout_s=300)
+
+    def fetch_main(self, remote: str = "origin") -> str:
+        """Fetch ``remote``'s main and return its commit."""
+        # Into a ref of our own: FETCH_HEAD is shared with whatever else fetches here.
+        ref = "refs/orch/remote-main"
+        _git(self.path, "fetch", "-q", remote, f"+refs/heads/{self.main}:{ref}", env={"GIT_TERMINAL_PROMPT": "0"},
+             timeout_s=300)
+        return self.head(ref)
 
     def push_main(self, remote: str = "origin") -> None:
         """Push main to ``remote`` (never prompts; GitError on any failure)."""

@@ -156,6 +156,7 @@ class Plan(BaseModel):
     session_id: str = ""
     error: str = ""  # why the planner failed; the cycle still works on pending tasks
     budget_stop: str = ""  # the budget cap that kept the planner from starting
+    backlog_ids: list[str] = Field(default_factory=list)  # the open backlog items the planner was shown
 
 
 class WorkerReport(BaseModel):
@@ -250,7 +251,7 @@ class MergeOutcome(BaseModel):
     main_after: str
     merged: dict[str, str] = Field(default_factory=dict)  # task id -> merge commit
     rejected: dict[str, str] = Field(default_factory=dict)  # task id -> reason
-    waiting: dict[str, str] = Field(default_factory=dict)  # task id -> why it waits (budget), work kept
+    waiting: dict[str, str] = Field(default_factory=dict)  # task id -> why it waits (a *_WAITED mark), work kept
     resolved_conflicts: list[str] = Field(default_factory=list)  # task ids
     main_updated: bool = False
     waiting_reason: str = ""  # why main was not advanced, when it was not

@@ -9,12 +9,18 @@ inserts nothing twice.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from .agent import run_agent
+from .backlog import backlog_text, open_items
+from .backlog_file import BacklogItem
 from .context import ProjectContext
-from .errors import AgentError, BudgetReached, ConfigError
+from .errors import AgentError, BudgetReached
+from .github import GitHubError
 from .models import Plan, PlanOutput, Role, Task, TaskStatus
+
+HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
 
 _CONTEXT_LIMIT = 20_000  # characters per context file given to the planner
 
@@ -32,28 +38,7 @@ def _read_limited(path: Path) -> str | None:
     return content if len(content) <= _CONTEXT_LIMIT else content[:_CONTEXT_LIMIT] + "\n[truncated]"
 
 
-def backlog_text(ctx: ProjectContext, root: Path) -> str:
-    """The backlog section of the planner's prompt, by ``backlog_source``."""
-    source = ctx.config.backlog_source
-    if source == "claude_md":
-        return "The context files above are the backlog."
-    if source == "backlog_file":
-        name = ctx.config.backlog_file or ""
-        content = _read_limited(root / name)
-        if content is None:
-            # The planner reads main as committed, not the user's working files.
-            raise ConfigError(
-                f"project {ctx.name!r}: backlog_file {name!r} is not committed on {ctx.repo.main}; "
-                "commit it or fix the config"
-            )
-        return f"### {name}\n\n{content}"
-    raise ConfigError(
-        f"project {ctx.name!r}: backlog_source {source!r} is not supported yet; "
-        "use claude_md, backlog_file or manual"
-    )
-
-
-def build_prompt(ctx: ProjectContext, root: Path, max_tasks: int) -> str:
+def build_prompt(ctx: ProjectContext, root: Path, max_tasks: int, items: list[BacklogItem]) -> str:
     """The planner's user message: context, backlog, task state and the limit."""
     parts = [f"# Planning a cycle of project {ctx.name}", ""]
     parts.append(f"Emit at most {max_tasks} task(s).")
@@ -63,13 +48,38 @@ def build_prompt(ctx: ProjectContext, root: Path, max_tasks: int) -> str:
     for name in ctx.config.planner_context_files:
         content = _read_limited(root / name)
         parts.append(f"### {name}\n\n{content if content is not None else '(missing)'}\n")
-    parts += ["## Backlog", "", backlog_text(ctx, root), "", "## Open tasks", ""]
-    open_tasks = ctx.store.list_tasks(TaskStatus.pending) + ctx.store.list_tasks(TaskStatus.in_progress)
+    parts += ["## Backlog", "", backlog_text(ctx, items), "", "## Open tasks", ""]
+    open_tasks = [t for s in (TaskStatus.pending, TaskStatus.in_progress, TaskStatus.in_review)
+                  for t in ctx.store.list_tasks(s)]
     parts += [f"- [{t.status.value}] {t.title}" for t in open_tasks] or ["None."]
     parts += ["", "## Recently failed attempts (do not re-emit these as they are)", ""]
     failures = ctx.store.recent_failures()
     parts += [f"- {t.title} ({t.status.value}): {t.last_failure}" for t in failures] or ["None."]
+    parts += ["", "## Recent cycles (say in `lessons` what they teach)", "", recent_history(ctx)]
     return "\n".join(parts)
+
+
+def recent_history(ctx: ProjectContext, cycles: int = HISTORY_CYCLES, before: str = "") -> str:
+    """What the last finished cycles (other than ``before``) merged and rejected, and why."""
+    rows = [r for r in ctx.store.list_cycles(limit=cycles + 5)
+            if r["status"] != "running" and r["id"] != before][:cycles]
+    if not rows:
+        return "None: this is the project's first cycle."
+    lines: list[str] = []
+    for row in rows:
+        summary = json.loads(row["summary"] or "{}")
+        merged, rejected = summary.get("merged", []), summary.get("rejected", {})
+        lines.append(f"### Cycle {row['id']} ({row['status']}, {row['finished_at'] or row['started_at']})")
+        if row["message"]:
+            lines.append(f"Note: {row['message']}")
+        titles = {t.id: t.title for t in ctx.store.tasks_of(list(merged) + list(rejected))}
+        lines += [f"- merged: {titles[t]}" for t in merged]
+        for task_id, why in rejected.items():
+            reason = " ".join(why.split())
+            lines.append(f"- not merged: {titles[task_id]}: {reason[:400]}")
+        if not merged and not rejected:
+            lines.append("- nothing merged or rejected")
+    return "\n".join(lines)
 
 
 def task_id_for(cycle_id: str, index: int) -> str:
@@ -77,15 +87,21 @@ def task_id_for(cycle_id: str, index: int) -> str:
     return hashlib.sha256(f"{cycle_id}:{index}".encode()).hexdigest()[:12]
 
 
-def accept_tasks(
-    ctx: ProjectContext, cycle_id: str, output: PlanOutput, max_tasks: int
-) -> tuple[list[Task], list[str]]:
-    """Turn planned tasks into store tasks, refusing what must not run."""
+def accept_tasks(ctx: ProjectContext, plan: Plan, output: PlanOutput) -> tuple[list[Task], list[str]]:
+    """Turn planned tasks into store tasks, refusing what must not run.
+
+    A task linked to a backlog item the planner was not shown loses the link;
+    one whose item already has an open or finished task is a duplicate.
+    """
+    cycle_id, max_tasks = plan.cycle_id, plan.max_tasks
     failed = ctx.store.failed_fingerprints()
     seen = ctx.store.live_fingerprints()
+    shown = set(plan.backlog_ids)
+    linked = {i for i in shown if any(t.status is not TaskStatus.failed for t in ctx.store.linked_tasks(i))}
     accepted: list[Task] = []
     rejected: list[str] = []
     for index, planned in enumerate(output.tasks):
+        item = planned.backlog_item if planned.backlog_item in shown else None
         task = Task(
             id=task_id_for(cycle_id, index),
             title=planned.title,
@@ -94,6 +110,8 @@ def accept_tasks(
             priority=planned.priority,
             cycle_id=cycle_id,
             max_attempts=ctx.config.max_task_attempts,
+            backlog_item=item,
+            source="backlog" if item else "planner",
         )
         if ctx.store.has_task(task.id):  # recorded before a crash: keep it
             accepted.append(ctx.store.get_task(task.id))
@@ -101,11 +119,15 @@ def accept_tasks(
             rejected.append(f"{planned.title}: repeats a failed task as is")
         elif task.fingerprint in seen:
             rejected.append(f"{planned.title}: duplicates an open or finished task")
+        elif item in linked:
+            rejected.append(f"{planned.title}: backlog item {item} already has a task")
         elif len(accepted) >= max_tasks:
             rejected.append(f"{planned.title}: over the limit of {max_tasks} task(s)")
         else:
             accepted.append(task)
             seen.add(task.fingerprint)
+            if item:
+                linked.add(item)
     return accepted, rejected
 
 
@@ -115,7 +137,11 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
     if slots == 0 or ctx.config.backlog_source == "manual":
         return Plan(cycle_id=cycle_id, ran_planner=False)
     root = ctx.base_worktree(cycle_id, base_commit)
-    prompt = build_prompt(ctx, root, slots)
+    try:
+        items = open_items(ctx, root)
+    except GitHubError as exc:  # the pending tasks can still be worked on
+        return Plan(cycle_id=cycle_id, ran_planner=False, max_tasks=slots, error=f"cannot read the backlog: {exc}")
+    prompt = build_prompt(ctx, root, slots, items)
     spec = ctx.agent_spec(Role.planner, root, cycle_id=cycle_id, output_model=PlanOutput)
     try:
         run = await run_agent(spec, prompt)
@@ -127,5 +153,5 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
     output = PlanOutput.model_validate(run.structured)
     return Plan(
         cycle_id=cycle_id, ran_planner=True, max_tasks=slots, output=output, cost_usd=run.cost_usd,
-        session_id=run.session_id,
+        session_id=run.session_id, backlog_ids=[i.id for i in items],
     )

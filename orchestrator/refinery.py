@@ -15,10 +15,11 @@ from functools import cached_property
 from pathlib import Path
 
 from .agent import run_agent
+from .backlog import tick_item
 from .checks import run_check
 from .context import ProjectContext
 from .errors import AgentError, BudgetReached, GitError
-from .models import MergeOutcome, ResolverReport, Role, Task, WorkResult
+from .models import BUDGET_WAITED, MergeOutcome, ResolverReport, Role, Task, WorkResult
 
 
 def integration_name(cycle_id: str) -> str:
@@ -66,16 +67,17 @@ async def _merge_all(
                 failure = await _resolve(ctx, worktree, task, conflicts, cycle_id, outcome)
             except BudgetReached as exc:  # the branch passed; it merges when the budget allows
                 ctx.repo.abort_merge(worktree)
-                outcome.waiting[task.id] = f"conflict in {', '.join(conflicts)} waits for the resolver: {exc}"
+                outcome.waiting[task.id] = f"{BUDGET_WAITED}conflict in {', '.join(conflicts)} waits for the resolver: {exc}"
                 continue
             if failure:
                 ctx.repo.abort_merge(worktree)
                 outcome.rejected[task.id] = failure
                 continue
             outcome.resolved_conflicts.append(task.id)
-            outcome.merged[task.id] = ctx.repo.conclude_merge(worktree)
-        else:
-            outcome.merged[task.id] = ctx.repo.head_of(worktree)
+            ctx.repo.conclude_merge(worktree)
+        if tick_item(ctx, worktree, task):  # the backlog's tick is part of the merge main receives
+            ctx.repo.commit_all(worktree, "", amend=True)
+        outcome.merged[task.id] = ctx.repo.head_of(worktree)
 
 
 class MergedTests:

@@ -1,4 +1,4 @@
-"""The merge step."""
+"""The merge step: into main here, or (``merge_strategy: "pr"``) as pull requests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from orchestrator import refinery
-from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator import pulls, refinery
+from orchestrator.context import ProjectContext, ProjectRef, in_thread
 from orchestrator.models import MergeOutcome, Task, WorkResult
 
 
@@ -26,3 +26,11 @@ async def merge(
 ) -> MergeOutcome:
     """Merge the passing branches into main through a tested integration."""
     return await refinery.merge(ProjectContext.open(ref), cycle_id, candidates)
+
+
+@task(name="publish", cache_key_fn=merge_key, persist_result=True, task_run_name="pull requests: {ref.project}")
+async def publish(
+    ref: ProjectRef, cycle_id: str, main_head: str, candidates: list[tuple[Task, WorkResult]]
+) -> MergeOutcome:
+    """Push the passing branches and open their pull requests."""
+    return await in_thread(ref, pulls.publish, cycle_id, candidates)

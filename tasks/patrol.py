@@ -10,8 +10,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
+from orchestrator import backlog, pulls
 from orchestrator import patrol as core
-from orchestrator.context import ProjectContext, ProjectRef
+from orchestrator.context import ProjectContext, ProjectRef, in_thread
 
 
 # Never cached: it looks at the project as it is now, every cycle.
@@ -23,6 +24,14 @@ async def patrol(ref: ProjectRef) -> core.PatrolReport:
     await mark_crashed(report.dead_flow_runs)
     # Patrol may fail tasks for good (a dead run's last attempt): check the streak here too.
     return report.model_copy(update={"paused_reason": await stop_if_failing(ctx)})
+
+
+@task(name="sync", cache_policy=NO_CACHE, persist_result=False, task_run_name="sync: {ref.project}")
+async def sync(ref: ProjectRef) -> list[str]:
+    """Learn what merged elsewhere: pull requests, and issues still to close. Returns merged task ids."""
+    merged = await in_thread(ref, pulls.sync)
+    await in_thread(ref, backlog.sync_done)
+    return merged
 
 
 async def stop_if_failing(ctx: ProjectContext) -> str:

@@ -1,0 +1,122 @@
+"""The Prefect side of the approval gate (the decisions live in ``orchestrator.approval``).
+
+A run of a deployment suspends (``suspend_flow_run`` with a typed input), so
+nothing runs and nothing is paid while it waits: a person resumes it from
+the Prefect UI's form, or ``orch approve``/``orch reject`` records the
+decision and resumes it. Suspension lives in the server's database, so it
+outlives restarts of the server and of ``orch start``. A one-off run of the
+deployment is scheduled at the deadline: if nobody decided by then, it takes
+the cycle over and applies ``approval_default``, and the suspended run is
+cancelled.
+
+A run without a deployment (``orch run``) cannot suspend; it stops the
+cycle where it is, and the next ``orch run`` continues it once decided.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from prefect import get_client, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
+from prefect.flow_runs import asuspend_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Scheduled
+from pydantic import Field
+
+from orchestrator import approval
+from orchestrator.context import ProjectContext
+from orchestrator.notify import Event
+
+from .notices import notify
+
+
+class ApprovalInput(RunInput):
+    """What the Prefect UI asks whoever resumes a cycle waiting for approval."""
+
+    approve: bool = Field(description="Check to approve; leave unchecked to reject.")
+    reason: str = Field(default="", description="Why. A rejection's reason is given to the next attempt.")
+
+
+async def gate(ctx: ProjectContext, cycle_id: str, stage: str, what: str) -> approval.Decision | None:
+    """The decision on ``stage`` of the cycle; None when the cycle must stop and wait.
+
+    ``what`` is the markdown shown to the approver (the plan, or the branches to merge).
+    """
+    run_id = str(flow_run.get_id() or "")
+    deployment_id = _deployment_id()
+    decision = approval.decided(ctx, cycle_id, stage, apply_timeout=False)
+    if decision is not None:
+        return decision
+    row, new = approval.request(ctx, cycle_id, stage, run_id)
+    if row["flow_run_id"] != run_id:  # a later run carries the cycle: past the deadline, or orch run again
+        decision = approval.decided(ctx, cycle_id, stage, apply_timeout=True)
+        if decision is not None:
+            await _cancel_suspended(row["flow_run_id"], run_id)
+            return decision
+    if new:
+        await _announce(ctx, row, what)
+        if deployment_id:
+            await _schedule_deadline_run(deployment_id, row)
+    if not deployment_id:
+        return approval.decided(ctx, cycle_id, stage, apply_timeout=True)
+    get_run_logger().info("Waiting: %s", approval.describe(row))
+    # Returns at once with the input when this run was resumed with one; otherwise it ends the process here.
+    answer = await asuspend_flow_run(wait_for_input=ApprovalInput, key=f"approval-{stage}-{cycle_id}")
+    approval.decide(ctx.store, cycle_id, stage, answer.approve, answer.reason, "Prefect UI")
+    return approval.decided(ctx, cycle_id, stage, apply_timeout=True)
+
+
+def _deployment_id() -> str:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context else None
+    return str(run.deployment_id) if run is not None and run.deployment_id else ""
+
+
+async def _announce(ctx: ProjectContext, row: dict[str, str], what: str) -> None:
+    line = approval.describe(row)
+    await acreate_markdown_artifact(
+        key=f"approval-{row['stage']}-{row['cycle_id']}"[:60].lower(),
+        markdown=f"# Approval needed: the {row['stage']} of cycle {row['cycle_id']}\n\n{line}\n\n"
+                 "In the Prefect UI: **Resume** this run, check *approve* or not, give a reason.\n\n"
+                 f"{what}\n",
+        description=f"Waiting for approval of the {row['stage']} of cycle {row['cycle_id']}",
+    )
+    await notify(ctx, Event.approval_needed, f"Cycle {row['cycle_id']} waits for approval of its {row['stage']}",
+                 {"cycle": row["cycle_id"], "deadline (UTC)": row["deadline"], "then": row["default"],
+                  "approve": f"orch approve {row['cycle_id']}"},
+                 link=flow_run.get_flow_run_ui_url() or "")
+
+
+async def _schedule_deadline_run(deployment_id: str, row: dict[str, str]) -> None:
+    """A run at the deadline that applies the default if nobody decided."""
+    parameters = dict(flow_run.get_parameters())
+    parameters["cycle_id"] = row["cycle_id"]
+    async with get_client() as client:
+        await client.create_flow_run_from_deployment(
+            UUID(deployment_id), parameters=parameters,
+            state=Scheduled(scheduled_time=datetime.fromisoformat(row["deadline"])),
+            idempotency_key=f"approval-deadline-{row['cycle_id']}-{row['stage']}",
+        )
+
+
+async def _cancel_suspended(old_run_id: str, current: str) -> None:
+    """The waiting run will never resume usefully: this run decided its cycle."""
+    if not old_run_id or old_run_id == current:
+        return
+    async with get_client() as client:
+        try:
+            run = await client.read_flow_run(UUID(old_run_id))
+        except ObjectNotFound:
+            return
+        if run.state is not None and run.state.type is StateType.PAUSED:
+            await client.set_flow_run_state(
+                run.id, Cancelled(message=f"the approval was decided while it waited; run {current} went on"),
+                force=True,
+            )

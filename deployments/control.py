@@ -94,6 +94,27 @@ def set_schedule_paused(api_url: str, project: str, paused: bool) -> bool:
         return anyio.run(apply)
 
 
+def resume_waiting(api_url: str, flow_run_id: str, approve: bool, reason: str) -> bool:
+    """Resume a flow run suspended at an approval gate with the decision; False if it is not suspended."""
+    from uuid import UUID
+
+    from prefect.flow_runs import aresume_flow_run
+
+    async def apply() -> bool:
+        async with get_client() as client:
+            try:
+                run = await client.read_flow_run(UUID(flow_run_id))
+            except ObjectNotFound:  # recorded by another Prefect server
+                return False
+        if run.state is None or not run.state.is_paused():
+            return False
+        await aresume_flow_run(run.id, run_input={"approve": approve, "reason": reason})
+        return True
+
+    with api(api_url):
+        return anyio.run(apply)
+
+
 def register(api_url: str, portfolio: PortfolioConfig, work_pool: str) -> list[str]:
     """Create the work pool (process type) if missing, the agent limit, and every project's deployment.
 

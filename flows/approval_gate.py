@@ -15,7 +15,7 @@ cycle where it is, and the next ``orch run`` continues it once decided.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from prefect import get_client, get_run_logger
@@ -49,11 +49,9 @@ async def gate(ctx: ProjectContext, cycle_id: str, stage: str, what: str) -> app
     """
     run_id = str(flow_run.get_id() or "")
     deployment_id = _deployment_id()
-    decision = approval.decided(ctx, cycle_id, stage, apply_timeout=False)
-    if decision is not None:
-        return decision
     row, new = approval.request(ctx, cycle_id, stage, run_id)
-    if row["flow_run_id"] != run_id:  # a later run carries the cycle: past the deadline, or orch run again
+    if row["flow_run_id"] != run_id or row["status"] != "waiting":
+        # Decided (by orch approve, say), or a later run carries the cycle past the deadline.
         decision = approval.decided(ctx, cycle_id, stage, apply_timeout=True)
         if decision is not None:
             await _cancel_suspended(row["flow_run_id"], run_id)
@@ -101,7 +99,8 @@ async def _schedule_deadline_run(deployment_id: str, row: dict[str, str]) -> Non
     async with get_client() as client:
         await client.create_flow_run_from_deployment(
             UUID(deployment_id), parameters=parameters,
-            state=Scheduled(scheduled_time=datetime.fromisoformat(row["deadline"])),
+            # Just after it, so the deadline has passed by the time the run looks.
+            state=Scheduled(scheduled_time=datetime.fromisoformat(row["deadline"]) + timedelta(seconds=5)),
             idempotency_key=f"approval-deadline-{row['cycle_id']}-{row['stage']}",
         )
 

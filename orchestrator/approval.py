@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import cycle
-from .context import ProjectContext
 from .errors import StoreError
 from .models import TaskStatus
 from .store import Store
+
+if TYPE_CHECKING:  # the read commands import this module; the agent runtime stays out of them
+    from .context import ProjectContext
 
 STAGES = ("plan", "merge")
 
@@ -54,7 +55,7 @@ def request(ctx: ProjectContext, cycle_id: str, stage: str, flow_run_id: str) ->
     if existing is not None:
         return existing, False
     deadline = datetime.now(UTC) + timedelta(minutes=ctx.config.approval_timeout_minutes)
-    row = ctx.store.request_approval(cycle_id, stage, deadline.isoformat(timespec="seconds"),
+    row = ctx.store.request_approval(cycle_id, stage, deadline.isoformat(),
                                      ctx.config.approval_default, flow_run_id)
     return row, True
 
@@ -105,18 +106,22 @@ def blocking(ctx: ProjectContext, flow_run_id: str) -> dict[str, Any] | None:
 
 def reject_plan(ctx: ProjectContext, cycle_id: str, decision: Decision) -> None:
     """The plan was turned down: its new tasks fail with the reason, so it is not planned again as is."""
+    from .cycle import planned_tasks
+
     why = f"plan rejected ({decision.decided_by}): {decision.reason or 'no reason given'}"
-    for task in cycle.planned_tasks(ctx, cycle_id):
+    for task in planned_tasks(ctx, cycle_id):
         if task.status is TaskStatus.pending:
             ctx.store.update_task(task.id, status=TaskStatus.failed, last_failure=why)
 
 
 def reject_merge(ctx: ProjectContext, task_ids: list[str], decision: Decision) -> None:
     """The merge was turned down: each branch goes back with the reason for its next attempt."""
+    from .cycle import send_back
+
     why = f"merge rejected ({decision.decided_by}): {decision.reason or 'no reason given'}"
     for task in ctx.store.tasks_of(task_ids):
         if task.status is TaskStatus.in_progress:
-            cycle.send_back(ctx, task, why)
+            send_back(ctx, task, why)
 
 
 def describe(row: dict[str, Any]) -> str:

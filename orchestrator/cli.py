@@ -157,7 +157,8 @@ def print_summary(summary: CycleSummary) -> None:
 for _command in (cli_read.status, cli_read.tasks, cli_read.cycles, cli_read.show, cli_read.costs):
     app.command()(_command)
 # Those that run the portfolio through a Prefect server live in cli_serve.py.
-for _serve_command in (cli_serve.start, cli_serve.deploy, cli_serve.pause, cli_serve.resume):
+for _serve_command in (cli_serve.start, cli_serve.deploy, cli_serve.pause, cli_serve.resume,
+                       cli_serve.approve, cli_serve.reject):
     app.command()(_serve_command)
 
 

@@ -110,14 +110,19 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 def _print_status(rows: list[ProjectStatus], title: str) -> None:
     table = _table(title, "project", "enabled", "paused", "next run (UTC)", "pending",
-                   "in progress", "done", "failed", "last cycle", "cost ($)")
+                   "in progress", "in review", "done", "failed", "last cycle", "cost ($)")
     for r in rows:
         paused = f"yes: {escape(r.paused_reason)}" if r.paused else "no"
         last = f"{r.last_cycle_id} {r.last_cycle_status} {_time(r.last_cycle_at)}" if r.last_cycle_id else "-"
         if r.merge_waiting:
             last += f"\nmerge waiting: {escape(r.merge_waiting)}"
+        if r.approval:
+            last += f"\napproval: {escape(r.approval)}"
+        if r.budget_stop:
+            last += f"\nbudget: {escape(r.budget_stop)}"
+        review = "\n".join([str(r.in_review), *r.pull_requests])
         table.add_row(r.project, "yes" if r.enabled else "no", paused, _time(r.next_run),
-                      str(r.pending), str(r.in_progress), str(r.done), str(r.failed), last,
+                      str(r.pending), str(r.in_progress), review, str(r.done), str(r.failed), last,
                       f"{r.cost_usd:.4f}")
     console.print(table)
 
@@ -140,10 +145,11 @@ def tasks(project: ProjectOpt, config: ConfigOpt = None,
 
 
 def _print_tasks(items: list[Task], title: str) -> None:
-    table = _table(title, "id", "status", "type", "pri", "tries", "title", "last failure")
+    table = _table(title, "id", "status", "type", "pri", "tries", "title", "link", "last failure")
     for t in items:
+        link = " ".join(x for x in (t.backlog_item, t.pr_url) if x) or "-"
         table.add_row(t.id, t.status.value, t.type.value, str(t.priority), f"{t.attempts}/{t.max_attempts}",
-                      escape(t.title), _short(t.last_failure))
+                      escape(t.title), escape(link), _short(t.last_failure))
     console.print(table)
 
 

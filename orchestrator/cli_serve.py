@@ -131,6 +131,48 @@ def resume(project: ProjectOpt, config: ConfigOpt = None) -> None:
     console.print(f"Resumed {project}. {_apply_schedule(portfolio, project, paused=False)}")
 
 
+CycleArg = Annotated[str, typer.Argument(help="Cycle id, or the start of one (see `orch status`).")]
+OnlyProject = Annotated[str | None, typer.Option("--project", "-p", help="The cycle's project (default: any).")]
+
+
+def approve(cycle: CycleArg, project: OnlyProject = None, config: ConfigOpt = None,
+            reason: Annotated[str, typer.Option(help="Why; kept with the decision.")] = "") -> None:
+    """Approve a cycle waiting for approval of its plan or its merge."""
+    _decide(cycle, project, config, True, reason)
+
+
+def reject(cycle: CycleArg, reason: Annotated[str, typer.Option(help="Why; given to the next attempt.")],
+           project: OnlyProject = None, config: ConfigOpt = None) -> None:
+    """Reject a cycle waiting for approval: its plan's tasks fail, or its branches go back."""
+    if not reason.strip():
+        raise OrchestratorError("--reason must not be empty: say why, for the next attempt")
+    _decide(cycle, project, config, False, reason)
+
+
+def _decide(cycle: str, project: str | None, config: str | None, approve: bool, reason: str) -> None:
+    from deployments.server import running_server
+
+    from .approval import decide, waiting_for
+    from .reports import find_cycle
+
+    portfolio = load_portfolio(config)
+    name, row = find_cycle(portfolio, cycle.strip(), project)
+    store = Store.for_project(portfolio.data_dir, name)
+    waiting = waiting_for(store, row["id"])
+    verb = "approve" if approve else "reject"
+    decide(store, row["id"], waiting["stage"], approve, reason.strip(), f"orch {verb}")
+    console.print(f"{'Approved' if approve else 'Rejected'} the {waiting['stage']} of cycle {row['id']} of {name}.")
+    url = running_server(portfolio.data_dir)
+    if url is not None and waiting["flow_run_id"]:
+        prepare_prefect()
+        from deployments.control import resume_waiting
+
+        if resume_waiting(url, waiting["flow_run_id"], approve, reason.strip()):
+            console.print(f"Its flow run {waiting['flow_run_id']} resumes now.")
+            return
+    console.print(f"The next cycle of {name} (`orch run -p {name}` or its schedule) carries it on.")
+
+
 def _apply_schedule(portfolio: PortfolioConfig, project: str, paused: bool) -> str:
     from deployments.server import running_server
 

@@ -197,7 +197,7 @@ class ProjectConfig(BaseModel):
         "none", description="Stop for a person's approval: `plan` before workers start, "
         "`merge` before passing branches merge (or open pull requests)."
     )
-    approval_timeout_minutes: int = Field(
+    approval_timeout_minutes: float = Field(
         1440, gt=0, description="How long a cycle waits for approval before approval_default applies."
     )
     approval_default: Literal["approve", "reject"] = Field(

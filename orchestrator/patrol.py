@@ -34,8 +34,9 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
     report = PatrolReport()
     running = ctx.store.running_cycles()
     resumable = running[0]["id"] if running else None
+    suspended = {r["flow_run_id"] for r in ctx.store.waiting_approvals()}  # waiting, not dead
     for row in running:
-        if row["flow_run_id"]:
+        if row["flow_run_id"] and row["flow_run_id"] not in suspended:
             report.dead_flow_runs.append(row["flow_run_id"])
         if row["id"] != resumable:
             summary = cycle.summarize(ctx, row["id"], "failed", "abandoned: the run that held it died")

@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .approval import describe
 from .config import PortfolioConfig
 from .errors import ConfigError, StoreError
-from .models import MERGE_WAITED, Task
+from .models import MERGE_WAITED, Task, TaskStatus
 from .store import Store
 
 __all__ = [
@@ -60,6 +61,7 @@ class ProjectStatus(BaseModel):
     next_run: str | None = None  # ISO UTC; None when Prefect has none scheduled
     pending: int = 0
     in_progress: int = 0
+    in_review: int = 0  # pull requests open
     done: int = 0
     failed: int = 0
     last_cycle_id: str | None = None
@@ -67,6 +69,9 @@ class ProjectStatus(BaseModel):
     last_cycle_at: str | None = None  # when it finished, or started if still running
     cost_usd: float = 0.0
     merge_waiting: str = ""  # why passing work waits to reach main ('' when nothing waits)
+    budget_stop: str = ""  # which cap stopped the work and when it resets ('' when none holds)
+    approval: str = ""  # the cycle waiting for approval, until when ('' when none)
+    pull_requests: list[str] = Field(default_factory=list)  # URLs of the open ones
 
 
 class CycleRow(BaseModel):
@@ -208,15 +213,26 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
             project=name, enabled=portfolio.project(name).enabled,
             paused=bool(state["paused"]), paused_reason=state["paused_reason"] or "",
             next_run=next_run.astimezone(UTC).isoformat(timespec="seconds") if next_run else None,
-            pending=counts["pending"], in_progress=counts["in_progress"],
+            pending=counts["pending"], in_progress=counts["in_progress"], in_review=counts["in_review"],
             done=counts["done"], failed=counts["failed"],
             last_cycle_id=last["id"] if last else None,
             last_cycle_status=last["status"] if last else None,
             last_cycle_at=(last["finished_at"] or last["started_at"]) if last else None,
             cost_usd=store.total_cost(),
             merge_waiting=_merge_waiting(store),
+            budget_stop=_budget_stop(state),
+            approval="; ".join(describe(r) for r in store.waiting_approvals()),
+            pull_requests=[t.pr_url for t in store.list_tasks(TaskStatus.in_review, limit=20) if t.pr_url],
         ))
     return rows
+
+
+def _budget_stop(state: dict[str, Any]) -> str:
+    """The cap that stopped work, while it still holds (a per-day cap lifts at midnight UTC)."""
+    resets = state.get("budget_resets_at")
+    if resets and datetime.fromisoformat(resets) <= datetime.now(UTC):
+        return ""
+    return str(state.get("budget_stop") or "")
 
 
 def _merge_waiting(store: Store) -> str:
@@ -252,7 +268,7 @@ def cycle_rows(
     return rows[:limit]
 
 
-def _find_cycle(
+def find_cycle(
     portfolio: PortfolioConfig, cycle_id: str, project: str | None
 ) -> tuple[str, dict[str, Any]]:
     """(project, cycle row) of the one cycle whose id starts with ``cycle_id``."""
@@ -320,7 +336,7 @@ def cycle_story(
 ) -> CycleStory:
     """The story of the cycle whose id starts with ``cycle_id``, searched in every
     project unless ``project`` is given; StoreError if none or several match."""
-    name, row = _find_cycle(portfolio, cycle_id, project)
+    name, row = find_cycle(portfolio, cycle_id, project)
     with open_store(portfolio, name) as store:
         cid = row["id"]
         # Keyed by task: a task has one attempt per cycle, so the last row is the one.

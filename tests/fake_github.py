@@ -144,6 +144,11 @@ class FakeGitHub:
         with self._lock:
             self._failures.extend([(status, headers)] * count)
 
+    def heal(self) -> None:
+        """Drop the failures still queued by :meth:`fail_next`."""
+        with self._lock:
+            self._failures.clear()
+
     def merge_pull(self, number: int) -> str:
         """Merge pull request ``number`` in ``remote`` as GitHub's merge button does; the new sha."""
         with self._lock:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_github import FakeGitHub
 
-from orchestrator.demo import make_sample_project, write_portfolio
+from orchestrator.demo import PLAN, make_sample_project, write_portfolio
 from orchestrator.models import CycleSummary
-from orchestrator.scripted import ScriptedModel
+from orchestrator.scripted import RequestView, ScriptedModel, structured
 
 
 def sample_config(root: Path, **fields: Any) -> Path:
@@ -56,3 +59,37 @@ def bare_origin(project: Path) -> Path:
     git(project, "remote", "add", "origin", str(remote))
     git(project, "push", "-q", "origin", "main")
     return remote
+
+
+# Words of a backlog item's title -> the demo task that does it.
+DOES = {"shout": "Add shout helper", "mean": "Add mean function", "faster": "Make add faster"}
+ITEM_LINE = re.compile(r"^- `([^`]+)` (.+?)(?: \(already a task: \w+\))?$", re.M)
+
+
+def linking_planner(prompts: list[str], lessons: str = "") -> Any:
+    """A planner turn that links the demo's tasks to the backlog items it is shown."""
+    def answer(view: RequestView) -> list[dict[str, Any]]:
+        prompts.append(view.prompt)
+        shown = dict((title, item) for item, title in ITEM_LINE.findall(view.prompt))
+        plan = copy.deepcopy(PLAN)
+        plan["lessons"] = lessons
+        for task in plan["tasks"]:
+            task["backlog_item"] = next(
+                (item for title, item in shown.items() for word, does in DOES.items()
+                 if word in title.lower() and does == task["title"]), None)
+        return [structured(plan)]
+    return answer
+
+
+def commit_file(project: Path, name: str, content: str) -> None:
+    """Write and commit one file on the project's checked-out branch."""
+    (project / name).write_text(content)
+    git(project, "add", name)
+    git(project, "-c", "user.name=Test", "-c", "user.email=test@example.com", "commit", "-qm", f"Add {name}")
+
+
+def github_config(tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch, **fields: Any) -> Path:
+    """A sample project whose backlog is the fake's issues, its token in the environment."""
+    monkeypatch.setenv("ORCH_TEST_GH_TOKEN", str(gh.token))
+    return sample_config(tmp_path, backlog_source="github_issues", github_repo=gh.repo, github_api_url=gh.api_url,
+                         github_token_env="ORCH_TEST_GH_TOKEN", **fields)

@@ -7,49 +7,30 @@ links its tasks to them.
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cycles import git, run_cycle, sample_config, use_model
+from cycles import (
+    ITEM_LINE,
+    commit_file,
+    git,
+    github_config,
+    linking_planner,
+    run_cycle,
+    sample_config,
+    use_model,
+)
 from fake_github import FakeGitHub
 from orch_cli import orch
 
-from orchestrator.demo import PLAN, demo_scenario
+from orchestrator.demo import demo_scenario
 from orchestrator.models import TaskStatus
-from orchestrator.scripted import RequestView, ScriptedModel, structured
+from orchestrator.scripted import RequestView, ScriptedModel
 from orchestrator.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
-
-# Words of a backlog item's title -> the demo task that does it.
-DOES = {"shout": "Add shout helper", "mean": "Add mean function", "faster": "Make add faster"}
-ITEM_LINE = re.compile(r"^- `([^`]+)` (.+?)(?: \(already a task: \w+\))?$", re.M)
-
-
-def linking_planner(prompts: list[str], lessons: str = "") -> Any:
-    """A planner turn that links the demo's tasks to the backlog items it is shown."""
-    def answer(view: RequestView) -> list[dict[str, Any]]:
-        prompts.append(view.prompt)
-        shown = dict((title, item) for item, title in ITEM_LINE.findall(view.prompt))
-        plan = copy.deepcopy(PLAN)
-        plan["lessons"] = lessons
-        for task in plan["tasks"]:
-            task["backlog_item"] = next(
-                (item for title, item in shown.items() for word, does in DOES.items()
-                 if word in title.lower() and does == task["title"]), None)
-        return [structured(plan)]
-    return answer
-
-
-def commit_file(project: Path, name: str, content: str) -> None:
-    (project / name).write_text(content)
-    git(project, "add", name)
-    git(project, "-c", "user.name=Test", "-c", "user.email=test@example.com", "commit", "-qm", f"Add {name}")
-
 
 BACKLOG_MD = """# Backlog
 
@@ -112,12 +93,6 @@ def test_a_json_backlog_item_is_marked_done_when_its_task_merges(tmp_path: Path,
     assert len(summary.merged) == 1
     assert json.loads(git(project, "show", "main:backlog.json")) == [
         {"id": "shout", "title": "A shout helper", "description": "In strings.py.", "done": True}, "A mean function"]
-
-
-def github_config(tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch, **fields: Any) -> Path:
-    monkeypatch.setenv("ORCH_TEST_GH_TOKEN", str(gh.token))
-    return sample_config(tmp_path, backlog_source="github_issues", github_repo=gh.repo, github_api_url=gh.api_url,
-                         github_token_env="ORCH_TEST_GH_TOKEN", **fields)
 
 
 def test_github_issues_are_the_backlog_and_are_closed_with_a_link_to_their_merge(

@@ -1,0 +1,63 @@
+"""``merge_strategy: "pr"``: passing branches become pull requests; a later cycle sees them merge or close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cycles import bare_origin, git, github_config, linking_planner, run_cycle, use_model
+from fake_github import FakeGitHub
+from orch_cli import orch
+
+from orchestrator.demo import demo_scenario
+from orchestrator.models import TaskStatus
+from orchestrator.scripted import ScriptedModel
+from orchestrator.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
+
+
+def test_passing_branches_become_pull_requests_and_are_done_when_they_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
+        shout = gh.add_issue("Add a shout helper")
+        gh.add_issue("Add a mean function")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr")
+        project = tmp_path / "calc"
+        assert bare_origin(project) == gh.remote
+        main_before = git(project, "rev-parse", "main").strip()
+        store = Store.for_project(tmp_path / "data", "calc")
+        scenario = demo_scenario()
+        scenario.planner = [linking_planner([])]
+        with ScriptedModel(scenario) as model:
+            use_model(model, monkeypatch)
+            first = run_cycle(config)
+
+            # Nothing merged here: the passing branches wait in open pull requests.
+            assert first.status == "done" and first.merged == []
+            assert git(project, "rev-parse", "main").strip() == main_before
+            reviewed = {t.title: t for t in store.list_tasks(TaskStatus.in_review)}
+            assert set(reviewed) == {"Add shout helper", "Add mean function"}
+            pulls = {p["head"]: (n, p) for n, p in gh.pulls.items()}
+            for task in reviewed.values():
+                number, pull = pulls[f"orch/{task.id}"]
+                assert (pull["state"], pull["base"], pull["title"]) == ("open", "main", task.title)
+                assert task.pr_url == pull["html_url"] and task.pr_number == number
+                assert f"refs/heads/orch/{task.id}" in git(gh.remote, "show-ref")
+            assert f"Closes #{shout}" in pulls[f"orch/{reviewed['Add shout helper'].id}"][1]["body"]
+            code, out = orch(capsys, monkeypatch, "status", "-c", str(config))
+            assert code == 0 and all(t.pr_url in out for t in reviewed.values())
+
+            # Someone merges one on GitHub and closes the other; the next cycle learns of both.
+            merged_sha = gh.merge_pull(pulls[f"orch/{reviewed['Add shout helper'].id}"][0])
+            gh.close_pull(pulls[f"orch/{reviewed['Add mean function'].id}"][0])
+            run_cycle(config)
+    done = store.get_task(reviewed["Add shout helper"].id)
+    assert (done.status, done.merge_commit) == (TaskStatus.done, merged_sha)
+    closed = store.get_task(reviewed["Add mean function"].id)
+    assert closed.status is TaskStatus.failed and "was closed without merging" in closed.last_failure
+    # Main follows origin's main, where the pull request merged; the user's checkout too.
+    assert git(project, "rev-parse", "main").strip() == merged_sha and (project / "strings.py").exists()
+    issue = gh.issues[shout]
+    assert issue["state"] == "closed" and done.pr_url in issue["comments"][0]

@@ -19,8 +19,10 @@ import os
 from pathlib import Path
 
 from .backlog_file import BacklogError, BacklogItem, parse_backlog, tick
+from .config import ProjectConfig
 from .context import ProjectContext
 from .errors import ConfigError
+from .gitops import Project
 from .github import GitHub, GitHubError, repo_from_remote
 from .models import Task, TaskStatus
 
@@ -30,17 +32,35 @@ BODY_LIMIT = 1500  # characters of an item's body shown to the planner
 
 def github(ctx: ProjectContext) -> GitHub:
     """A client for the project's GitHub repository (``github_repo`` or the ``origin`` remote)."""
-    c = ctx.config
-    repo = c.github_repo
-    if repo is None:
-        url = ctx.repo.remote_url("origin")
-        repo = repo_from_remote(url) if url else None
-        if repo is None:
+    return github_for(ctx.config, ctx.repo)
+
+
+def github_for(c: ProjectConfig, repo: Project) -> GitHub:
+    """:func:`github` from a project's config and repository."""
+    name = c.github_repo
+    if name is None:
+        url = repo.remote_url("origin")
+        name = repo_from_remote(url) if url else None
+        if name is None:
             raise ConfigError(
-                f"project {ctx.name!r}: github_repo is not set and the origin remote ({url or 'none'}) "
+                f"project {c.name!r}: github_repo is not set and the origin remote ({url or 'none'}) "
                 "does not name a GitHub repository; set github_repo to 'owner/name'"
             )
-    return GitHub(repo, os.environ.get(c.github_token_env), c.github_api_url, token_env=c.github_token_env)
+    return GitHub(name, os.environ.get(c.github_token_env), c.github_api_url, token_env=c.github_token_env)
+
+
+def check_github(c: ProjectConfig, repo: Project) -> None:
+    """Before anything is written or paid for: a project that needs GitHub can use it (ConfigError if not)."""
+    if c.backlog_source != "github_issues" and c.merge_strategy != "pr":
+        return
+    if not os.environ.get(c.github_token_env):
+        needs = "backlog_source 'github_issues'" if c.backlog_source == "github_issues" else "merge_strategy 'pr'"
+        raise ConfigError(f"project {c.name!r}: {needs} needs a GitHub token in ${c.github_token_env}; "
+                          "set it (or github_token_env)")
+    github_for(c, repo).close()  # the repository can be named
+    if c.merge_strategy == "pr" and not repo.has_remote("origin"):
+        raise ConfigError(f"project {c.name!r}: merge_strategy 'pr' pushes branches to the origin remote, "
+                          "and the repository has none; add it with `git remote add origin URL`")
 
 
 def open_items(ctx: ProjectContext, root: Path) -> list[BacklogItem]:

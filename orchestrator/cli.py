@@ -51,8 +51,10 @@ def _store(project: str, config: str | None, check_repo: bool = False):
 
     portfolio = load_portfolio(config)
     project_config = portfolio.project(project)
-    if check_repo:  # a repository we can work in, before anything is written
-        Project(project_config.path, project_config.main_branch)
+    if check_repo:  # a repository we can work in (and GitHub if it needs it), before anything is written
+        from .backlog import check_github
+
+        check_github(project_config, Project(project_config.path, project_config.main_branch))
     return Store.for_project(portfolio.data_dir, project_config.name)
 
 

@@ -22,8 +22,8 @@ from .backlog_file import BacklogError, BacklogItem, parse_backlog, tick
 from .config import ProjectConfig
 from .context import ProjectContext
 from .errors import ConfigError
-from .gitops import Project
 from .github import GitHub, GitHubError, repo_from_remote
+from .gitops import Project
 from .models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)

@@ -118,6 +118,7 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
         return CycleSummary(project=ctx.name, cycle_id=cycle_id or "", status="skipped", message=message)
     logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
                 start.cycle_id, ctx.name, start.base_commit[:12])
+    before = ctx.store.state()
     if not start.resumed:
         ctx.store.set_budget_stop("", None)  # a new cycle: the per-cycle cap starts again
     try:
@@ -132,9 +133,11 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     cycle.finish(ctx, summary)
     await _publish_summary(ctx, summary)
     await cycle_ended(ctx, summary)
-    stopped = ctx.store.state()["budget_stop"]
-    if stopped:
-        await notify(ctx, Event.budget_reached, f"Budget reached: {stopped}", {"cycle": summary.cycle_id})
+    after = ctx.store.state()
+    # A day's cap is announced once, not by every cycle it stops until midnight.
+    known = bool(before["budget_stop"]) and after["budget_resets_at"] and before["budget_resets_at"] == after["budget_resets_at"]
+    if after["budget_stop"] and not known:
+        await notify(ctx, Event.budget_reached, f"Budget reached: {after['budget_stop']}", {"cycle": summary.cycle_id})
     reason = await stop_if_failing(ctx)
     if reason:
         logger.warning("Project %s paused: %s", ctx.name, reason)

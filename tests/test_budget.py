@@ -111,13 +111,16 @@ def test_a_review_over_the_cycle_cap_waits_and_the_next_cycle_does_not_pay_the_w
 def test_a_spent_day_stops_the_cycle_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = sample_config(tmp_path, max_budget_per_day=1.0, **CAPS)
-    store = Store.for_project(tmp_path / "data", "calc")
-    store.record_cost("earlier", "c0", None, "worker", "sonnet", 0.97)
-    with ScriptedModel(demo_scenario()) as model:
+    with WebhookReceiver() as hook, ScriptedModel(demo_scenario()) as model:
+        config = sample_config(tmp_path, max_budget_per_day=1.0, webhook_url=hook.url, **CAPS)
+        store = Store.for_project(tmp_path / "data", "calc")
+        store.record_cost("earlier", "c0", None, "worker", "sonnet", 0.97)
         use_model(model, monkeypatch)
         summary = run_cycle(config)
+        assert run_cycle(config).status == "budget"
+        events = [b["event"] for b in hook.received]
     assert summary.status == "budget" and model.requests == [] and store.list_tasks() == []
+    assert events.count("budget_reached") == 1  # announced once a day, not by every cycle it stops
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d 00:00")
     assert "per-day cap $1.00 reached" in summary.message and f"resets at {tomorrow} UTC" in summary.message
     code, out = orch(capsys, monkeypatch, "status", "-c", str(config))

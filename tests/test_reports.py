@@ -124,17 +124,18 @@ def test_status_table_and_json(config: Path, capsys, monkeypatch) -> None:
     code, out = orch(capsys, monkeypatch, "status", "--config", str(config))
     assert code == 0 and "Portfolio home" in out
     # The next run is shown in UTC; the last cycle is the newest, even a running one.
-    assert _cells(out, "app") == ["app", "yes", "no", "2030-01-05 12:30", "2", "0", "1", "0",
+    assert _cells(out, "app") == ["app", "yes", "no", "2030-01-05 12:30", "2", "0", "0", "1", "0",
                                   f"{RUNNING} running 2030-01-03 08:00", "1.9500"]
-    assert _cells(out, "lib") == ["lib", "yes", "yes: holiday", "-", "0", "0", "0", "0",
+    assert _cells(out, "lib") == ["lib", "yes", "yes: holiday", "-", "0", "0", "0", "0", "0",
                                   f"{FAILED} failed 2030-01-02 09:00", "0.5000"]
-    assert _cells(out, "empty") == ["empty", "no", "no", "-", "0", "0", "0", "0", "-", "0.0000"]
+    assert _cells(out, "empty") == ["empty", "no", "no", "-", "0", "0", "0", "0", "0", "-", "0.0000"]
     rows = {r["project"]: r for r in orch_json(capsys, monkeypatch, "status", "--config", str(config))}
     assert rows["app"] == {
         "project": "app", "enabled": True, "paused": False, "paused_reason": "",
-        "next_run": "2030-01-05T12:30:00+00:00", "pending": 2, "in_progress": 0, "done": 1,
+        "next_run": "2030-01-05T12:30:00+00:00", "pending": 2, "in_progress": 0, "in_review": 0, "done": 1,
         "failed": 0, "last_cycle_id": RUNNING, "last_cycle_status": "running",
         "last_cycle_at": "2030-01-03T08:00:00+00:00", "cost_usd": 1.95, "merge_waiting": "",
+        "budget_stop": "", "approval": "", "pull_requests": [],
     }
     assert rows["lib"]["paused"] and rows["lib"]["paused_reason"] == "holiday"
     assert rows["lib"]["last_cycle_at"] == "2030-01-02T09:00:30+00:00" and rows["lib"]["next_run"] is None

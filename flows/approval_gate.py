@@ -89,7 +89,13 @@ async def _announce(ctx: ProjectContext, row: dict[str, str], what: str) -> None
     await notify(ctx, Event.approval_needed, f"Cycle {row['cycle_id']} waits for approval of its {row['stage']}",
                  {"cycle": row["cycle_id"], "deadline (UTC)": row["deadline"], "then": row["default"],
                   "approve": f"orch approve {row['cycle_id']}"},
-                 link=flow_run.get_flow_run_ui_url() or "")
+                 link=_ui_link())
+
+
+def _ui_link() -> str:
+    """The run's page in the Prefect UI ('' when no UI address is known, as with a temporary server)."""
+    url = flow_run.get_flow_run_ui_url() or ""
+    return url if url.startswith("http") else ""
 
 
 async def _schedule_deadline_run(deployment_id: str, row: dict[str, str]) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fake_github import FakeGitHub
 
-from orchestrator.demo import PLAN, make_sample_project, write_portfolio
+from orchestrator.demo import PLAN, demo_scenario, make_sample_project, write_portfolio
 from orchestrator.models import CycleSummary
-from orchestrator.scripted import RequestView, ScriptedModel, structured
+from orchestrator.scripted import RequestView, Scenario, ScriptedModel, structured
 
 
 def sample_config(root: Path, **fields: Any) -> Path:
@@ -79,6 +79,13 @@ def linking_planner(prompts: list[str], lessons: str = "") -> Any:
                  if word in title.lower() and does == task["title"]), None)
         return [structured(plan)]
     return answer
+
+
+def linking_scenario(prompts: list[str] | None = None, lessons: str = "") -> Scenario:
+    """The demo's scenario with a planner that links its tasks to the backlog items shown."""
+    scenario = demo_scenario()
+    scenario.planner = [linking_planner([] if prompts is None else prompts, lessons)]
+    return scenario
 
 
 def commit_file(project: Path, name: str, content: str) -> None:

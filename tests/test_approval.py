@@ -6,6 +6,7 @@ The deployment side (a suspended flow run, resumed from the UI's input or by
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_a_plan_waits_for_approval_and_orch_approve_lets_the_same_cycle_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with WebhookReceiver() as hook, ScriptedModel(demo_scenario()) as model:
-        config = sample_config(tmp_path, require_approval="plan", webhook_url=hook.url)
+        config = sample_config(tmp_path, require_approval="plan", webhook_url=hook.url, max_workers=2)
         store = Store.for_project(tmp_path / "data", "calc")
         use_model(model, monkeypatch)
         main_before = git(tmp_path / "calc", "rev-parse", "main")
@@ -68,11 +69,16 @@ def test_a_plan_waits_for_approval_and_orch_approve_lets_the_same_cycle_go_on(
 
 
 def test_a_rejected_plan_fails_its_tasks_with_the_reason_and_the_planner_hears_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = sample_config(tmp_path, require_approval="plan")
     store = Store.for_project(tmp_path / "data", "calc")
-    with ScriptedModel(demo_scenario()) as model:
+    # The webhook is down all along: its notices are tried, given up, and fail nothing.
+    monkeypatch.setenv("ORCH_WEBHOOK_ATTEMPTS", "2")
+    monkeypatch.setenv("ORCH_WEBHOOK_BACKOFF_S", "0.01")
+    with WebhookReceiver() as hook, ScriptedModel(demo_scenario()) as model:
+        hook.fail_next(500, count=1000)
+        config = sample_config(tmp_path, require_approval="plan", webhook_url=hook.url)
         use_model(model, monkeypatch)
         first = run_cycle(config)
         assert first.status == "waiting"
@@ -90,7 +96,11 @@ def test_a_rejected_plan_fails_its_tasks_with_the_reason_and_the_planner_hears_i
             assert task.last_failure == "plan rejected (orch reject): One helper per cycle, please"
 
         # The next plan is told why, and the same tasks are not planned again as they were.
-        later = run_cycle(config)
+        with caplog.at_level(logging.WARNING):
+            later = run_cycle(config)
+        events = [b["event"] for b in hook.received]
+    assert events == ["approval_needed"] * 2 + ["cycle_finished"] * 4  # each tried twice
+    assert "was not delivered" in caplog.text and "secret" not in caplog.text  # its path holds a secret
     prompts = [r.prompt for r in model.requests if r.role == "planner" and r.turn == 0]
     assert len(prompts) == 2 and "One helper per cycle, please" in prompts[1]
     assert later.status == "done" and later.planned == []
@@ -99,7 +109,7 @@ def test_a_rejected_plan_fails_its_tasks_with_the_reason_and_the_planner_hears_i
 def test_a_merge_waiting_past_its_deadline_gets_the_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = sample_config(tmp_path, require_approval="merge", approval_timeout_minutes=0.02,
+    config = sample_config(tmp_path, require_approval="merge", approval_timeout_minutes=0.02, max_workers=2,
                            approval_default="approve")
     store = Store.for_project(tmp_path / "data", "calc")
     main_before = git(tmp_path / "calc", "rev-parse", "main")
@@ -122,7 +132,7 @@ def test_a_merge_waiting_past_its_deadline_gets_the_default(
 
 
 def test_a_merge_rejected_by_its_default_sends_the_branches_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = sample_config(tmp_path, require_approval="merge", approval_timeout_minutes=0.01)
+    config = sample_config(tmp_path, require_approval="merge", approval_timeout_minutes=0.01, max_workers=2)
     store = Store.for_project(tmp_path / "data", "calc")
     with ScriptedModel(demo_scenario()) as model:
         use_model(model, monkeypatch)

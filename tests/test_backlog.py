@@ -18,6 +18,7 @@ from cycles import (
     git,
     github_config,
     linking_planner,
+    linking_scenario,
     run_cycle,
     sample_config,
     use_model,
@@ -50,8 +51,7 @@ def test_a_backlog_file_is_ticked_by_the_merges_and_the_planner_learns_from_the_
     commit_file(project, "BACKLOG.md", BACKLOG_MD)
     store = Store.for_project(tmp_path / "data", "calc")
     prompts: list[str] = []
-    scenario = demo_scenario()
-    scenario.planner = [linking_planner(prompts)]
+    scenario = linking_scenario(prompts)
     with ScriptedModel(scenario) as model:
         use_model(model, monkeypatch)
         first = run_cycle(config)
@@ -85,8 +85,7 @@ def test_a_json_backlog_item_is_marked_done_when_its_task_merges(tmp_path: Path,
     project = tmp_path / "calc"
     items = [{"id": "shout", "title": "A shout helper", "description": "In strings.py."}, "A mean function"]
     commit_file(project, "backlog.json", json.dumps(items, indent=2) + "\n")
-    scenario = demo_scenario()
-    scenario.planner = [linking_planner([])]
+    scenario = linking_scenario()
     with ScriptedModel(scenario) as model:
         use_model(model, monkeypatch)
         summary = run_cycle(config)
@@ -102,11 +101,10 @@ def test_github_issues_are_the_backlog_and_are_closed_with_a_link_to_their_merge
         shout = gh.add_issue("Add a shout helper", "strings.shout(text): upper-case, then '!'.")
         mean = gh.add_issue("Add a mean function")
         other = gh.add_issue("Make add faster, someday", labels=("question",))
-        config = github_config(tmp_path, gh, monkeypatch)
+        config = github_config(tmp_path, gh, monkeypatch, max_workers=2)
         store = Store.for_project(tmp_path / "data", "calc")
         prompts: list[str] = []
-        scenario = demo_scenario()
-        scenario.planner = [linking_planner(prompts)]
+        scenario = linking_scenario(prompts)
         with ScriptedModel(scenario) as model:
             use_model(model, monkeypatch)
             summary = run_cycle(config)
@@ -130,8 +128,7 @@ def test_an_issue_github_could_not_take_is_labelled_by_the_next_cycle(
         number = gh.add_issue("Add a shout helper")
         config = github_config(tmp_path, gh, monkeypatch, github_on_merge="label", max_workers=1)
         store = Store.for_project(tmp_path / "data", "calc")
-        scenario = demo_scenario()
-        scenario.planner = [linking_planner([])]
+        scenario = linking_scenario()
         judge = scenario.judge[0]
 
         def judge_while_github_is_down(view: RequestView) -> Any:

@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cycles import bare_origin, git, github_config, linking_planner, run_cycle, use_model
+from cycles import (
+    bare_origin,
+    git,
+    github_config,
+    linking_scenario,
+    run_cycle,
+    use_model,
+)
 from fake_github import FakeGitHub
 from orch_cli import orch
 
-from orchestrator.demo import demo_scenario
 from orchestrator.models import TaskStatus
 from orchestrator.scripted import ScriptedModel
 from orchestrator.store import Store
@@ -23,13 +29,12 @@ def test_passing_branches_become_pull_requests_and_are_done_when_they_merge(
     with FakeGitHub(remote=tmp_path / "origin.git") as gh:
         shout = gh.add_issue("Add a shout helper")
         gh.add_issue("Add a mean function")
-        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=2)
         project = tmp_path / "calc"
         assert bare_origin(project) == gh.remote
         main_before = git(project, "rev-parse", "main").strip()
         store = Store.for_project(tmp_path / "data", "calc")
-        scenario = demo_scenario()
-        scenario.planner = [linking_planner([])]
+        scenario = linking_scenario()
         with ScriptedModel(scenario) as model:
             use_model(model, monkeypatch)
             first = run_cycle(config)

@@ -33,9 +33,17 @@ def pull_body(task: Task, work: WorkResult) -> str:
 
 def _open_one(ctx: ProjectContext, gh: GitHub, task: Task, work: WorkResult) -> str:
     worktree = ctx.repo.worktree_path(task.id)
-    if tick_item(ctx, worktree, task):  # the tick merges with the pull request
-        ctx.repo.commit_all(worktree, f"Tick backlog item {task.backlog_item}: {task.title}")
-    ctx.repo.push_branch(work.branch)
+    work_commit = ctx.repo.head_of(worktree)
+    # The tick merges with the pull request. It is pushed, not kept here: the
+    # worktree stays at the recorded work, so a retry after a failed push or
+    # request reuses that work instead of paying for it again.
+    ticked = tick_item(ctx, worktree, task) and ctx.repo.commit_all(
+        worktree, f"Tick backlog item {task.backlog_item}: {task.title}") is not None
+    try:
+        ctx.repo.push_branch(work.branch)
+    finally:
+        if ticked:
+            ctx.repo.reset_worktree_to(worktree, work_commit)
     found = gh.find_pull(work.branch)
     if found is not None and found.state == "open":
         return found.url  # a retried task's push updated it

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from cycles import (
     bare_origin,
+    commit_file,
     git,
     github_config,
     linking_scenario,
     run_cycle,
+    sample_config,
     use_model,
 )
 from fake_github import FakeGitHub
@@ -66,3 +68,28 @@ def test_passing_branches_become_pull_requests_and_are_done_when_they_merge(
     assert git(project, "rev-parse", "main").strip() == merged_sha and (project / "strings.py").exists()
     issue = gh.issues[shout]
     assert issue["state"] == "closed" and done.pr_url in issue["comments"][0]
+
+
+def test_a_backlog_file_item_is_ticked_on_its_pull_request_branch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
+        monkeypatch.setenv("ORCH_TEST_GH_TOKEN", str(gh.token))
+        config = sample_config(tmp_path, merge_strategy="pr", max_workers=1, backlog_source="backlog_file",
+                               backlog_file="BACKLOG.md", github_repo=gh.repo, github_api_url=gh.api_url,
+                               github_token_env="ORCH_TEST_GH_TOKEN")
+        project = tmp_path / "calc"
+        commit_file(project, "BACKLOG.md", "- [ ] A shout helper\n- [ ] A mean function\n")
+        bare_origin(project)
+        store = Store.for_project(tmp_path / "data", "calc")
+        with ScriptedModel(linking_scenario()) as model:
+            use_model(model, monkeypatch)
+            run_cycle(config)
+        [task] = store.list_tasks(TaskStatus.in_review)
+        branch = f"orch/{task.id}"
+        assert git(gh.remote, "show", f"{branch}:BACKLOG.md") == "- [x] A shout helper\n- [ ] A mean function\n"
+        assert git(project, "show", "main:BACKLOG.md").count("[x]") == 0  # main moves only when it merges
+        assert git(gh.remote, "log", "-1", "--format=%s", branch).strip() == f"Tick backlog item {task.backlog_item}: {task.title}"
+        gh.merge_pull(task.pr_number or 0)
+        with ScriptedModel(linking_scenario()) as model:
+            use_model(model, monkeypatch)
+            run_cycle(config)
+    assert git(project, "show", "main:BACKLOG.md") == "- [x] A shout helper\n- [ ] A mean function\n"

@@ -145,11 +145,13 @@ def tasks(project: ProjectOpt, config: ConfigOpt = None,
 
 
 def _print_tasks(items: list[Task], title: str) -> None:
-    table = _table(title, "id", "status", "type", "pri", "tries", "title", "link", "last failure")
-    for t in items:
-        link = " ".join(x for x in (t.backlog_item, t.pr_url) if x) or "-"
-        table.add_row(t.id, t.status.value, t.type.value, str(t.priority), f"{t.attempts}/{t.max_attempts}",
-                      escape(t.title), escape(link), _short(t.last_failure))
+    # The link column (backlog item, pull request) only when some task has one: narrow terminals.
+    links = [" ".join(x for x in (t.backlog_item, t.pr_url) if x) for t in items]
+    columns = ["id", "status", "type", "pri", "tries", "title"] + (["link"] if any(links) else []) + ["last failure"]
+    table = _table(title, *columns)
+    for t, link in zip(items, links, strict=True):
+        cells = [t.id, t.status.value, t.type.value, str(t.priority), f"{t.attempts}/{t.max_attempts}", escape(t.title)]
+        table.add_row(*cells, *([escape(link or "-")] if any(links) else []), _short(t.last_failure))
     console.print(table)
 
 

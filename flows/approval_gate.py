@@ -106,7 +106,7 @@ async def _schedule_deadline_run(deployment_id: str, row: dict[str, str]) -> Non
         await client.create_flow_run_from_deployment(
             UUID(deployment_id), parameters=parameters,
             # Just after it, so the deadline has passed by the time the run looks.
-            state=Scheduled(scheduled_time=datetime.fromisoformat(row["deadline"]) + timedelta(seconds=5)),
+            state=Scheduled(scheduled_time=datetime.fromisoformat(row["deadline"]) + timedelta(seconds=2)),
             idempotency_key=f"approval-deadline-{row['cycle_id']}-{row['stage']}",
         )
 

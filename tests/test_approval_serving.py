@@ -88,7 +88,7 @@ def test_a_waiting_cycle_survives_restarts_and_every_way_of_deciding_it(tmp_path
                 assert (decided["decided_by"], decided["reason"]) == ("Prefect UI", "not this week")
 
                 # Nobody decides the third: at its deadline the scheduled run applies the default.
-                set_fields(config, approval_timeout_minutes=0.1, approval_default="approve")
+                set_fields(config, approval_timeout_minutes=0.05, approval_default="approve")
                 assert orch_prefect(env, "deployment", "run", "project-cycle/gated").returncode == 0
                 third = wait_for(lambda: waiting(store), "the third plan to wait")
                 wait_for(lambda: store.get_cycle(third["cycle_id"])["status"] == "done", "the default to apply", 90)

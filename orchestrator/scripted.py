@@ -31,9 +31,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from .loopback import LoopbackServer
 
 Block = dict[str, Any]
 
@@ -169,21 +171,18 @@ class RecordedRequest:
     prompt: str  # the first user message: the task as the agent was given it
 
 
-class ScriptedModel:
+class ScriptedModel(LoopbackServer):
     """The scripted server, running in a background thread while in use."""
 
     def __init__(self, scenario: Scenario, host: str = "127.0.0.1", port: int = 0) -> None:
         self.scenario = scenario
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._listen(_handler_for(self), host, port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.base_url
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -201,21 +200,6 @@ class ScriptedModel:
             "CLAUDE_CODE_MAX_RETRIES": "1",
             "API_TIMEOUT_MS": "60000",
         }
-
-    def start(self) -> ScriptedModel:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-model", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> ScriptedModel:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:

@@ -24,10 +24,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from orchestrator.loopback import LoopbackServer
 
 Answer = tuple[int, Any, dict[str, str]]  # status, JSON payload, extra headers
 Query = dict[str, str]
@@ -36,7 +38,7 @@ _GIT_CONFIG = ["user.name=Fake GitHub", "user.email=noreply@fake.github", "commi
 _REPO = r"/repos/(?P<repo>[^/]+/[^/]+)"
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """The fake server, running in a daemon thread while in use."""
 
     def __init__(
@@ -59,8 +61,7 @@ class FakeGitHub:
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._next_number = 1
         self._lock = threading.RLock()
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._listen(_handler_for(self), host, port)
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Answer]]] = [
             ("GET", re.compile(rf"^{_REPO}/issues$"), self._list_issues),
             ("PATCH", re.compile(rf"^{_REPO}/issues/(?P<n>\d+)$"), self._edit_issue),
@@ -74,8 +75,7 @@ class FakeGitHub:
     @property
     def url(self) -> str:
         """Where the web pages would be: http://127.0.0.1:PORT."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.base_url
 
     @property
     def api_url(self) -> str:
@@ -85,26 +85,6 @@ class FakeGitHub:
     @property
     def owner(self) -> str:
         return self.repo.split("/")[0]
-
-    def start(self) -> FakeGitHub:
-        # A short poll: stop() waits for the serving loop's next poll.
-        threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name="fake-github",
-            daemon=True,
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- seeding and steering -----------------------------------------------
 

@@ -18,8 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from orchestrator.loopback import LoopbackServer
 
 HOOK_PATH = "/hooks/T000/B000/secret"
 """The path a Slack webhook URL has; its last part is the secret logs must not show."""
@@ -31,22 +33,19 @@ class _Failure:
     retry_after: str | None
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """The receiver, running in a background thread while in use."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._changed = threading.Condition()
         self._received: list[dict[str, Any]] = []
         self._failures: list[_Failure] = []
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._listen(_handler_for(self), host, port)
 
     @property
     def url(self) -> str:
         """The webhook URL to post to (``http://127.0.0.1:PORT/hooks/T000/B000/secret``)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{HOOK_PATH}"
+        return f"{self.base_url}{HOOK_PATH}"
 
     @property
     def received(self) -> list[dict[str, Any]]:
@@ -76,29 +75,6 @@ class WebhookReceiver:
                         f"({len(self._received)} received)"
                     )
                 self._changed.wait(remaining)
-
-    def start(self) -> WebhookReceiver:
-        """Serve in a daemon thread."""
-        # A short poll so stop() returns at once: tests start one receiver each.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="webhook-receiver",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _take(self, body: dict[str, Any]) -> _Failure | None:
         """Record a body; the failure it is to be answered with, if one is queued."""

@@ -154,13 +154,10 @@ def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) 
             ctx.store.update_task(task.id, status=TaskStatus.in_review, claimed_by=None, pr_url=url,
                                   pr_number=pull_number(url))
             ctx.repo.remove_worktree(task.id, ctx.branch(task.id))  # the branch lives on in origin
-        elif task.id in outcome.waiting:
-            ctx.store.release_task(task.id, outcome.waiting[task.id])
         else:
-            # Main could not move: the task goes back without spending an attempt and
-            # keeps its worktree, so the next cycle reuses its work and verdict.
-            ctx.store.update_task(task.id, status=TaskStatus.pending, claimed_by=None, attempts=task.attempts - 1,
-                                  last_failure=f"{MERGE_WAITED}{outcome.waiting_reason}")
+            # Waiting (main could not move, or for budget): the task goes back without spending
+            # an attempt and keeps its worktree, so the next cycle reuses its work and verdict.
+            ctx.store.release_task(task.id, outcome.waiting.get(task.id, f"{MERGE_WAITED}{outcome.waiting_reason}"))
     for session_id, cost in outcome.resolver_costs.items():
         ctx.store.record_cost(session_id, cycle_id, None, Role.resolver, ctx.config.resolver_model or ctx.config.model, cost)
     write_merge(ctx.orch_dir, outcome, {t.id: t.title for t in tasks})

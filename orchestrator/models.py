@@ -98,11 +98,6 @@ BUDGET_WAITED = "budget waited: "
 """How a task whose finished work waits for budget to be judged or merged is marked."""
 
 
-def waits_to_merge(task: Task) -> bool:
-    """Whether the task passed and only waits for main to move (it keeps its worktree)."""
-    return task.status is TaskStatus.pending and task.last_failure.startswith(MERGE_WAITED)
-
-
 def keeps_work(task: Task) -> bool:
     """Whether a pending task keeps its worktree: its paid-for work waits for main or for budget."""
     return task.status is TaskStatus.pending and task.last_failure.startswith((MERGE_WAITED, BUDGET_WAITED))

@@ -451,7 +451,7 @@ class Store:
     def finish_cycle(self, cycle_id: str, status: str, summary: dict[str, Any], message: str = "") -> None:
         self.update_cycle(
             cycle_id, status=status, finished_at=utcnow(), summary=summary, message=message,
-            cost_usd=round(sum(self.costs_by_role(cycle_id).values()), 6),
+            cost_usd=round(self.cycle_cost(cycle_id), 6),
         )
         self._update_state(last_cycle_id=cycle_id, last_cycle_at=utcnow())
 

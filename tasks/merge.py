@@ -14,10 +14,11 @@ from orchestrator.models import MergeOutcome, Task, WorkResult
 
 
 def merge_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    # Main's head and the exact branch commits are the inputs of a merge.
+    # Main's head and the exact branch commits are the inputs of a merge. The step's name
+    # leads: merge and publish take the same inputs, and must never reuse each other's result.
     commits = ",".join(f"{w.task_id}:{w.commit}" for _, w in p["candidates"])
     digest = hashlib.sha256(commits.encode()).hexdigest()[:16]
-    return f"merge-{p['ref'].project}-{p['cycle_id']}-{p['main_head']}-{digest}"
+    return f"{context.task.name}-{p['ref'].project}-{p['cycle_id']}-{p['main_head']}-{digest}"
 
 
 @task(name="merge", cache_key_fn=merge_key, persist_result=True, task_run_name="merge: {ref.project}")

@@ -11,6 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A keep-alive request handler that logs nothing (test and demo output stay clean)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 class LoopbackServer:
     """Base of a server that serves while in use; subclasses call :meth:`_listen` first."""
 

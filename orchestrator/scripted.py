@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from .loopback import LoopbackServer
+from .loopback import LoopbackServer, QuietHandler
 
 Block = dict[str, Any]
 
@@ -308,12 +308,7 @@ def _answer(scenario: Scenario, view: RequestView) -> tuple[list[Block] | Fail, 
 
 
 def _handler_for(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self._json(200, {"ok": True})
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from orchestrator.loopback import LoopbackServer
+from orchestrator.loopback import LoopbackServer, QuietHandler
 
 Answer = tuple[int, Any, dict[str, str]]  # status, JSON payload, extra headers
 Query = dict[str, str]
@@ -352,12 +352,7 @@ def _has_branch(remote: Path, branch: str) -> bool:
 
 
 def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self._serve("GET")
 

@@ -8,12 +8,12 @@ scheduled at its deadline when nobody decides.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from cycles import set_fields
 from test_serving import env_for, interrupt, orch, orch_prefect, read, sample, serve, wait_for
 
 from deployments import control
@@ -34,12 +34,6 @@ def state_of(server: Server, run_id: str) -> str:
 def waiting(store: Store) -> dict[str, Any] | None:
     rows = store.waiting_approvals()
     return rows[0] if rows else None
-
-
-def set_fields(config: Path, **fields: Any) -> None:
-    data = json.loads(config.read_text())
-    data["projects"][0].update(fields)
-    config.write_text(json.dumps(data))
 
 
 def test_a_waiting_cycle_survives_restarts_and_every_way_of_deciding_it(tmp_path: Path) -> None:

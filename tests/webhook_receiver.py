@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from orchestrator.loopback import LoopbackServer
+from orchestrator.loopback import LoopbackServer, QuietHandler
 
 HOOK_PATH = "/hooks/T000/B000/secret"
 """The path a Slack webhook URL has; its last part is the secret logs must not show."""
@@ -85,12 +85,7 @@ class WebhookReceiver(LoopbackServer):
 
 
 def _handler_for(hook: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-            pass
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length)

@@ -40,6 +40,13 @@ def prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Quiet on the terminal, but the runs' INFO logs still reach the UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # A temporary server on a new PREFECT_HOME migrates its database first, which
+    # outlasts Prefect's default wait (20 s) on two busy cores.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_WAIT_S))
+
+
+TEMPORARY_SERVER_WAIT_S = 300
+"""How long a run waits for the temporary server Prefect starts when none is up."""
 
 
 def use_running_server(data_dir: Path) -> None:

@@ -13,7 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import OrchestratorError
 from .gitops import init_repo
+from .models import CycleSummary
 from .scripted import Scenario, bash, edit, read, structured, text, tool, write
 
 SAMPLE_FILES = {
@@ -119,3 +121,14 @@ def write_portfolio(root: Path, project_path: Path) -> Path:
     path = root / "portfolio.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path
+
+
+def check_outcome(summary: CycleSummary) -> None:
+    """Raise unless the cycle ended as scripted: two branches merged, the broken one rejected."""
+    if summary.status == "done" and len(summary.merged) == 2 and len(summary.rejected) == 1:
+        return
+    raise OrchestratorError(
+        f"the demo cycle {summary.cycle_id or '(none)'} ended {summary.status!r} with "
+        f"{len(summary.merged)} merged and {len(summary.rejected)} rejected, not 2 and 1 as scripted: "
+        "see its log above and its audit trail; run again with `orch --debug demo` for tracebacks"
+    )

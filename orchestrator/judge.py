@@ -47,7 +47,8 @@ def gate(base: Baseline, tests: CheckResult | None, lint: CheckResult | None) ->
             reasons.append(f"test command `{tests.command}` {why}")
         elif not tests.passed:
             if base.tests is None or base.tests.passed:
-                reasons.append(f"tests pass on the base but fail on the branch (exit {tests.exit_code})")
+                reasons.append(f"tests pass on the base but fail on the branch (exit {tests.exit_code})"
+                               + (f": {_listed(tests.failed_tests)}" if tests.failed_tests else ""))
             else:
                 reasons += _new_failures(base.tests, tests)
     if lint is not None:
@@ -66,8 +67,11 @@ def _new_failures(base: CheckResult, branch: CheckResult) -> list[str]:
     new = sorted(set(branch.failed_tests) - set(base.failed_tests))
     if not new:
         return []
-    shown = ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else "")
-    return [f"tests that pass on the base fail on the branch: {shown}"]
+    return [f"tests that pass on the base fail on the branch: {_listed(new)}"]
+
+
+def _listed(test_ids: list[str], limit: int = 10) -> str:
+    return ", ".join(test_ids[:limit]) + (f" and {len(test_ids) - limit} more" if len(test_ids) > limit else "")
 
 
 def scope_warnings(ctx: ProjectContext, worktree: Path, base_commit: str) -> list[str]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import anyio
+import needs
 import pytest
 from pydantic import BaseModel, field_validator
 
@@ -60,6 +60,7 @@ def test_structured_output_cost_and_read_only_tools(tmp_path: Path, monkeypatch)
     assert offered - {"StructuredOutput", "DeferredToolPlaceholder"} == {"Read", "Grep", "Glob"}
 
 
+@needs.sandbox
 def test_worker_edits_files_with_real_tools_and_sees_the_users_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ORCH_TEST_MARKER", "from-the-user")
     scenario = Scenario(workers={"Make files": [
@@ -141,7 +142,7 @@ def test_a_worker_cannot_write_outside_its_worktree(tmp_path: Path, monkeypatch)
     assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
     assert (outside / "victim.txt").read_text() == "original\n"
     assert (worktree / "inside.txt").read_text() == "mine\n"
-    if shutil.which("bwrap"):  # Bash runs only inside the sandbox; without bubblewrap it is refused
+    if needs.sandbox_available():  # Bash runs only inside the sandbox; without it Bash is refused
         assert (worktree / "inside-bash.txt").read_text() == "mine\n"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import needs
 import pytest
 from prefect import get_client
 
@@ -27,7 +28,7 @@ from deployments.server import Server, free_port, start_server
 from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
 from orchestrator.scripted import ScriptedModel
 from orchestrator.store import Store
-from scripts.headless import Chromium, chromium_path
+from scripts.headless import Chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("agent_env")]
 
@@ -297,7 +298,7 @@ def test_deploy_without_a_server_says_what_to_do(tmp_path: Path) -> None:
     assert lines[0].startswith("Error: no Prefect server answers at http://127.0.0.1:9/api")
 
 
-@pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (.ci/run installs it)")
+@needs.chromium
 def test_the_ui_tells_the_story_of_a_cycle(server: Server, tmp_path: Path) -> None:
     config = sample(tmp_path, name="uicalc")
     with ScriptedModel(demo_scenario()) as model:

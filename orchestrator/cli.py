@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer._click import exceptions as click_errors  # Typer bundles its own click
 
-from . import cli_read, cli_serve
+from . import cli_read, cli_serve, cli_setup
 from .cli_read import ConfigOpt, ProjectOpt, _print_tasks  # there: cli_read cannot import cli
 from .cli_serve import prepare_prefect, use_running_server
 from .errors import OrchestratorError
@@ -162,6 +162,9 @@ for _command in (cli_read.status, cli_read.tasks, cli_read.cycles, cli_read.show
 for _serve_command in (cli_serve.start, cli_serve.deploy, cli_serve.pause, cli_serve.resume,
                        cli_serve.approve, cli_serve.reject):
     app.command()(_serve_command)
+# Those that set a user up (init, doctor) live in cli_setup.py.
+for _setup_command in (cli_setup.init, cli_setup.doctor):
+    app.command()(_setup_command)
 
 
 class _ExpectedErrors(logging.Filter):

@@ -121,23 +121,35 @@ def init_repo(path: Path, files: dict[str, str], message: str = "initial commit"
     _git(path, "commit", "-q", "--no-verify", "--allow-empty", "-m", message, config=_IDENTITY)
 
 
+def branches(path: Path) -> tuple[set[str], str | None]:
+    """(local branch names, the branch checked out or None when HEAD is detached) of a checkout.
+
+    GitError when ``path`` is missing, not a repository itself (its parents are
+    not searched), bare, or has no commits yet.
+    """
+    path = Path(path).absolute()
+    try:
+        repo = git.Repo(path)
+    except git.NoSuchPathError as exc:
+        raise GitError(f"{path}: no such folder; check the project's path") from exc
+    except git.InvalidGitRepositoryError as exc:
+        raise GitError(f"{path}: not a git repository; run `git init` there") from exc
+    with repo:
+        if repo.bare:
+            raise GitError(f"{path}: bare repository; point the project at a checkout")
+        names = {head.name for head in repo.heads}
+        current = None if repo.head.is_detached else repo.head.reference.name
+    if not names:
+        raise GitError(f"{path}: repository has no commits: make a first commit")
+    return names, current
+
+
 class Project:
     """One user repository and the orchestrator's worktrees inside it."""
 
     def __init__(self, path: Path, main_branch: str | None = None) -> None:
         self.path = Path(path).absolute()
-        try:
-            repo = git.Repo(self.path)
-        except git.NoSuchPathError as exc:
-            raise GitError(f"{self.path}: no such folder; check the project's path") from exc
-        except git.InvalidGitRepositoryError as exc:
-            raise GitError(f"{self.path}: not a git repository; run `git init` there") from exc
-        with repo:
-            if repo.bare:
-                raise GitError(f"{self.path}: bare repository; point the project at a checkout")
-            names = {head.name for head in repo.heads}
-        if not names:
-            raise GitError(f"{self.path}: repository has no commits: make a first commit")
+        names, _ = branches(self.path)
         if main_branch is None:
             main_branch = next((b for b in ("main", "master") if b in names), None)
             if main_branch is None:
@@ -187,14 +199,26 @@ class Project:
 
     def ensure_excluded(self) -> None:
         """List ``.orch/`` in the repository's ``info/exclude`` (never in .gitignore)."""
+        self.exclude(".orch/")
+
+    def exclude(self, pattern: str) -> None:
+        """Add ``pattern`` to the repository's ``info/exclude`` unless it is there already."""
         common = Path(_git(self.path, "rev-parse", "--git-common-dir"))
         exclude = (common if common.is_absolute() else self.path / common) / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
         current = exclude.read_text() if exclude.exists() else ""
-        if ".orch/" in (line.strip() for line in current.splitlines()):
+        if pattern in (line.strip() for line in current.splitlines()):
             return
         separator = "\n" if current and not current.endswith("\n") else ""
-        exclude.write_text(f"{current}{separator}.orch/\n")
+        exclude.write_text(f"{current}{separator}{pattern}\n")
+
+    def tree_files(self, ref: str | None = None) -> list[str]:
+        """Paths of every file committed at ``ref`` (default: main)."""
+        return _names(_git(self.path, "ls-tree", "-r", "--name-only", "-z", ref or self.main))
+
+    def show_file(self, name: str, ref: str | None = None) -> str:
+        """The text of a file committed at ``ref`` (default: main); GitError if absent."""
+        return _git(self.path, "show", f"{ref or self.main}:{name}")
 
     def head(self, ref: str | None = None) -> str:
         """Commit id of ``ref`` (default: main)."""

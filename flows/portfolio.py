@@ -1,9 +1,9 @@
 """The ``portfolio`` flow: one cycle of every enabled project, all at once.
 
 Cycles start highest priority first and run concurrently as subflows; the
-portfolio's agent limit (``max_total_workers``) is what keeps them from
-starting more agent sessions than the machine or the budget allows. One
-project's failed cycle does not stop the others.
+portfolio's agent limit (``max_total_workers``), when it sets one, is what
+keeps them from starting more agent sessions than the machine or the budget
+allows. One project's failed cycle does not stop the others.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ async def portfolio(config: str | None = None) -> list[CycleSummary]:
     logger = get_run_logger()
     await gate_agents(the_portfolio)
     projects = the_portfolio.enabled_projects()
-    logger.info("Cycling %d projects with at most %d agents at once: %s", len(projects),
-                the_portfolio.max_total_workers, ", ".join(p.name for p in projects))
+    cap = the_portfolio.max_total_workers
+    logger.info("Cycling %d projects with %s: %s", len(projects),
+                f"at most {cap} agents at once" if cap else "no portfolio-wide agent cap",
+                ", ".join(p.name for p in projects))
     outcomes = await asyncio.gather(
         *[project_cycle(project=p.name, config=path) for p in projects], return_exceptions=True
     )

@@ -73,6 +73,14 @@ class SpendGuard(Protocol):
         ...
 
 
+class SlotWatch(Protocol):
+    """Told while a session waits for a slot of the portfolio's agent cap (see :mod:`.capacity`)."""
+
+    def waiting(self) -> AbstractContextManager[object]:
+        """Entered when the cap is full and the session has to wait; left once it has a slot."""
+        ...
+
+
 @dataclass
 class AgentSpec:
     """Everything one agent session needs besides its prompt."""
@@ -96,6 +104,8 @@ class AgentSpec:
     extra_env: dict[str, str] = field(default_factory=dict)
     slot_pool: str = ""
     """The portfolio-wide limit this session holds one slot of while it runs ('' = none)."""
+    slot_watch: SlotWatch | None = None
+    """Records the session's wait when that limit is full, for the live line and status."""
     api_retries: int = 0
     """How often a transient API failure is retried, resuming the session."""
     retry_base_s: float = 2.0
@@ -104,7 +114,7 @@ class AgentSpec:
     """The project's cycle and day caps; None = only ``max_budget_usd`` applies."""
 
 
-AgentGate = Callable[[str], AbstractAsyncContextManager[object]]
+AgentGate = Callable[[str, SlotWatch | None], AbstractAsyncContextManager[object]]
 _gate: AgentGate | None = None
 
 
@@ -183,7 +193,7 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     failures that another try may get past.
     """
     # Waiting for a slot is not part of the session's timeout.
-    gate = _gate(spec.slot_pool) if _gate is not None and spec.slot_pool else nullcontext()
+    gate = _gate(spec.slot_pool, spec.slot_watch) if _gate is not None and spec.slot_pool else nullcontext()
     asked = time.monotonic()
     async with gate:
         mark("slot", spec.session_id or "", asked, time.monotonic())

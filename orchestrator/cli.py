@@ -12,11 +12,12 @@ import asyncio
 import logging
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -24,11 +25,15 @@ from rich.markup import escape
 from typer._click import exceptions as click_errors  # Typer bundles its own click
 
 from . import cli_read, cli_serve, cli_setup
+from .checks import failed_tests
 from .cli_read import ConfigOpt, ProjectOpt, _print_tasks  # there: cli_read cannot import cli
 from .cli_serve import prepare_prefect, use_running_server
 from .errors import OrchestratorError
 from .models import CycleSummary, Task, TaskType
 from .timing import mark
+
+if TYPE_CHECKING:
+    from deployments.server import Server
 
 app = typer.Typer(
     help="Plan, work, judge and merge with Claude Code agents, on Prefect.",
@@ -60,6 +65,7 @@ def _store(project: str, config: str | None, check_repo: bool = False):
 
 def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSummary:
     """One cycle of ``project`` through the ``project-cycle`` flow, with a live progress line."""
+    from .config import load_portfolio
     from .progress import live_progress
 
     store = _store(project, config, check_repo=True)  # before Prefect starts
@@ -70,8 +76,17 @@ def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSumm
     if not _debug:
         _hide_expected_tracebacks()
     try:
-        with live_progress(console, store.path, store.project):
+        cap = load_portfolio(config).max_total_workers
+        with live_progress(console, store.path, store.project, cap):
             return asyncio.run(project_cycle(project=project, config=config, wait=wait))
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        raise OrchestratorError(
+            "the temporary Prefect server did not start in "
+            f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s: start one with "
+            "`prefect server start` (or `orch start`) and run again; `orch doctor` checks the set-up"
+        ) from exc
     finally:
         now = time.monotonic()  # for bench/: this process's peak memory
         mark("rss", "orch run", now, now, peak_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -91,9 +106,12 @@ def run(project: ProjectOpt, config: ConfigOpt = None,
 
 @app.command()
 def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to create the sample project (default: a new temporary folder).")] = None,
-         latency: Annotated[float, typer.Option(help="Scripted model latency per response, in seconds.")] = 0.0) -> None:
+         latency: Annotated[float, typer.Option(help="Scripted model latency per response, in seconds.")] = 0.0,
+         ui: Annotated[bool, typer.Option("--ui", help="Keep the Prefect server up afterwards and print the cycle's page in its UI.")] = False) -> None:
     """Run one full cycle offline on a sample project with the scripted model."""
-    from .demo import demo_scenario, make_sample_project, write_portfolio
+    from deployments.server import ensure_server
+
+    from .demo import check_outcome, demo_scenario, make_sample_project, write_portfolio
     from .scripted import ScriptedModel
 
     root = (directory or Path(tempfile.mkdtemp(prefix="orch-demo-"))).resolve()
@@ -101,15 +119,63 @@ def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to 
     project_path = make_sample_project(root)
     config = write_portfolio(root, project_path)
     console.print(f"Sample project: [bold]{project_path}[/] (3 backlog items, tests with unittest)")
-    with ScriptedModel(demo_scenario(latency)) as model:
-        os.environ.update(model.env())
-        os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
-        console.print(f"Scripted model on {model.url}; running one cycle through Prefect...")
-        summary = run_cycle("calc", str(config))
-    print_summary(summary)
-    _print_tasks(_store("calc", str(config)).list_tasks(), "Tasks after the cycle")
-    console.print(f"\nAudit trail: {project_path / '.orch'}\nDatabase:    {root / 'data' / 'calc.db'}\nConfig:      {config}")
-    console.print(f"Try: orch tasks --project calc --config {config}")
+    os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
+    # A server of our own start-up path, as `orch start` has: it waits as long as a
+    # first start needs (a new database migrates), and the UI can show the run after.
+    server = ensure_server(root / "data", startup_timeout_s=SERVER_STARTUP_S)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, as Ctrl+C does
+    try:
+        with ScriptedModel(demo_scenario(latency)) as model:
+            os.environ.update(model.env())
+            console.print(f"Scripted model on {model.url}; running one cycle through Prefect "
+                          f"at {server.ui_url}...")
+            summary = run_cycle("calc", str(config))
+        print_summary(summary)
+        store = _store("calc", str(config))
+        _print_tasks(store.list_tasks(), "Tasks after the cycle")
+        console.print(f"\nAudit trail: {project_path / '.orch'}\nDatabase:    {root / 'data' / 'calc.db'}\nConfig:      {config}")
+        console.print(f"Try: orch tasks --project calc --config {config}")
+        check_outcome(summary)
+        if ui:
+            run_id = store.get_cycle(summary.cycle_id)["flow_run_id"] if summary.cycle_id else ""
+            _show_in_ui(server, run_id)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _drain_prefect()  # its logs and events reach the server before the server stops
+        server.stop()
+
+
+SERVER_STARTUP_S = 300
+"""How long a Prefect server this process starts may take to answer: a first start
+migrates a new database, which took up to ~40 s on two busy cores."""
+
+
+def _show_in_ui(server: Server, run_id: str) -> None:
+    """Point at the cycle's page and keep a server this process started up until Ctrl+C."""
+    console.print(f"\nPrefect UI:     [bold]{server.ui_url}[/]\nThe cycle's run: [bold]{server.ui_url}/runs/flow-run/{run_id}[/]")
+    if server.process is None:
+        console.print("That server was already running; it keeps running.")
+        return
+    console.print(f"The server keeps running here (log {server.log_path}); press Ctrl+C to stop it.")
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        console.print("Stopping the Prefect server.")
+
+
+def _drain_prefect(timeout_s: float = 10) -> None:
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout_s)
+    EventsWorker.drain_all(timeout=timeout_s)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command("add-task")
@@ -150,9 +216,23 @@ def print_summary(summary: CycleSummary) -> None:
         console.print(summary.message, highlight=False)
     console.print(f"planned {len(summary.planned)}, worked {len(summary.worked)}, passed {len(summary.passed)}, merged {len(summary.merged)}")
     for task_id, why in summary.rejected.items():
-        console.print(f"  [red]not merged[/] {task_id}: {why[:160]}")
+        console.print(f"  [red]not merged[/] {task_id}: {escape(headline(why))}", highlight=False)
     costs = ", ".join(f"{role} ${cost:.4f}" for role, cost in sorted(summary.cost_by_role.items()))
     console.print(f"cost: {costs or 'none'} (total ${summary.total_cost_usd:.4f})")
+
+
+def headline(reason: str, limit: int = 400) -> str:
+    """A rejection's reasons without the output quoted after them, or else that output's last lines.
+
+    The reasons name the failing tests when the runner's output names them;
+    otherwise the end of the output is where runners say what failed.
+    """
+    head, _, output = reason.partition("\n\nOutput of ")
+    head = " ".join(head.split())
+    if output and not failed_tests(output):
+        last = [line.strip() for line in output.splitlines()[1:] if line.strip()][-3:]
+        head += " | " + " | ".join(last)
+    return head if len(head) <= limit else head[: limit - 3] + "..."
 
 
 # The read commands live in cli_read.py.

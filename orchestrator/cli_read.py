@@ -120,6 +120,8 @@ def _print_status(rows: list[ProjectStatus], title: str) -> None:
             last += f"\napproval: {escape(r.approval)}"
         if r.budget_stop:
             last += f"\nbudget: {escape(r.budget_stop)}"
+        if r.agent_cap:
+            last += f"\nagent cap: {escape(r.agent_cap)}"
         review = "\n".join([str(r.in_review), *r.pull_requests])
         table.add_row(r.project, "yes" if r.enabled else "no", paused, _time(r.next_run),
                       str(r.pending), str(r.in_progress), review, str(r.done), str(r.failed), last,

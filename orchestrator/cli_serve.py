@@ -195,7 +195,9 @@ def _apply_schedule(portfolio: PortfolioConfig, project: str, paused: bool) -> s
 
 
 def _print_schedules(portfolio: PortfolioConfig) -> None:
-    table = Table(title=f"Portfolio {portfolio.name}: max {portfolio.max_total_workers} agents at once")
+    cap = portfolio.max_total_workers
+    table = Table(title=f"Portfolio {portfolio.name}: "
+                  + (f"max {cap} agents at once" if cap else "no portfolio-wide agent cap"))
     for column in ("deployment", "every", "priority", "schedule"):
         table.add_column(column)
     for p in portfolio.enabled_projects():

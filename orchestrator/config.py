@@ -320,8 +320,10 @@ class PortfolioConfig(BaseModel):
     log_level: str = Field(
         "INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR (any case)."
     )
-    max_total_workers: int = Field(
-        4, gt=0, description="Max agent sessions running at once across all projects."
+    max_total_workers: int | None = Field(
+        None, gt=0, description="Max agent sessions (planners, workers, reviewers, resolvers) "
+        "running at once across all projects; null = no portfolio-wide cap, each project's "
+        "max_workers bounds its own cycles.",
     )
     webhook_url: str | None = Field(
         None, description="Slack-compatible webhook for notices of every project (cycle finished "

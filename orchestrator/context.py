@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from .agent import AgentSpec, session_uuid
 from .budget import CycleBudget
+from .capacity import CycleSlotWatch
 from .config import PortfolioConfig, ProjectConfig, load_portfolio
 from .gitops import Project
 from .models import Role, TaskType
@@ -112,7 +113,8 @@ class ProjectContext:
             output_model=output_model,
             session_id=session_uuid(self.name, cycle_id, task_id or "", role.value, attempt),
             config_dir=self.claude_config_dir,
-            slot_pool=self.portfolio.agent_pool,
+            slot_pool=self.portfolio.agent_pool if self.portfolio.max_total_workers else "",
+            slot_watch=CycleSlotWatch(self.store, cycle_id),
             api_retries=c.api_retries,
             retry_base_s=c.api_retry_base_seconds,
             spend=self.budget(cycle_id),

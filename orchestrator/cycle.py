@@ -49,6 +49,7 @@ def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "
     if row is not None and row["status"] == "running":
         if flow_run_id and row["flow_run_id"] != flow_run_id:  # this run carries it on now
             ctx.store.update_cycle(row["id"], flow_run_id=flow_run_id)
+        ctx.store.update_cycle(row["id"], slot_waiting=0)  # the waits of a run that died ended with it
         return CycleStart(row["id"], row["base_commit"], resumed=True)
     if cycle_id:
         return None

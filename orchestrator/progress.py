@@ -18,8 +18,8 @@ from rich.console import Console
 from .store import Store
 
 
-def describe(store: Store) -> str:
-    """One line: the running cycle's stage, its counts and its cost so far."""
+def describe(store: Store, cap: int | None = None) -> str:
+    """One line: the running cycle's stage, its counts, the portfolio's cap if it binds, the cost so far."""
     cycle = store.unfinished_cycle()
     if cycle is None:
         return "starting Prefect and the cycle"
@@ -41,11 +41,14 @@ def describe(store: Store) -> str:
             stage = "merging the passing branches"
         else:
             stage = "finishing"
+    if cycle["slot_waiting"]:
+        stage += f"; {cycle['slot_waiting']} waiting for an agent slot (max_total_workers {cap} binds)"
     return f"{head}: {stage} (${cost:.4f} so far)"
 
 
 @contextmanager
-def live_progress(console: Console, db_path: Path, project: str, every_s: float = 0.5) -> Iterator[None]:
+def live_progress(console: Console, db_path: Path, project: str, cap: int | None = None,
+                  every_s: float = 0.5) -> Iterator[None]:
     """Show :func:`describe` under a spinner until the block ends (terminals only)."""
     if not console.is_terminal:
         yield
@@ -58,7 +61,7 @@ def live_progress(console: Console, db_path: Path, project: str, every_s: float 
             store = Store(db_path, project)
             try:
                 while not done.wait(every_s):
-                    status.update(f"{project}: {describe(store)}")
+                    status.update(f"{project}: {describe(store, cap)}")
             finally:
                 store.close()
 

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .approval import describe
+from .capacity import cap_note
 from .config import PortfolioConfig
 from .errors import ConfigError, StoreError
 from .models import MERGE_WAITED, Task, TaskStatus
@@ -71,6 +72,7 @@ class ProjectStatus(BaseModel):
     merge_waiting: str = ""  # why passing work waits to reach main ('' when nothing waits)
     budget_stop: str = ""  # which cap stopped the work and when it resets ('' when none holds)
     approval: str = ""  # the cycle waiting for approval, until when ('' when none)
+    agent_cap: str = ""  # what the portfolio's max_total_workers does to it ('' when nothing)
     pull_requests: list[str] = Field(default_factory=list)  # URLs of the open ones
 
 
@@ -222,6 +224,7 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
             merge_waiting=_merge_waiting(store),
             budget_stop=_budget_stop(state),
             approval="; ".join(describe(r) for r in store.waiting_approvals()),
+            agent_cap=cap_note(portfolio, portfolio.project(name), last),
             pull_requests=[t.pr_url for t in store.list_tasks(TaskStatus.in_review, limit=20) if t.pr_url],
         ))
     return rows

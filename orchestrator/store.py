@@ -106,6 +106,14 @@ def m002_backlog_pulls_approvals_budgets(db: sqlite_utils.Database) -> None:
     db.table("agent_costs").create_index(["cycle_id"])
 
 
+@migrations()
+def m003_agent_slot_waits(db: sqlite_utils.Database) -> None:
+    cycles = db.table("planner_cycles")
+    cycles.add_column("slot_waiting", int, not_null_default=0)  # sessions waiting right now
+    cycles.add_column("slot_waits", int, not_null_default=0)  # sessions that had to wait
+    cycles.add_column("slot_wait_s", float, not_null_default=0.0)  # their waits, added up
+
+
 def _task_row(task: Task) -> dict[str, Any]:
     row = redact_all(task.model_dump(mode="json"))
     row["fingerprint"] = task.fingerprint
@@ -454,6 +462,17 @@ class Store:
             cost_usd=round(self.cycle_cost(cycle_id), 6),
         )
         self._update_state(last_cycle_id=cycle_id, last_cycle_at=utcnow())
+
+    def slot_wait_began(self, cycle_id: str) -> None:
+        """A session of ``cycle_id`` waits for a slot of the portfolio's agent cap."""
+        with self.db.atomic():
+            self.db.execute("UPDATE planner_cycles SET slot_waiting = slot_waiting + 1, "
+                            "slot_waits = slot_waits + 1 WHERE id = ?", [cycle_id])
+
+    def slot_wait_ended(self, cycle_id: str, waited_s: float) -> None:
+        with self.db.atomic():
+            self.db.execute("UPDATE planner_cycles SET slot_waiting = max(slot_waiting - 1, 0), "
+                            "slot_wait_s = slot_wait_s + ? WHERE id = ?", [round(waited_s, 3), cycle_id])
 
     def list_cycles(self, limit: int = 20) -> list[dict[str, Any]]:
         return list(self.db.table("planner_cycles").rows_where(order_by="started_at desc", limit=limit))

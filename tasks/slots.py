@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.concurrency._leases import amaintain_concurrency_lease
 
 from orchestrator import agent
+from orchestrator.agent import SlotWatch
 from orchestrator.config import PortfolioConfig
 from orchestrator.errors import OrchestratorError
 
@@ -41,8 +42,13 @@ async def gate_agents(portfolio: PortfolioConfig) -> None:
     """Create or resize the portfolio's limit and make every session take a slot.
 
     The limit is made here, before any session asks for a slot, and sessions
-    ask strictly: a missing limit is an error, not an unlimited pool.
+    ask strictly: a missing limit is an error, not an unlimited pool. A
+    portfolio without ``max_total_workers`` has no limit: each project's
+    ``max_workers`` is its only bound.
     """
+    if portfolio.max_total_workers is None:
+        agent.use_gate(None)
+        return
     async with get_client() as client:
         await client.upsert_global_concurrency_limit_by_name(
             portfolio.agent_pool, portfolio.max_total_workers
@@ -51,10 +57,16 @@ async def gate_agents(portfolio: PortfolioConfig) -> None:
 
 
 @asynccontextmanager
-async def agent_slot(pool: str) -> AsyncIterator[None]:
-    """One slot of ``pool`` for the length of a session."""
+async def agent_slot(pool: str, watch: SlotWatch | None = None) -> AsyncIterator[None]:
+    """One slot of ``pool`` for the length of a session; ``watch`` hears of a wait for it."""
     async with get_client() as client:
-        lease = await _acquire(client, pool)
+        with ExitStack() as wait:  # the wait, if the pool is full, ends once the slot is ours
+
+            def full() -> None:
+                if watch is not None:
+                    wait.enter_context(watch.waiting())
+
+            lease = await _acquire(client, pool, full)
         try:
             async with amaintain_concurrency_lease(lease, LEASE_S):
                 yield
@@ -67,11 +79,15 @@ async def agent_slot(pool: str) -> AsyncIterator[None]:
                                    lease, pool, LEASE_S, exc)
 
 
-async def _acquire(client: PrefectClient, pool: str) -> UUID:
+async def _acquire(client: PrefectClient, pool: str, on_full: Callable[[], None]) -> UUID:
     body = {"names": [pool], "slots": 1, "mode": "concurrency", "lease_duration": LEASE_S}
+    full = False
     while True:
         response = await _post(client, "increment-with-lease", body)
         if response.status_code == 423:  # the pool is full; the server says when to ask again
+            if not full:
+                full = True
+                on_full()
             await anyio.sleep(float(response.headers.get("Retry-After") or 1))
             continue
         granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,15 +115,73 @@ def test_run_prints_the_cycle_and_skips_paused_projects(tmp_path: Path, capsys, 
         assert len(model.requests) == requests  # a paused project costs nothing
 
 
+def newcomer_env(home: Path) -> dict[str, str]:
+    """The environment of someone new: a fresh HOME, no Prefect, model or orchestrator settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PREFECT_", "ORCH_", "XDG_"))}
+    home.mkdir()
+    return {**env, "HOME": str(home), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+
+
+def server_pid(data_dir: Path) -> int:
+    """The pid of the Prefect server the demo started (it notes it as `orch start` does)."""
+    return int(json.loads((data_dir / "prefect" / "server.json").read_text())["pid"])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()[:1] != "Z"
+
+
 @pytest.mark.slow
 def test_demo_command_from_a_fresh_process(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PREFECT_API"))}
-    env["COLUMNS"] = "200"
-    proc = subprocess.run([ORCH, "demo", "--dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    demo = tmp_path / "demo"
+    proc = subprocess.run([ORCH, "demo", "--dir", str(demo)], env=newcomer_env(tmp_path / "home"),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "planned 3, worked 3, passed 2, merged 2" in proc.stdout
-    assert (tmp_path / "calc" / ".orch" / "verdicts").is_dir()
-    assert (tmp_path / "data" / "calc.db").is_file()
+    # The rejection names the failing test, not a cut-off header of the output.
+    assert "fail on the branch (exit 1): test_add (test_calc.AddTest" in proc.stdout
+    assert "Error" not in proc.stdout + proc.stderr  # nor a log line the stopped server missed
+    assert (demo / "calc" / ".orch" / "verdicts").is_dir()
+    assert (demo / "data" / "calc.db").is_file()
+    assert not alive(server_pid(demo / "data"))  # the server it started is stopped
+
+
+@pytest.mark.slow
+def test_demo_ui_keeps_its_server_up_and_points_at_the_cycle(tmp_path: Path) -> None:
+    import urllib.request
+
+    demo = tmp_path / "demo"
+    proc = subprocess.Popen([ORCH, "demo", "--ui", "--dir", str(demo)], env=newcomer_env(tmp_path / "home"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "press Ctrl+C" in line:
+                break
+        out = "".join(lines)
+        [run_url] = re.findall(r"The cycle's run: (http://127\.0\.0\.1:\d+/runs/flow-run/[0-9a-f-]{36})", out)
+        ui_url, run_id = run_url.split("/runs/flow-run/")
+        with urllib.request.urlopen(f"{ui_url}/api/flow_runs/{run_id}", timeout=10) as response:
+            assert json.loads(response.read())["state"]["type"] == "COMPLETED"
+        page = urllib.request.Request(run_url, headers={"Accept": "text/html"})  # as a browser asks
+        with urllib.request.urlopen(page, timeout=10) as response:  # the UI serves the page
+            assert response.status == 200 and "<html" in response.read().decode().lower()
+        pid = server_pid(demo / "data")
+        assert alive(pid) and proc.poll() is None
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
+        assert proc.wait(60) == 0
+        assert not alive(pid)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # stops its server as Ctrl+C does
+            proc.wait(60)
 
 
 @pytest.mark.slow
@@ -156,3 +216,17 @@ def test_nothing_to_serve_is_an_error(tmp_path: Path, capsys, monkeypatch, comma
     code, out = orch(capsys, monkeypatch, command, "--config", str(config))
     assert code == 1 and len(out.strip().splitlines()) == 1
     assert out.startswith(f"Error: {config}: no enabled project to deploy")
+
+
+@pytest.mark.slow
+def test_a_temporary_server_that_does_not_start_is_one_error_line(tmp_path: Path) -> None:
+    config = write_portfolio(tmp_path, make_sample_project(tmp_path))
+    env = {**newcomer_env(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}  # too short for any start
+    proc = subprocess.run([ORCH, "run", "-p", "calc", "-c", str(config)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert (proc.stdout + proc.stderr).strip() == (
+        "Error: the temporary Prefect server did not start in 1 s: start one with `prefect server start` "
+        "(or `orch start`) and run again; `orch doctor` checks the set-up")
+    assert Store.for_project(tmp_path / "data", "calc").list_cycles() == []

@@ -90,7 +90,7 @@ def test_minimal_project_gets_seed_defaults(tmp_path: Path, repo: Path) -> None:
 
     assert portfolio.name == "default"
     assert portfolio.log_level == "INFO"
-    assert portfolio.max_total_workers == 4
+    assert portfolio.max_total_workers is None  # no portfolio-wide cap: max_workers holds
     assert portfolio.source == cfg_file
     p = portfolio.project("a")
     assert p.path == repo.resolve()

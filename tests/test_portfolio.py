@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from cycles import run_cycle
+from orch_cli import orch
 
+from bench.project import TEST_COMMAND, make_project, scenario
 from orchestrator.demo import demo_scenario, make_sample_project
 from orchestrator.scripted import RecordedRequest, ScriptedModel
 from orchestrator.store import Store
@@ -43,7 +46,7 @@ def portfolio_file(root: Path, max_total_workers: int) -> Path:
     return config
 
 
-def test_portfolio_runs_every_enabled_project_within_the_agent_limit(tmp_path: Path, monkeypatch) -> None:
+def test_portfolio_runs_every_enabled_project_within_the_agent_limit(tmp_path: Path, monkeypatch, capsys) -> None:
     from prefect import get_client
 
     from flows.portfolio import portfolio
@@ -67,3 +70,25 @@ def test_portfolio_runs_every_enabled_project_within_the_agent_limit(tmp_path: P
             return (await client.read_global_concurrency_limit_by_name("orch-agents-home")).limit
 
     assert asyncio.run(limit()) == 2
+    # The cap bound (three workers each asked for at once): the cycles say so, and so does status.
+    waits = [Store.for_project(tmp_path / "data", s.project).list_cycles()[0] for s in summaries]
+    assert all(c["slot_waits"] > 0 and c["slot_wait_s"] > 0 and c["slot_waiting"] == 0 for c in waits)
+    code, out = orch(capsys, monkeypatch, "status", "--config", str(config))
+    assert code == 0 and out.count("agent cap: max_total_workers 2 held") == 2, out
+
+
+def test_without_a_portfolio_cap_a_project_runs_its_max_workers(tmp_path: Path, monkeypatch, capsys) -> None:
+    """No max_total_workers: eight tasks and max_workers 8 are eight workers at once."""
+    project = make_project(tmp_path)
+    config = tmp_path / "portfolio.json"
+    config.write_text(json.dumps({"name": "wide", "data_dir": "data", "projects": [
+        {"name": project.name, "path": str(project), "max_workers": 8, "test_command": TEST_COMMAND}]}))
+    with ScriptedModel(scenario(8, latency_s=1.0)) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        summary = run_cycle(config, project.name)
+    assert summary.status == "done" and len(summary.merged) == 8
+    workers = [r for r in model.requests if r.role == "worker"]
+    assert most_sessions_at_once(workers) == 8
+    code, out = orch(capsys, monkeypatch, "status", "--config", str(config))
+    assert code == 0 and "agent cap" not in out

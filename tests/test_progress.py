@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.capacity import CycleSlotWatch
 from orchestrator.models import Task, Verdict, WorkResult
 from orchestrator.progress import describe
 from orchestrator.store import Store
@@ -18,6 +19,13 @@ def test_the_line_follows_the_cycle_through_its_stages(tmp_path: Path) -> None:
         store.add_task(Task(id=task_id, title=task_id))
     store.update_cycle("c1", claimed=["t1", "t2"])
     assert describe(store).startswith("cycle c1: working: 0 of 2 workers done")
+    # Sessions held back by the portfolio's cap: the line says which cap binds.
+    watch = CycleSlotWatch(store, "c1")
+    with watch.waiting(), watch.waiting():
+        assert describe(store, cap=1) == ("cycle c1: working: 0 of 2 workers done; 2 waiting for an agent "
+                                          "slot (max_total_workers 1 binds) ($0.0000 so far)")
+    assert "waiting" not in describe(store, cap=1)
+    assert store.get_cycle("c1")["slot_waits"] == 2
     for task_id in ("t1", "t2"):
         store.record_work(WorkResult(task_id=task_id, cycle_id="c1", attempt=1, branch="b", base_commit="b",
                                      success=True, cost_usd=0.25))

@@ -340,8 +340,14 @@ def _command_diagnosis(name: str, kind: str, main: str, result: CheckResult) -> 
     if kind == "lint":  # the judge rejects only new lint failures, so a red base weakens it, no more
         return Diagnosis(name, True, f"{shown} fails on {main} (exit {result.exit_code}) {took}: {said}",
                          "clean up lint on main, so that it guards every branch", warning=True)
+    if result.failed_tests:  # the judge compares failures by test id: branches can still pass
+        failing = ", ".join(result.failed_tests[:3]) + (" ..." if len(result.failed_tests) > 3 else "")
+        return Diagnosis(name, True, f"{shown} fails on {main} {took}, {len(result.failed_tests)} test(s) "
+                         f"by id: {failing}", "fix them on main: until then a branch passes only if it "
+                         "breaks no other test", warning=True)
     return Diagnosis(name, False, f"{shown} failed on {main} (exit {result.exit_code}) {took}: {said}",
-                     "make the tests pass on main before the first cycle")
+                     "make the tests pass on main before the first cycle: failures that name no test "
+                     "id reject every branch")
 
 
 def _last_line(text: str, limit: int = 160) -> str:

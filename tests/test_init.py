@@ -299,6 +299,7 @@ def _valid_repo(t: Path) -> Path:
     return t / "app"
 
 
+@pytest.mark.guarantee  # with tests/test_bad_input.py, the bad-input catalogue
 @pytest.mark.parametrize("kind", list(CASES))
 def test_bad_input_is_one_line_and_writes_nothing(kind: str, tmp_path: Path, capsys, monkeypatch) -> None:
     setup, expected = CASES[kind]

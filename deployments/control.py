@@ -31,7 +31,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from deployments.from_portfolio import FLOW_NAME, project_deployments
 from orchestrator.config import PortfolioConfig
 from orchestrator.errors import OrchestratorError
-from tasks.slots import gate_agents
+from tasks import slots
 
 
 @contextmanager
@@ -115,8 +115,16 @@ def resume_waiting(api_url: str, flow_run_id: str, approve: bool, reason: str) -
         return anyio.run(apply)
 
 
+def set_agent_limit(api_url: str, portfolio: PortfolioConfig) -> str:
+    """Create or resize the portfolio's agent limit, if it sets one; a warning when hosts disagree."""
+    if portfolio.max_total_workers is None:
+        return ""
+    with api(api_url):
+        return anyio.run(slots.set_agent_limit, portfolio)
+
+
 def register(api_url: str, portfolio: PortfolioConfig, work_pool: str) -> list[str]:
-    """Create the work pool (process type) if missing, the agent limit, and every project's deployment.
+    """Create the work pool (process type) if missing, and every project's deployment.
 
     A paused project's deployment is registered paused. Returns the names of
     the deployments, ``project-cycle/<project>``.
@@ -135,7 +143,6 @@ def register(api_url: str, portfolio: PortfolioConfig, work_pool: str) -> list[s
                     name=work_pool, type="process",
                     base_job_template=ProcessWorker.get_default_base_job_template(),
                 ))
-        await gate_agents(portfolio)
         names = []
         for deployment in deployments:
             await deployment.aapply(work_pool_name=work_pool)
@@ -158,7 +165,6 @@ def serve(api_url: str, portfolio: PortfolioConfig) -> None:
     deployments = project_deployments(_source(portfolio), paused=_paused_projects(portfolio))
 
     async def run() -> None:
-        await gate_agents(portfolio)
         await aserve(*deployments, print_starting_message=False)
 
     with api(api_url):

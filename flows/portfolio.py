@@ -25,7 +25,8 @@ async def portfolio(config: str | None = None) -> list[CycleSummary]:
     path = str(find_config(config).resolve())
     the_portfolio = load_portfolio(path)
     logger = get_run_logger()
-    await gate_agents(the_portfolio)
+    if note := await gate_agents(the_portfolio):
+        logger.warning(note)
     projects = the_portfolio.enabled_projects()
     cap = the_portfolio.max_total_workers
     logger.info("Cycling %d projects with %s: %s", len(projects),

@@ -110,7 +110,8 @@ async def _guarded_cycle(project: str, config: str | None, cycle_id: str | None,
 async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None) -> CycleSummary:
     logger = get_run_logger()
     backlog.check_github(ctx.config, ctx.repo)
-    await gate_agents(ctx.portfolio)
+    if note := await gate_agents(ctx.portfolio):
+        logger.warning(note)
     start = cycle.begin(ctx, cycle_id, flow_run_id=str(flow_run.get_id() or ""))
     if start is None:
         message = f"cycle {cycle_id} of {ctx.name!r} is finished: nothing to continue"

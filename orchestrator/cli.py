@@ -57,9 +57,14 @@ def _store(project: str, config: str | None, check_repo: bool = False):
     portfolio = load_portfolio(config)
     project_config = portfolio.project(project)
     if check_repo:  # a repository we can work in (and GitHub if it needs it), before anything is written
+        from deployments.server import healthy
+
         from .backlog import check_github
 
         check_github(project_config, Project(project_config.path, project_config.main_branch))
+        chosen = os.environ.get("PREFECT_API_URL")
+        if chosen and not healthy(chosen):  # said at once, rather than after Prefect's retries
+            raise OrchestratorError(_NO_SERVER.format(server=chosen))
     return Store.for_project(portfolio.data_dir, project_config.name)
 
 
@@ -71,25 +76,45 @@ def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSumm
     store = _store(project, config, check_repo=True)  # before Prefect starts
     use_running_server(store.path.parent)
     prepare_prefect()
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
     from flows.project_cycle import project_cycle
 
     if not _debug:
         _hide_expected_tracebacks()
+    server = os.environ.get("PREFECT_API_URL") or "the temporary Prefect server"
     try:
         cap = load_portfolio(config).max_total_workers
         with live_progress(console, store.path, store.project, cap):
             return asyncio.run(project_cycle(project=project, config=config, wait=wait))
+    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        raise OrchestratorError(f"{server} failed a request: {exc}; check it (`orch doctor`) and run "
+                                "again: the cycle resumes from its finished steps") from exc
     except RuntimeError as exc:
-        if "ephemeral Prefect API server" not in str(exc):
+        error = _server_error(exc, server)
+        if error is None:
             raise
-        raise OrchestratorError(
-            "the temporary Prefect server did not start in "
-            f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s: start one with "
-            "`prefect server start` (or `orch start`) and run again; `orch doctor` checks the set-up"
-        ) from exc
+        raise error from exc
     finally:
         now = time.monotonic()  # for bench/: this process's peak memory
         mark("rss", "orch run", now, now, peak_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _server_error(exc: RuntimeError, server: str) -> OrchestratorError | None:
+    """Prefect's failures to reach a server as one line; None for any other RuntimeError."""
+    if "ephemeral Prefect API server" in str(exc):
+        return OrchestratorError(
+            "the temporary Prefect server did not start in "
+            f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s: start one with "
+            "`prefect server start` (or `orch start`) and run again; `orch doctor` checks the set-up")
+    if "Failed to reach API" in str(exc):
+        return OrchestratorError(_NO_SERVER.format(server=server))
+    return None
+
+
+_NO_SERVER = ("no Prefect server answers at {server}: start it, or unset PREFECT_API_URL and orch run "
+              "starts a temporary one; `orch doctor` checks the set-up")
 
 
 @app.command()

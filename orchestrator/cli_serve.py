@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_read import ConfigOpt, ProjectOpt
@@ -80,6 +81,11 @@ def start(config: ConfigOpt = None,
 
     where = f"started here, log {server.log_path}" if server.process else "already running"
     console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where})")
+    try:
+        _say_warning(control.set_agent_limit(server.api_url, portfolio))
+    except OrchestratorError:
+        server.stop()
+        raise
     _print_schedules(portfolio)
     console.print("Serving; Ctrl+C stops (a cycle in progress resumes on the next run).")
     # Ctrl+C stops like SIGTERM: KeyboardInterrupt at once (asyncio would first only
@@ -118,6 +124,7 @@ def deploy(config: ConfigOpt = None,
     prepare_prefect()
     from deployments import control
 
+    _say_warning(control.set_agent_limit(url, portfolio))
     for name in control.register(url, portfolio, pool):
         console.print(f"Deployed [bold]{name}[/] to work pool {pool!r} on {url}")
     console.print(f"Run them with: PREFECT_API_URL={url} prefect worker start --pool {pool}")
@@ -205,6 +212,11 @@ def _print_schedules(portfolio: PortfolioConfig) -> None:
         table.add_row(f"project-cycle/{p.name}", f"{p.cycle_interval_minutes} min", str(p.priority),
                       "paused (orch resume)" if paused else "active")
     console.print(table)
+
+
+def _say_warning(note: str) -> None:
+    if note:
+        console.print(f"[yellow]Warning:[/] {escape(note)}", highlight=False)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

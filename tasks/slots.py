@@ -25,8 +25,13 @@ import anyio
 import httpx
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
 from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.concurrency._leases import amaintain_concurrency_lease
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
 from orchestrator import agent
 from orchestrator.agent import SlotWatch
@@ -36,24 +41,68 @@ from orchestrator.errors import OrchestratorError
 logger = logging.getLogger(__name__)
 LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process
 BUSY_RETRIES = 50
+LIMIT_ATTEMPTS = 5  # reads and writes of the limit, while other callers race this one
 
 
-async def gate_agents(portfolio: PortfolioConfig) -> None:
+async def gate_agents(portfolio: PortfolioConfig) -> str:
     """Create or resize the portfolio's limit and make every session take a slot.
 
     The limit is made here, before any session asks for a slot, and sessions
     ask strictly: a missing limit is an error, not an unlimited pool. A
     portfolio without ``max_total_workers`` has no limit: each project's
-    ``max_workers`` is its only bound.
+    ``max_workers`` is its only bound. Returns a warning when the limit had
+    another size (hosts sharing the portfolio's name disagree), else ''.
     """
     if portfolio.max_total_workers is None:
         agent.use_gate(None)
-        return
-    async with get_client() as client:
-        await client.upsert_global_concurrency_limit_by_name(
-            portfolio.agent_pool, portfolio.max_total_workers
-        )
+        return ""
+    note = await set_agent_limit(portfolio)
     agent.use_gate(agent_slot)
+    return note
+
+
+async def set_agent_limit(portfolio: PortfolioConfig) -> str:
+    """Make the portfolio's limit exist with ``max_total_workers`` slots: the last writer wins.
+
+    Safe with any number of callers at once (cycles, hosts): a create that
+    meets one made meanwhile reads it again. A Prefect API failure is one
+    OrchestratorError naming the server.
+    """
+    name, size = portfolio.agent_pool, portfolio.max_total_workers
+    assert size is not None
+    async with get_client() as client:
+        try:
+            previous = await _ensure_limit(client, name, size)
+        except (httpx.HTTPError, PrefectHTTPStatusError, ObjectAlreadyExists, ObjectNotFound) as exc:
+            raise OrchestratorError(
+                f"the Prefect server at {client.api_url} could not set up the agent limit {name!r}: "
+                f"{exc}; check the server (`orch doctor`) and run again") from exc
+    if previous is None or previous == size:
+        return ""
+    return (f"the agent limit {name!r} had {previous} slots and now has {size}, as {portfolio.source} "
+            f"says: hosts sharing the portfolio name {portfolio.name!r} should agree on max_total_workers")
+
+
+async def _ensure_limit(client: PrefectClient, name: str, size: int) -> int | None:
+    """Read, then create or resize, again while other callers get in between; the size it had."""
+    for _ in range(LIMIT_ATTEMPTS):
+        try:
+            current = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=size))
+                return None
+            except ObjectAlreadyExists:  # another caller made it since we read: read it again
+                continue
+        if current.limit == size:
+            return size
+        try:
+            await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=size))
+        except ObjectNotFound:  # deleted since we read: make it again
+            continue
+        return current.limit
+    raise OrchestratorError(f"the agent limit {name!r} changed under {LIMIT_ATTEMPTS} attempts to set it to "
+                            f"{size}: run again")
 
 
 @asynccontextmanager

@@ -166,6 +166,19 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     assert snapshot(tmp_path) == before  # no data dir, database, audit file or git change appeared
 
 
+def test_a_prefect_server_that_is_down_is_one_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens there
+    config = project(tmp_path)
+    before = snapshot(tmp_path)
+    code, out = orch(capsys, monkeypatch, "run", "-p", "app", "-c", config)
+    assert code == 1 and out.strip().splitlines() == [
+        "Error: no Prefect server answers at http://127.0.0.1:9/api: start it, or unset PREFECT_API_URL "
+        "and orch run starts a temporary one; `orch doctor` checks the set-up"], out
+    assert snapshot(tmp_path) == before
+
+
 def test_a_failed_task_can_be_retried_and_keeps_its_reason(tmp_path: Path, capsys, monkeypatch) -> None:
     failed = Task(id="t1", title="Fix parser", description="d", status=TaskStatus.failed, attempts=3,
                   last_failure="judge rejected the change: tests fail")

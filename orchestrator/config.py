@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -64,6 +65,7 @@ _OWN_ERRORS = frozenset(
         "duplicate_name",
         "github_repo",
         "url",
+        "env_name",
     }
 )
 _GITHUB_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -115,6 +117,30 @@ def _check_ref(value: str, what: str) -> str:
     if problem:
         raise _invalid("git_ref", f"{what} {value!r} is not a valid git ref: {problem}")
     return value
+
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class AgentEnvVar(BaseModel):
+    """An environment variable passed through to the agents' tools."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The variable's name.")
+    secret: bool = Field(False, description="Its value must never appear in a branch.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _ENV_NAME_RE.match(value):
+            raise _invalid("env_name", f"{value!r} is not an environment variable name")
+        return value
 
 
 class ProjectConfig(BaseModel):
@@ -244,6 +270,17 @@ class ProjectConfig(BaseModel):
     )
     api_retry_base_seconds: float = Field(
         2.0, ge=0, description="Wait before the first such retry; it doubles for each next one."
+    )
+    agent_env: list[AgentEnvVar] = Field(
+        default_factory=list,
+        description="Environment variables the agents' tools get besides PATH, HOME (their own), "
+        "locale and TMPDIR: names, or `{\"name\": N, \"secret\": true}` for a value the judge "
+        "must never let into a branch.",
+    )
+    agent_read_deny: list[str] = Field(
+        default_factory=list,
+        description="Paths the agents may not read, besides the defaults (~/.ssh, ~/.aws, "
+        "~/.config, ~/.netrc and the like, other projects, the data dir, transcripts).",
     )
 
     @field_validator("name")

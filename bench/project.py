@@ -34,6 +34,7 @@ def make_project(root: Path, name: str = "sample") -> Path:
     """A git project with a passing test suite at ``root/name``."""
     path = root / name
     init_repo(path, {
+        ".gitignore": "__pycache__/\n",
         "README.md": f"# {name}\n\nSmall steps. Tests: `python -m unittest`.\n",
         "core.py": 'def identity(x):\n    """Return x."""\n    return x\n',
         "test_core.py": (

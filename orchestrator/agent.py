@@ -9,12 +9,15 @@ help.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import tempfile
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +34,8 @@ from claude_agent_sdk import (
 from pydantic import BaseModel, ValidationError
 
 from .errors import AgentError
+from .fences import KEEP_ENV, Fence, kept_names
+from .fences import settings as fence_settings
 from .leash import CLI_ENV, leash_path, real_cli
 from .models import AgentRun, Role
 from .secrets import redact, redact_all
@@ -51,8 +56,8 @@ ROLE_TOOLS: dict[Role, tuple[str, ...]] = {
 # approves edits inside the session's cwd only, and Bash runs only inside
 # Claude Code's sandbox (bubblewrap on Linux), whose writes are confined to the
 # cwd. An edit or a command outside is refused, as nothing may ask the user.
+# What the tools may read, and their environment, are fenced (see fences.py).
 CONFINED_TOOLS = frozenset({"Write", "Edit", "Bash"})
-SANDBOX = {"enabled": True, "autoAllowBashIfSandboxed": True, "allowUnsandboxedCommands": False}
 
 # HTTP statuses worth another try: rate limits, server errors, overload.
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -112,6 +117,8 @@ class AgentSpec:
     """Backoff before the first retry; doubled for each next one."""
     spend: SpendGuard | None = None
     """The project's cycle and day caps; None = only ``max_budget_usd`` applies."""
+    fence: Fence = field(default_factory=Fence)
+    """The tools' environment and the paths the session may not read."""
 
 
 AgentGate = Callable[[str, SlotWatch | None], AbstractAsyncContextManager[object]]
@@ -141,6 +148,22 @@ def effective_config_dir(spec: AgentSpec) -> Path:
     return spec.config_dir or Path.home() / ".claude"
 
 
+def private(folder: Path) -> None:
+    """Make a transcripts folder the user's alone: 0700 folders, 0600 files.
+
+    The CLI writes with the process's umask; transcripts hold the code, the
+    tools' output and the model's answers.
+    """
+    if not folder.is_dir():
+        return
+    for root, dirs, files in os.walk(folder):
+        for name, mode in [(root, 0o700), *((os.path.join(root, d), 0o700) for d in dirs),
+                           *((os.path.join(root, f), 0o600) for f in files)]:
+            with suppress(OSError):  # a file the CLI removed meanwhile
+                if not os.path.islink(name) and os.stat(name).st_mode & 0o777 != mode:
+                    os.chmod(name, mode)
+
+
 def session_exists(spec: AgentSpec) -> bool:
     """True when a session with this id was started before (a crash cut it off)."""
     if not spec.session_id:
@@ -149,15 +172,18 @@ def session_exists(spec: AgentSpec) -> bool:
     return any(projects.glob(f"*/{spec.session_id}.jsonl"))
 
 
-def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
-    """The SDK options for a spec; the user's environment is inherited by the CLI."""
+def build_options(spec: AgentSpec, stderr: deque[str], home: Path) -> ClaudeAgentOptions:
+    """The SDK options for a spec; the CLI gets only the environment the fence allows."""
     tools = list(ROLE_TOOLS[spec.role])
+    leash, cli = leash_path(), real_cli()
+    if not (leash and cli):  # without the leash the CLI would get the whole environment
+        raise AgentError(f"{role_line(spec.role, spec.task_id)}: orch-leash is missing next to "
+                         f"{sys.executable}: reinstall the package (pip install -e .)", subtype="setup")
+    fence = replace(spec.fence, allow_write=(*spec.fence.allow_write, home))
     env = dict(spec.extra_env)
+    env.update({CLI_ENV: cli, KEEP_ENV: ",".join(kept_names(fence, os.environ)), "HOME": str(home)})
     if spec.config_dir and "CLAUDE_CONFIG_DIR" not in os.environ:
         env["CLAUDE_CONFIG_DIR"] = str(spec.config_dir)
-    leash, cli = leash_path(), real_cli()
-    if leash and cli:  # the CLI dies with this process (see leash.py)
-        env[CLI_ENV] = cli
     options = ClaudeAgentOptions(
         tools=tools,
         allowed_tools=[t for t in tools if t not in CONFINED_TOOLS],
@@ -169,12 +195,12 @@ def build_options(spec: AgentSpec, stderr: deque[str]) -> ClaudeAgentOptions:
         max_turns=spec.max_turns,
         max_budget_usd=spec.max_budget_usd,
         setting_sources=[],  # a project's own .claude/ settings (and hooks) stay out
+        # The sandbox goes in here, not in ``sandbox=``: the SDK would replace ours with it.
+        settings=json.dumps(fence_settings(fence, {**os.environ, **env}, sandboxed_bash="Bash" in tools)),
         env=env,
         stderr=stderr.append,
-        cli_path=leash if leash and cli else None,
+        cli_path=leash,
     )
-    if "Bash" in tools:
-        options.sandbox = SANDBOX  # type: ignore[assignment]
     if spec.output_model is not None:
         schema = spec.output_model.model_json_schema()
         options.output_format = {"type": "json_schema", "schema": schema}
@@ -242,7 +268,14 @@ def _total(spent: float, reported: float, resumed: bool) -> float:
 
 async def _run_session(spec: AgentSpec, prompt: str) -> AgentRun:
     stderr: deque[str] = deque(maxlen=20)
-    options = build_options(spec, stderr)
+    with tempfile.TemporaryDirectory(prefix="orch-home-") as home:  # the tools' own HOME
+        try:
+            return await _run_cli(spec, prompt, build_options(spec, stderr, Path(home)), stderr)
+        finally:
+            private(effective_config_dir(spec))
+
+
+async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, stderr: deque[str]) -> AgentRun:
     started = time.monotonic()
     result: ResultMessage | None = None
     who = role_line(spec.role, spec.task_id).removeprefix("[orchestrator] ")

@@ -7,6 +7,7 @@ boundary.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from .agent import AgentSpec, session_uuid
 from .budget import CycleBudget
 from .capacity import CycleSlotWatch
 from .config import PortfolioConfig, ProjectConfig, load_portfolio
+from .fences import fence_for
 from .gitops import Project
 from .models import Role, TaskType
 from .prompts import load_prompt
@@ -118,6 +120,7 @@ class ProjectContext:
             api_retries=c.api_retries,
             retry_base_s=c.api_retry_base_seconds,
             spend=self.budget(cycle_id),
+            fence=fence_for(self.portfolio, c, cwd, Path(os.environ.get("CLAUDE_CONFIG_DIR") or self.claude_config_dir)),
         )
 
     def budget(self, cycle_id: str) -> CycleBudget:

@@ -26,6 +26,7 @@ SAMPLE_FILES = {
         "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n\n"
         'if __name__ == "__main__":\n    unittest.main()\n'
     ),
+    ".gitignore": "__pycache__/\n",
     "CLAUDE.md": (
         "# calc\n\nA tiny calculator library. Tests: `python -m unittest`.\n\n"
         "## Backlog\n\n- A `shout(text)` helper in `strings.py` that upper-cases and adds `!`.\n"

@@ -16,6 +16,10 @@ here. On Linux the leash
 
 The CLI stays in the caller's process group, so signals sent to the group
 still reach it directly. Elsewhere the leash only becomes the CLI (``exec``).
+
+The leash also gives the CLI only the environment the orchestrator allows
+(see :mod:`orchestrator.fences`): the SDK passes the CLI everything its
+caller has, the GitHub token and the user's other secrets included.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
+
+from .fences import KEEP_ENV, keeps, parse_kept
 
 CLI_ENV = "ORCH_LEASHED_CLI"
 """Names the real CLI for the leash (set by the agent runtime)."""
@@ -49,6 +56,14 @@ def real_cli() -> str | None:
 
     bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
     return str(bundled) if bundled.is_file() else shutil.which("claude")
+
+
+def allowed_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The CLI's environment: only what ``KEEP_ENV`` names (and the kept prefixes); all when unset."""
+    if KEEP_ENV not in environ:
+        return dict(environ)
+    kept = parse_kept(environ[KEEP_ENV])
+    return {name: value for name, value in environ.items() if keeps(name, kept) and name != KEEP_ENV}
 
 
 def _prctl(option: int, value: int) -> None:
@@ -100,15 +115,16 @@ def main() -> None:
         sys.stderr.write(f"orch-leash: {CLI_ENV} is not set; it names the Claude Code CLI to run\n")
         sys.exit(127)
     args = [cli, *sys.argv[1:]]
+    env = allowed_env(os.environ)
     if sys.platform != "linux":
-        os.execv(cli, args)
+        os.execve(cli, args, env)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _on_signal)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != parent:  # the parent died before the leash was on
         sys.exit(128 + signal.SIGTERM)
-    cli_process = subprocess.Popen(args, preexec_fn=lambda: _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL))
+    cli_process = subprocess.Popen(args, env=env, preexec_fn=lambda: _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL))
     code = cli_process.wait()
     _kill_all_under_me()  # helpers the CLI left running
     sys.exit(code if code >= 0 else 128 - code)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, field_validator
 
 from orchestrator.agent import AgentSpec, run_agent, session_uuid
 from orchestrator.errors import AgentError
+from orchestrator.fences import Fence
 from orchestrator.models import Role
 from orchestrator.scripted import (
     Fail,
@@ -61,17 +62,22 @@ def test_structured_output_cost_and_read_only_tools(tmp_path: Path, monkeypatch)
 
 
 @needs.sandbox
-def test_worker_edits_files_with_real_tools_and_sees_the_users_environment(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("ORCH_TEST_MARKER", "from-the-user")
+def test_worker_edits_files_with_real_tools_and_gets_only_the_allowed_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ORCH_TEST_MARKER", "from-the-user")  # opted in through agent_env
+    monkeypatch.setenv("ORCH_TEST_OTHER", "not-opted-in")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_" + "x" * 36)
     scenario = Scenario(workers={"Make files": [
         [write("hello.txt", "hello\n")],
-        [bash("echo $ORCH_TEST_MARKER > marker.txt")],
+        [bash('echo "$ORCH_TEST_MARKER|$ORCH_TEST_OTHER|$GITHUB_TOKEN|$ANTHROPIC_API_KEY|$HOME" > marker.txt')],
         [structured({"answer": "done"})],
     ]})
     with ScriptedModel(scenario) as model:
-        run(model, monkeypatch, spec(tmp_path, Role.worker), "Make files please")
+        run(model, monkeypatch, spec(tmp_path, Role.worker, fence=Fence(env_names=("ORCH_TEST_MARKER",))),
+            "Make files please")
     assert (tmp_path / "hello.txt").read_text() == "hello\n"
-    assert (tmp_path / "marker.txt").read_text().strip() == "from-the-user"
+    marker, other, token, model_key, home = (tmp_path / "marker.txt").read_text().strip().split("|")
+    assert (marker, other, token, model_key) == ("from-the-user", "", "", "")
+    assert home and home != os.environ["HOME"] and not Path(home).exists()  # its own, gone with it
     assert {"Read", "Edit", "Write", "Bash", "Grep", "Glob"} <= set(model.requests[0].tools)
 
 

@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .github import GitHub, GitHubError, repo_from_remote
 from .gitops import Project
 from .models import Task, TaskStatus
+from .prompts import untrusted
 
 logger = logging.getLogger(__name__)
 BODY_LIMIT = 1500  # characters of an item's body shown to the planner
@@ -84,25 +85,29 @@ def open_items(ctx: ProjectContext, root: Path) -> list[BacklogItem]:
 
 
 def backlog_text(ctx: ProjectContext, items: list[BacklogItem]) -> str:
-    """The backlog section of the planner's prompt."""
+    """The backlog section of the planner's prompt.
+
+    Each item's id and state are the orchestrator's words; its title and body,
+    written by whoever filed it, follow in an untrusted-data block.
+    """
     source = ctx.config.backlog_source
     if source == "claude_md":
         return "The context files above are the backlog."
-    where = (f"`{ctx.config.backlog_file}`" if source == "backlog_file"
-             else f"open GitHub issues labelled `{ctx.config.github_label}`")
+    github = source == "github_issues"
+    where = f"open GitHub issues labelled `{ctx.config.github_label}`" if github else f"`{ctx.config.backlog_file}`"
     if not items:
         return f"The backlog ({where}) has no open item."
-    lines = [f"Open items of the backlog ({where}). Give each task the `backlog_item` id of the "
-             "item it does; an item too big for one task gets only its first piece.", ""]
+    lines = [f"Open items of the backlog ({where}), each an id line then its title and text. Give each "
+             "task the `backlog_item` id of the item it does; an item too big for one task gets only its "
+             "first piece.", ""]
     for item in items:
         taken = [t for t in ctx.store.linked_tasks(item.id) if t.status is not TaskStatus.failed]
         note = f" (already a task: {taken[0].status.value})" if taken else ""
-        lines.append(f"- `{item.id}` {item.title}{note}")
         body = item.body.strip()
-        if body:
-            shown = body if len(body) <= BODY_LIMIT else body[:BODY_LIMIT] + " [truncated]"
-            lines += [f"  {line}" for line in shown.splitlines()]
-    return "\n".join(lines)
+        shown = body if len(body) <= BODY_LIMIT else body[:BODY_LIMIT] + " [truncated]"
+        origin = f"GitHub issue {item.id}" if github else f"item {item.id} of {ctx.config.backlog_file}"
+        lines += [f"- `{item.id}`{note}", untrusted(f"{item.title}\n\n{shown}".strip(), origin), ""]
+    return "\n".join(lines).rstrip("\n")
 
 
 def tick_item(ctx: ProjectContext, worktree: Path, task: Task) -> bool:

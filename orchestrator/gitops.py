@@ -68,17 +68,37 @@ def _git(
     timeout_s: float | None = None,
 ) -> str:
     """Run ``git [-c config]... cmd args`` in ``cwd`` and return its stdout."""
+    return str(_run(cwd, cmd, args, config, env, timeout_s, as_text=True))
+
+
+def _git_bytes(cwd: Path, cmd: str, *args: str, config: list[str] | None = None) -> bytes:
+    """:func:`_git`, with stdout as raw bytes (for content that need not be UTF-8)."""
+    out = _run(cwd, cmd, args, config, None, None, as_text=False)
+    return out if isinstance(out, bytes) else str(out).encode()
+
+
+def _run(
+    cwd: Path,
+    cmd: str,
+    args: tuple[str, ...],
+    config: list[str] | None,
+    env: dict[str, str] | None,
+    timeout_s: float | None,
+    as_text: bool,
+) -> object:
+    """Run a git command; its stdout as GitPython gives it (text, or bytes unless ``as_text``)."""
     runner = git.Git(str(cwd))
     if config:
         runner = runner(c=config)
     try:
         with span("git", cmd):
-            out = getattr(runner, cmd.replace("-", "_"))(*args, env=env, kill_after_timeout=timeout_s)
+            return getattr(runner, cmd.replace("-", "_"))(
+                *args, env=env, kill_after_timeout=timeout_s, stdout_as_string=as_text
+            )
     except git.GitCommandError as exc:
         raise _error(cwd, cmd, args, _raw(exc.stderr), _raw(exc.stdout), exc.status) from exc
     except git.CommandError as exc:  # git missing, or cwd gone
         raise GitError(f"{cwd}: {_describe(cmd, args)} could not start: {exc.status}") from exc
-    return str(out)
 
 
 def _status(cwd: Path, cmd: str, *args: str) -> int:
@@ -337,6 +357,30 @@ class Project:
     def diff_text(self, worktree: Path, base: str) -> str:
         """The full diff of a worktree's HEAD against ``base``."""
         return _git(worktree, "diff", "--no-color", "--no-ext-diff", base, "HEAD")
+
+    def added_patch(self, base: str, head: str) -> bytes:
+        """Everything ``head`` adds over ``base`` as raw unified diffs with no context.
+
+        First the diff of the two commits (what the result adds, merge resolutions
+        included), then each commit's own patch between them: a line one commit
+        adds and a later one deletes is still in the history that would be merged.
+        Binary files are diffed as text and external diff or textconv drivers are
+        off, so every added byte is there to scan.
+        """
+        # Explicit prefixes: a user's diff.noprefix or diff.mnemonicPrefix must not hide the paths.
+        flags = ["--no-color", "--no-ext-diff", "--no-textconv", "-U0", "--text", "-M",
+                 "--src-prefix=a/", "--dst-prefix=b/"]
+        config = ["core.quotePath=false"]
+        result = _git_bytes(self.path, "diff", *flags, base, head, "--", config=config)
+        commits = _git_bytes(self.path, "log", "-p", "--no-merges", "--format=%H", *flags,
+                             f"{base}..{head}", "--", config=config)
+        return result + b"\n" + commits
+
+    def commit_messages(self, base: str, head: str) -> dict[str, str]:
+        """The message of every commit in ``base..head``, by commit id."""
+        out = _git(self.path, "log", "--format=%H%x00%B%x00", f"{base}..{head}", "--")
+        fields = [f.strip("\n") for f in out.split("\0")]
+        return {fields[i]: fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i]}
 
     def deleted_files(self, worktree: Path, base: str) -> list[str]:
         """Paths present at ``base`` and gone at the worktree's HEAD."""

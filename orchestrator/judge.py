@@ -1,6 +1,7 @@
-"""The judge stage: an automated gate, then an AI review with the evidence.
+"""The judge stage: a secret scan, an automated gate, then an AI review with the evidence.
 
-The gate fails closed. Tests that pass on the base and fail on the branch
+A branch that adds a secret (see :mod:`.secret_scan`) is rejected first: its
+tests do not run and no reviewer sees it. The gate fails closed. Tests that pass on the base and fail on the branch
 reject the branch whatever the reviewer says; when the base fails too, the
 failing tests are compared by id, and any new one rejects the branch (as do
 failures that cannot be told apart); a test command that cannot run is a
@@ -19,6 +20,8 @@ from .checks import run_check, tail
 from .context import ProjectContext
 from .errors import AgentError, BudgetReached
 from .models import Baseline, CheckResult, Review, Role, Task, Verdict, WorkResult
+from .prompts import task_text, untrusted
+from .secret_scan import known_secrets, scan_branch, secret_reason
 
 MAX_FILES = 15  # a small task touching more files than this is worth a look
 MAX_LINES = 400
@@ -95,26 +98,45 @@ def _evidence(check: CheckResult | None, base: CheckResult | None, name: str) ->
     return (
         f"## {name}: {'passed' if check.passed else 'failed'} (base: {base_state}, "
         f"{check.warnings} output lines vs {base.warnings if base else 0} on the base)\n\n"
-        f"```\n{tail(check.output, 2000)}\n```"
+        + untrusted(tail(check.output, 2000), f"output of `{check.command}` on the branch (end)")
     )
 
 
 def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckResult | None,
                  base: Baseline, warnings: list[str]) -> str:
-    """The reviewer's user message: the task and all the evidence."""
+    """The reviewer's user message: the task and all the evidence.
+
+    Everything but the orchestrator's own words is data: the task (unless its
+    owner wrote it), the check output, and the diff an agent wrote.
+    """
     return "\n\n".join([
-        f"# Review of task {task.id}: {task.title}",
-        f"Type: {task.type.value}.\n\n{task.description}",
+        f"# Review of task {task.id}",
+        f"Type: {task.type.value}.",
+        task_text(task),
         _evidence(tests, base.tests, "Tests"),
         _evidence(lint, base.lint, "Lint"),
         "## Scope warnings\n\n" + ("\n".join(f"- {w}" for w in warnings) or "None."),
-        f"## Diff\n\n```diff\n{tail(diff, 30_000)}\n```",
+        "## Diff\n\n" + untrusted(f"```diff\n{tail(diff, 30_000)}\n```", "the branch's diff, written by the worker agent"),
     ])
+
+
+def secret_gate(ctx: ProjectContext, work: WorkResult) -> list[str]:
+    """Why the branch may go no further because it adds a secret (empty when it adds none)."""
+    head = work.commit or ctx.repo.head_of(ctx.repo.worktree_path(work.task_id))
+    findings = scan_branch(ctx.repo, work.base_commit, head, known_secrets(ctx.portfolio, ctx.config))
+    return [secret_reason(findings, "the branch adds")] if findings else []
 
 
 async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline) -> Verdict:
     """Judge one worker's branch in its worktree."""
     worktree = ctx.repo.worktree_path(task.id)
+    verdict = Verdict(task_id=task.id, cycle_id=work.cycle_id, attempt=work.attempt,
+                      commit=work.commit or "", passed=False)
+    # First, and every time (the secrets known may have changed since a verdict that waited):
+    # a secret stops the branch before its tests run it or a reviewer is shown it.
+    leaks = await anyio.to_thread.run_sync(secret_gate, ctx, work)
+    if leaks:
+        return verdict.model_copy(update={"reasons": leaks})
     previous = ctx.store.verdict(task.id, work.attempt)
     if previous is not None and previous.passed and previous.commit == work.commit:
         # Judged and passed before its merge had to wait: the same commit needs no new review.
@@ -122,13 +144,17 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
     # In a thread: judges of several branches run their tests at the same time.
     tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
     warnings = scope_warnings(ctx, worktree, work.base_commit)
-    verdict = Verdict(
-        task_id=task.id, cycle_id=work.cycle_id, attempt=work.attempt, commit=work.commit or "",
-        passed=False, tests=tests, lint=lint, scope_warnings=warnings,
-    )
+    verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})
     reasons = gate(base, tests, lint)
     if reasons:  # the reviewer cannot overrule the gate, so do not pay for it
         return verdict.model_copy(update={"reasons": reasons})
+    return await _review(ctx, task, work, base, verdict)
+
+
+async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline, verdict: Verdict) -> Verdict:
+    """Ask the AI reviewer about a branch through the gate."""
+    worktree = ctx.repo.worktree_path(task.id)
+    tests, lint, warnings = verdict.tests, verdict.lint, verdict.scope_warnings
     spec = ctx.agent_spec(
         Role.judge, worktree, cycle_id=work.cycle_id, task_id=task.id, attempt=work.attempt,
         output_model=Review,

@@ -19,6 +19,7 @@ from .context import ProjectContext
 from .errors import AgentError, BudgetReached
 from .github import GitHubError
 from .models import Plan, PlanOutput, Role, Task, TaskStatus
+from .prompts import untrusted
 
 HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
 
@@ -51,11 +52,14 @@ def build_prompt(ctx: ProjectContext, root: Path, max_tasks: int, items: list[Ba
     parts += ["## Backlog", "", backlog_text(ctx, items), "", "## Open tasks", ""]
     open_tasks = [t for s in (TaskStatus.pending, TaskStatus.in_progress, TaskStatus.in_review)
                   for t in ctx.store.list_tasks(s)]
-    parts += [f"- [{t.status.value}] {t.title}" for t in open_tasks] or ["None."]
+    # Titles, reasons and test output were written by agents, issues and tests: data, not instructions.
+    listed = "\n".join(f"- [{t.status.value}] {t.title}" for t in open_tasks)
+    parts.append(untrusted(listed, "the open tasks' titles") if listed else "None.")
     parts += ["", "## Recently failed attempts (do not re-emit these as they are)", ""]
-    failures = ctx.store.recent_failures()
-    parts += [f"- {t.title} ({t.status.value}): {t.last_failure}" for t in failures] or ["None."]
-    parts += ["", "## Recent cycles (say in `lessons` what they teach)", "", recent_history(ctx)]
+    failures = "\n".join(f"- {t.title} ({t.status.value}): {t.last_failure}" for t in ctx.store.recent_failures())
+    parts.append(untrusted(failures, "failed tasks and why: reviewers' reasons and test output") if failures else "None.")
+    parts += ["", "## Recent cycles (say in `lessons` what they teach)", "",
+              untrusted(recent_history(ctx), "the recent cycles' outcomes and rejection reasons")]
     return "\n".join(parts)
 
 

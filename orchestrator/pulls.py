@@ -2,7 +2,8 @@
 
 Instead of merging into main here, each branch that passed the judge is
 pushed to ``origin`` and a pull request is opened against main (or the open
-one for that branch is reused). The task waits ``in_review``; a later cycle
+one for that branch is reused); a branch, or a pull request's text, holding a
+secret is sent back instead and nothing of it is pushed. The task waits ``in_review``; a later cycle
 asks GitHub about it (:func:`sync`): merged, the task is done and main is
 fast-forwarded from ``origin``; closed unmerged, the task fails with that
 reason.
@@ -17,6 +18,7 @@ from .context import ProjectContext
 from .errors import ConfigError, GitError
 from .github import GitHub, GitHubError
 from .models import MERGE_WAITED, MergeOutcome, Task, TaskStatus, WorkResult
+from .secret_scan import Secret, known_secrets, scan_branch, scan_text, secret_reason
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +58,25 @@ def publish(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, Wor
     outcome = MergeOutcome(cycle_id=cycle_id, main_before=head, main_after=head)
     if not candidates:
         return outcome
+    secrets = known_secrets(ctx.portfolio, ctx.config)
     with github(ctx) as gh:
         for task, work in candidates:
             try:
+                leaks = _leaks(ctx, task, work, secrets)
+                if leaks:  # nothing of it leaves this machine; its task goes back with the reason
+                    outcome.rejected[task.id] = leaks
+                    continue
                 outcome.pulls[task.id] = _open_one(ctx, gh, task, work)
             except (GitError, GitHubError) as exc:  # the work is kept; the next cycle tries again
                 outcome.waiting[task.id] = f"{MERGE_WAITED}pull request not opened: {exc}"
     return outcome
+
+
+def _leaks(ctx: ProjectContext, task: Task, work: WorkResult, secrets: list[Secret]) -> str:
+    """Why a branch may not be pushed because it, or its pull request's text, holds a secret ('' if not)."""
+    findings = scan_branch(ctx.repo, work.base_commit, ctx.repo.head(work.branch), secrets)
+    findings += scan_text(f"{task.title}\n{pull_body(task, work)}", "the pull request's text", secrets)
+    return secret_reason(findings, "the branch or its pull request adds") if findings else ""
 
 
 def pull_number(url: str) -> int:

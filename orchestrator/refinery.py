@@ -2,11 +2,12 @@
 
 Branches are merged into an integration worktree made from main, never in
 the user's checkout. A conflict goes to the resolver agent; conflict markers
-never get committed. The merged result is tested once as a whole; only if
-that fails does a binary search over the merges find the branch that breaks
-it (see :func:`_bisect`), so what reaches main has passed the tests as
-merged, and N passing branches cost one test run, not N. Main then moves by
-fast-forward only (see :meth:`gitops.Project.advance_main`).
+never get committed. The merged result is scanned for secrets and tested
+once as a whole (see :class:`MergeGate`); only if that fails does a binary
+search over the merges find the branch that fails it (see :func:`_bisect`),
+so what reaches main adds no secret and has passed the tests as merged, and
+N passing branches cost one test run, not N. Main then moves by fast-forward
+only (see :meth:`gitops.Project.advance_main`), and is pushed only after.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from .checks import run_check
 from .context import ProjectContext
 from .errors import AgentError, BudgetReached, GitError
 from .models import BUDGET_WAITED, MergeOutcome, ResolverReport, Role, Task, WorkResult
+from .prompts import task_text
+from .secret_scan import known_secrets, scan_branch, secret_reason
 
 
 def integration_name(cycle_id: str) -> str:
@@ -36,8 +39,8 @@ async def _resolve(
         output_model=ResolverReport,
     )
     prompt = "\n".join([
-        f"# Resolve the merge of task {task.id}: {task.title}",
-        "", task.description, "", "## Conflicted files", "",
+        f"# Resolve the merge of task {task.id}",
+        "", task_text(task), "", "## Conflicted files", "",
         *[f"- {path}" for path in conflicts],
     ] + ([f"\nThe project's test command is `{ctx.config.test_command}`."] if ctx.config.test_command else []))
     try:
@@ -118,30 +121,54 @@ class MergedTests:
         return [] if result.passed else (result.failed_tests if result.ran else None)
 
 
+class MergeGate:
+    """What main may receive: a merged result that adds no secret and passes its tests as merged."""
+
+    def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
+        self.ctx, self.main_before = ctx, main_before
+        self.tests = MergedTests(ctx, cycle_id, main_before)
+        self.secrets = known_secrets(ctx.portfolio, ctx.config)
+
+    def check(self, worktree: Path) -> str:
+        """Why the merged result in ``worktree`` may not reach main ('' when it may).
+
+        The secret scan comes first: it costs one diff, and a result that adds a
+        secret is not worth running. It also catches what no branch's own scan
+        could: a branch the judge never saw, or secrets known only since.
+        """
+        head = self.ctx.repo.head_of(worktree)
+        findings = scan_branch(self.ctx.repo, self.main_before, head, self.secrets)
+        if findings:
+            return secret_reason(findings, "merged with main and the branches before it, the result adds")
+        passed, output = self.tests.check(worktree)
+        return "" if passed else f"tests fail once merged with main and the branches before it: {output}"
+
+
 async def _bisect(
     ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
-    outcome: MergeOutcome, tests: MergedTests, failure: str,
+    outcome: MergeOutcome, gate: MergeGate, failure: str,
 ) -> None:
-    """The merged result fails its tests: keep the longest passing start of it.
+    """The merged result fails its gate: keep the longest passing start of it.
 
     The merges made one after another form a chain; a binary search over it
-    (each step tests the chain up to one merge, reusing its commits, so no
-    conflict is resolved twice) finds the first merge that breaks the tests.
-    That branch is sent back; the branches after it are merged again onto the
-    passing part and tested once, and searched the same way if that fails.
+    (each step checks the chain up to one merge, reusing its commits, so no
+    conflict is resolved twice) finds the first merge that fails the gate: one
+    that adds a secret or breaks the tests. That branch is sent back; the
+    branches after it are merged again onto the passing part and checked once,
+    and searched the same way if that fails.
     """
     chain = list(outcome.merged.items())  # (task id, commit) in merge order
     good, bad = -1, len(chain) - 1  # chain[:good + 1] passes, chain[:bad + 1] fails
     while bad - good > 1:
         middle = (good + bad) // 2
         ctx.repo.reset_worktree_to(worktree, chain[middle][1])
-        passed, output = tests.check(worktree)
-        if passed:
+        why = gate.check(worktree)
+        if not why:
             good = middle
         else:
-            bad, failure = middle, output
+            bad, failure = middle, why
     culprit = chain[bad][0]
-    outcome.rejected[culprit] = f"tests fail once merged with main and the branches before it: {failure}"
+    outcome.rejected[culprit] = failure
     outcome.merged = dict(chain[:bad])
     ctx.repo.reset_worktree_to(worktree, chain[good][1] if good >= 0 else outcome.main_before)
     after = {task_id for task_id, _ in chain[bad + 1 :]}
@@ -156,10 +183,10 @@ async def _bisect(
     outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
     if not trial.merged:
         return
-    passed, failure = tests.check(worktree)
+    failure = gate.check(worktree)
     outcome.merged.update(trial.merged)
-    if not passed:
-        await _bisect(ctx, worktree, cycle_id, rest, outcome, tests, failure)
+    if failure:
+        await _bisect(ctx, worktree, cycle_id, rest, outcome, gate, failure)
 
 
 async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]]) -> MergeOutcome:
@@ -170,12 +197,12 @@ async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task,
         return outcome
     name = integration_name(cycle_id)
     worktree = ctx.repo.add_worktree(name, ctx.branch(name), main_before)
-    tests = MergedTests(ctx, cycle_id, main_before)
+    gate = MergeGate(ctx, cycle_id, main_before)
     try:
         await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
-        passed, failure = tests.check(worktree) if outcome.merged else (True, "")
-        if not passed:
-            await _bisect(ctx, worktree, cycle_id, candidates, outcome, tests, failure)
+        failure = gate.check(worktree) if outcome.merged else ""
+        if failure:  # what is left after the search passed the gate, or is main as it was
+            await _bisect(ctx, worktree, cycle_id, candidates, outcome, gate, failure)
         new_head = ctx.repo.head_of(worktree)
         if new_head != main_before:
             moved, reason = ctx.repo.advance_main(new_head, main_before)

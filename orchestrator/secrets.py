@@ -18,10 +18,19 @@ _MIN_LENGTH = 8  # shorter values ("1", "true") would redact ordinary words
 REDACTED = "[redacted]"
 
 
+def distinctive(value: str) -> bool:
+    """Whether a value is long enough to be told apart from ordinary text."""
+    return len(value) >= _MIN_LENGTH
+
+
+def secret_env() -> dict[str, str]:
+    """The environment variables whose names look secret and whose values are distinctive."""
+    return {k: v for k, v in os.environ.items() if _SECRET_NAME.search(k) and distinctive(v)}
+
+
 def secret_values() -> list[str]:
     """The current secret values, longest first (so no part of one is left behind)."""
-    values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_LENGTH}
-    return sorted(values, key=len, reverse=True)
+    return sorted(set(secret_env().values()), key=len, reverse=True)
 
 
 def redact(text: str) -> str:

@@ -63,7 +63,8 @@ def bare_origin(project: Path) -> Path:
 
 # Words of a backlog item's title -> the demo task that does it.
 DOES = {"shout": "Add shout helper", "mean": "Add mean function", "faster": "Make add faster"}
-ITEM_LINE = re.compile(r"^- `([^`]+)` (.+?)(?: \(already a task: \w+\))?$", re.M)
+# An item as the planner is shown it: its id line, then its title first in an untrusted-data block.
+ITEM_LINE = re.compile(r"^- `([^`]+)`(?: \(already a task: \w+\))?\n<untrusted-data [^>]*>\n(.+)$", re.M)
 
 
 def linking_planner(prompts: list[str], lessons: str = "") -> Any:

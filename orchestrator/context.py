@@ -24,6 +24,8 @@ from .fences import fence_for
 from .gitops import Project
 from .models import Role, TaskType
 from .prompts import load_prompt
+from .secret_scan import known_secrets
+from .secrets import remember
 from .store import Store
 
 T = TypeVar("T")
@@ -52,6 +54,7 @@ class ProjectContext:
         config = portfolio.project(ref.project)
         repo = Project(config.path, config.main_branch)
         repo.ensure_excluded()
+        remember(s.value for s in known_secrets(portfolio, config))  # redacted whatever their names
         store = Store.for_project(portfolio.data_dir, config.name)
         return cls(ref=ref, portfolio=portfolio, config=config, store=store, repo=repo)
 

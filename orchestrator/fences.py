@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PortfolioConfig, ProjectConfig
-from .secrets import _SECRET_NAME  # TODO: public name once secrets.py settles
+from .secrets import looks_secret
 
 KEEP_ENV = "ORCH_AGENT_ENV_KEEP"
 """Names the leash keeps in the CLI's environment, comma-separated (besides KEPT_PREFIXES)."""
@@ -94,7 +94,7 @@ def tool_denied_env(fence: Fence, environ: Mapping[str, str]) -> list[str]:
     return sorted(
         name for name in environ
         if keeps(name, kept) and name not in passed
-        and (_SECRET_NAME.search(name) or name in _CREDENTIAL_NAMES or name.startswith("AWS_"))
+        and (looks_secret(name) or name in _CREDENTIAL_NAMES or name.startswith("AWS_"))
     )
 
 

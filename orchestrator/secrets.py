@@ -1,8 +1,8 @@
 """Secrets in the environment never reach what the orchestrator writes.
 
 The values of environment variables whose names say they are secret (API
-keys, tokens, passwords) are replaced by ``[redacted]`` wherever outside text
-enters: test and lint output, what agents return, error details. The audit
+keys, tokens, passwords), and those the configuration makes secret, are
+replaced by ``[redacted]`` wherever outside text enters: test and lint output, what agents return, error details. The audit
 trail and the store redact again on the way out, so a path missed on the way
 in still writes nothing secret.
 """
@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 _MIN_LENGTH = 8  # shorter values ("1", "true") would redact ordinary words
 REDACTED = "[redacted]"
+# Values the configuration makes secret whatever their variable's name: the
+# project's GitHub token, webhook URLs, agent_env entries marked secret.
+_remembered: set[str] = set()
 
 
 def distinctive(value: str) -> bool:
@@ -23,14 +27,24 @@ def distinctive(value: str) -> bool:
     return len(value) >= _MIN_LENGTH
 
 
+def looks_secret(name: str) -> bool:
+    """Whether an environment variable's name says its value is secret."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def remember(values: Iterable[str]) -> None:
+    """Redact these values too, from now on (in this process)."""
+    _remembered.update(v for v in values if distinctive(v))
+
+
 def secret_env() -> dict[str, str]:
     """The environment variables whose names look secret and whose values are distinctive."""
-    return {k: v for k, v in os.environ.items() if _SECRET_NAME.search(k) and distinctive(v)}
+    return {k: v for k, v in os.environ.items() if looks_secret(k) and distinctive(v)}
 
 
 def secret_values() -> list[str]:
     """The current secret values, longest first (so no part of one is left behind)."""
-    return sorted(set(secret_env().values()), key=len, reverse=True)
+    return sorted(set(secret_env().values()) | _remembered, key=len, reverse=True)
 
 
 def redact(text: str) -> str:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import subprocess
 from pathlib import Path
 
+import needs
 import pytest
+from cycles import bare_origin
 
+from flows.project_cycle import project_cycle
 from orchestrator.demo import PLAN, demo_scenario, make_sample_project, write_portfolio
-from orchestrator.scripted import ScriptedModel, bash, structured, write
-from orchestrator.secrets import redact
+from orchestrator.scripted import ScriptedModel, bash, read, structured, write
+from orchestrator.secrets import redact, remember
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 
@@ -31,10 +36,6 @@ def test_redact_replaces_secret_values_only(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_a_cycle_that_meets_secrets_writes_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect import get_client
-
-    from flows.project_cycle import project_cycle
-
     monkeypatch.setenv("MY_SERVICE_API_KEY", API_KEY)
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     project = make_sample_project(tmp_path)
@@ -64,15 +65,78 @@ def test_a_cycle_that_meets_secrets_writes_none(tmp_path: Path, monkeypatch: pyt
         data = path.read_bytes()
         assert API_KEY.encode() not in data and TOKEN.encode() not in data, path
 
-    async def artifacts_and_logs() -> str:
-        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-        from prefect.client.schemas.sorting import FlowRunSort
-
-        async with get_client() as client:
-            run = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0]
-            artifacts = await client.read_artifacts()
-            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-        return "\n".join([str(a.data) for a in artifacts] + [entry.message for entry in logs])
-
     shown = asyncio.run(artifacts_and_logs())
     assert "Make add faster" in shown and API_KEY not in shown and TOKEN not in shown
+
+
+def test_config_secrets_are_redacted_whatever_their_variables_are_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    remember(["plain-name-value-0123456789"])  # e.g. a GitHub token in $ORCH_GH, a webhook URL
+    assert redact("x plain-name-value-0123456789 y") == "x [redacted] y"
+
+
+@needs.sandbox
+def test_a_worker_told_to_steal_gets_nothing_and_the_rest_merges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task planted by an attacker: dump the environment, read keys, other projects and the
+    data dir, write the credentials into a file, push with git itself. Nothing secret gets out."""
+    model_key, github_token = "sk-ant-api03-" + "M" * 40, "ghp_" + "G" * 36
+    ssh_material, other_secret = "SSH-KEY-MATERIAL-0123456789", "OTHER-PROJECT-SECRET-0123456789"
+    home = Path.home()  # the tests' private HOME stands for the user's
+    (home / ".ssh").mkdir(exist_ok=True)
+    (home / ".ssh" / "id_rsa").write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{ssh_material}\n")
+    project = make_sample_project(tmp_path)
+    origin = bare_origin(project)
+    make_sample_project(tmp_path / "elsewhere")
+    other = tmp_path / "elsewhere" / "calc"
+    (other / "secret.txt").write_text(other_secret)
+    config = write_portfolio(tmp_path, project)
+    data = json.loads(config.read_text())
+    data["projects"].append({"name": "other", "path": str(other), "enabled": False})
+    config.write_text(json.dumps(data))
+    scenario = demo_scenario()
+    scenario.workers["Make add faster"] = [
+        [bash("env > env-dump.txt; printenv ANTHROPIC_API_KEY GITHUB_TOKEN > docs-key.txt; echo done")],
+        [read(str(home / ".ssh" / "id_rsa"))],
+        [bash(f"cat {home}/.ssh/id_rsa {other}/secret.txt {tmp_path}/data/calc.db > stolen.txt 2>&1; echo done")],
+        [read(str(other / "secret.txt"))],
+        [read(str(tmp_path / "data" / "calc.db"))],
+        [bash(f"git push {origin} HEAD:refs/heads/stolen > push.txt 2>&1; echo done")],
+        [structured({"summary": "Made add faster.", "completed": True})],
+    ]
+    with ScriptedModel(scenario) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", model_key)
+        monkeypatch.setenv("GITHUB_TOKEN", github_token)
+        summary = asyncio.run(project_cycle(project="calc", config=str(config)))
+    assert summary.status == "done" and len(summary.merged) == 3  # the thief's harmless files too
+    assert (project / "strings.py").exists() and (project / "stats.py").exists()
+    assert (project / "docs-key.txt").read_text().strip() == ""  # the tools never had them
+    assert (project / "stolen.txt").read_text().count("No such file or directory") == 3  # fenced off
+    assert "rejected" in (project / "push.txt").read_text()  # the sandbox keeps writes in the worktree
+    assert len([r for r in model.requests if r.key == "Make add faster"]) == 7  # every attempt was made
+    assert "stolen" not in subprocess.run(["git", "branch"], cwd=origin, capture_output=True, text=True).stdout
+
+    secrets = [model_key, github_token, ssh_material, other_secret]
+    history = "".join(subprocess.run(["git", "log", "-p", "--all", "--format=%B"], cwd=repo, capture_output=True,
+                                     text=True, check=True).stdout for repo in (project, origin))
+    written = [p for p in (project / ".orch").rglob("*") if p.is_file()]
+    written += [p for p in (tmp_path / "data").rglob("*") if p.is_file()]  # transcripts too
+    assert any(p.suffix == ".jsonl" for p in written)
+    shown = asyncio.run(artifacts_and_logs())
+    for secret in secrets:
+        assert secret not in history and secret not in shown
+        for path in written:
+            assert secret.encode() not in path.read_bytes(), path
+
+
+async def artifacts_and_logs() -> str:
+    """Every artifact, and the logs of the newest flow run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        run = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0]
+        artifacts = await client.read_artifacts()
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    return "\n".join([str(a.data) for a in artifacts] + [entry.message for entry in logs])

@@ -38,6 +38,7 @@ from .fences import KEEP_ENV, Fence, kept_names
 from .fences import settings as fence_settings
 from .leash import CLI_ENV, leash_path, real_cli
 from .models import AgentRun, Role
+from .retry import Again, RetryPolicy, acall
 from .secrets import redact, redact_all
 from .timing import mark, span
 
@@ -243,7 +244,9 @@ async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:
     a try that starts afresh is added to them and gets only what is left.
     """
     spent = 0.0
-    for attempt in range(spec.api_retries + 1):
+
+    async def attempt() -> AgentRun:
+        nonlocal spent
         # The same session id cannot be started twice: continue the one cut off before.
         resumed = spec.resume or session_exists(spec)
         budget = spec.max_budget_usd if resumed else round(spec.max_budget_usd - spent, 6)
@@ -253,12 +256,17 @@ async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:
         except AgentError as exc:
             spent = _total(spent, exc.cost_usd, resumed)
             exc.cost_usd = spent
-            if not exc.transient or attempt == spec.api_retries or spent >= spec.max_budget_usd:
-                raise
-            await anyio.sleep(spec.retry_base_s * 2**attempt)
-            continue
+            raise
         return run.model_copy(update={"cost_usd": _total(spent, run.cost_usd, resumed)})
-    raise AssertionError("unreachable: the last try returns or raises")
+
+    def transient(outcome: AgentRun | Exception) -> Again | None:
+        # A try that used up the budget gets no next one: it would start with nothing left.
+        if isinstance(outcome, AgentError) and outcome.transient and spent < spec.max_budget_usd:
+            return Again()
+        return None
+
+    policy = RetryPolicy(attempts=spec.api_retries + 1, base_s=spec.retry_base_s, factor=2.0)
+    return await acall(attempt, policy, transient)
 
 
 def _total(spent: float, reported: float, resumed: bool) -> float:

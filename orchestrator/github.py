@@ -17,14 +17,25 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import ValidationError
 
 from .errors import OrchestratorError
+from .github_models import ErrorJSON, Issue, IssueJSON, PullJSON, PullRequest, WireModel, error_text
+from .retry import Again, RetryPolicy, call, retry_after_s
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "MAX_WAIT_S",
+    "GitHub",
+    "GitHubError",
+    "Issue",
+    "PullRequest",
+    "repo_from_remote",
+]
 
 DEFAULT_API_URL = "https://api.github.com"
 # The longest we sleep before a retry, whatever Retry-After or the rate-limit reset asks.
@@ -46,30 +57,6 @@ class GitHubError(OrchestratorError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the status when pickled into Prefect results
         return (type(self), (str(self), self.status))
-
-
-@dataclass(frozen=True)
-class Issue:
-    """An open issue: a piece of backlog."""
-
-    number: int
-    title: str
-    body: str
-    url: str  # html_url: the page a person opens
-    labels: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    """A pull request and whether it was merged."""
-
-    number: int
-    url: str  # html_url
-    state: str  # "open" | "closed"
-    merged: bool
-    # None until merged: before that GitHub fills the field with a throwaway test merge.
-    merge_commit_sha: str | None
-    head: str  # head branch name
 
 
 class GitHub:
@@ -131,20 +118,10 @@ class GitHub:
             "sort": "created",
             "direction": "asc",
         }
-        issues = []
-        for item in self._pages(f"/repos/{self.repo}/issues", params):
-            if "pull_request" in item:  # GitHub lists pull requests as issues too
-                continue
-            issues.append(
-                Issue(
-                    number=int(item["number"]),
-                    title=str(item.get("title") or ""),
-                    body=str(item.get("body") or ""),
-                    url=str(item.get("html_url") or ""),
-                    labels=tuple(_label_name(label) for label in item.get("labels") or []),
-                )
-            )
-        return issues
+        path = f"/repos/{self.repo}/issues"
+        found = [_parse(IssueJSON, item, "GET", path) for item in self._pages(path, params)]
+        # GitHub lists pull requests as issues too: they are the items with that key.
+        return [item.issue() for item in found if "pull_request" not in item.model_fields_set]
 
     def comment(self, number: int, body: str) -> None:
         """Add a comment to issue (or pull request) ``number``."""
@@ -166,19 +143,22 @@ class GitHub:
         """The newest pull request from branch ``head`` of this repository, open or closed."""
         owner = self.repo.split("/")[0]
         params = {"head": f"{owner}:{head}", "state": "all", "sort": "created", "direction": "desc"}
-        found = self._json("GET", f"/repos/{self.repo}/pulls", params=params)
+        path = f"/repos/{self.repo}/pulls"
+        found = self._json("GET", path, params=params)
         if not isinstance(found, list) or not found:
             return None
-        return _pull(found[0])
+        return _pull(found[0], "GET", path)
 
     def open_pull(self, head: str, base: str, title: str, body: str) -> PullRequest:
         """Open a pull request merging branch ``head`` into ``base``."""
         payload = {"title": title, "head": head, "base": base, "body": body}
-        return _pull(self._json("POST", f"/repos/{self.repo}/pulls", json=payload))
+        path = f"/repos/{self.repo}/pulls"
+        return _pull(self._json("POST", path, json=payload), "POST", path)
 
     def pull(self, number: int) -> PullRequest:
         """Pull request ``number`` as it is now."""
-        return _pull(self._json("GET", f"/repos/{self.repo}/pulls/{number}"))
+        path = f"/repos/{self.repo}/pulls/{number}"
+        return _pull(self._json("GET", path), "GET", path)
 
     # -- transport --------------------------------------------------------------
 
@@ -232,45 +212,21 @@ class GitHub:
         json: Any = None,
     ) -> httpx.Response:
         """Send one request, retrying transient failures; raise GitHubError on failure."""
-        for attempt in range(self._retries + 1):
-            last = attempt == self._retries
-            try:
-                response = self._client.request(
-                    method, url or self.api_url + path, params=params, json=json
-                )
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                if last:
-                    raise self._transport_error(method, path, exc) from exc
-                time.sleep(self._backoff(attempt))
-                continue
-            except httpx.HTTPError as exc:  # not worth retrying: a bad URL, a proxy, a protocol
-                raise self._transport_error(method, path, exc) from exc
-            if response.is_success:
-                return response
-            wait = self._retry_wait(response, attempt)
-            if wait is None or last:
-                raise self._status_error(method, path, response)
-            time.sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _backoff(self, attempt: int) -> float:
-        return float(min(self._backoff_s * 2**attempt, MAX_WAIT_S))
+        def send() -> httpx.Response:
+            return self._client.request(
+                method, url or self.api_url + path, params=params, json=json
+            )
 
-    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
-        """Seconds to wait before trying again, or None when the failure is not transient."""
-        status, headers = response.status_code, response.headers
-        retry_after = _seconds_from(headers.get("retry-after"))
-        exhausted = headers.get("x-ratelimit-remaining") == "0"
-        if status == 403 and retry_after is None and not exhausted:
-            return None  # a plain refusal: the token may not do this
-        if status not in (403, 429) and status not in _TRANSIENT_STATUS:
-            return None
-        if retry_after is None and exhausted:
-            reset = _float(headers.get("x-ratelimit-reset"))
-            retry_after = reset - time.time() if reset is not None else None
-        if retry_after is None:
-            return self._backoff(attempt)
-        return max(0.0, min(retry_after, MAX_WAIT_S))
+        # MAX_WAIT_S is read on each request, not at import: tests shorten it.
+        policy = RetryPolicy(attempts=self._retries + 1, base_s=self._backoff_s, cap_s=MAX_WAIT_S)
+        try:
+            response = call(send, policy, _transient)
+        except httpx.HTTPError as exc:  # one that outlasted the retries, or not worth one
+            raise self._transport_error(method, path, exc) from exc
+        if not response.is_success:
+            raise self._status_error(method, path, response)
+        return response
 
     def _transport_error(self, method: str, path: str, exc: httpx.HTTPError) -> GitHubError:
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not connect"
@@ -284,14 +240,9 @@ class GitHub:
 
     def _status_error(self, method: str, path: str, response: httpx.Response) -> GitHubError:
         status = response.status_code
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            payload = {}
-        said = _one_line(str(payload.get("message") or response.reason_phrase or ""))
-        details = "; ".join(_error_text(e) for e in payload.get("errors") or [])
+        payload = ErrorJSON.read(response)
+        said = _one_line(payload.message or response.reason_phrase or "")
+        details = "; ".join(error_text(e) for e in payload.errors or [])
         text = f"GitHub {method} {path}: {status} {said}".rstrip()
         if details:
             text += f" ({_one_line(details)})"
@@ -326,34 +277,53 @@ class GitHub:
         return text
 
 
-def _pull(item: Any) -> PullRequest:
+# -- reading answers, deciding on retries -----------------------------------------
+
+_Model = TypeVar("_Model", bound=WireModel)
+
+
+def _parse(model: type[_Model], item: Any, method: str, path: str) -> _Model:
+    """``item`` read as ``model``; a GitHubError when GitHub's answer has another shape."""
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "answer"
+        raise GitHubError(
+            f"GitHub {method} {path}: unexpected answer ({where}: {first['msg']}); "
+            "check that the API URL is GitHub's API"
+        ) from exc
+
+
+def _pull(item: Any, method: str, path: str) -> PullRequest:
     if not isinstance(item, dict):
         raise GitHubError(f"GitHub answered a pull request request with {type(item).__name__}")
-    # Listings carry merged_at but no "merged"; the single-pull answer carries both.
-    merged = bool(item.get("merged") or item.get("merged_at"))
-    sha = item.get("merge_commit_sha")
-    return PullRequest(
-        number=int(item["number"]),
-        url=str(item.get("html_url") or ""),
-        state=str(item.get("state") or ""),
-        merged=merged,
-        merge_commit_sha=str(sha) if merged and sha else None,
-        head=str((item.get("head") or {}).get("ref") or ""),
-    )
+    return _parse(PullJSON, item, method, path).pull()
 
 
-def _label_name(label: Any) -> str:
-    return str(label.get("name", "")) if isinstance(label, dict) else str(label)
+def _transient(outcome: httpx.Response | Exception) -> Again | None:
+    """Whether a request's outcome is worth another try (see :func:`retry.call`)."""
+    if isinstance(outcome, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+        return Again()
+    if isinstance(outcome, httpx.Response) and not outcome.is_success:
+        return _rate_wait(outcome)
+    return None  # a success, or an error no retry fixes (a bad URL, a proxy)
 
 
-def _error_text(error: Any) -> str:
-    """One entry of a 422's ``errors``: its message, or what field was wrong."""
-    if not isinstance(error, dict):
-        return str(error)
-    if error.get("message"):
-        return str(error["message"])
-    where = ".".join(str(error[k]) for k in ("resource", "field") if error.get(k))
-    return f"{where} {error.get('code', 'invalid')}".strip()
+def _rate_wait(response: httpx.Response) -> Again | None:
+    """How long a refused request asks to wait; None when the refusal is final."""
+    status, headers = response.status_code, response.headers
+    retry_after = retry_after_s(headers.get("retry-after"))
+    exhausted = headers.get("x-ratelimit-remaining") == "0"
+    if status == 403 and retry_after is None and not exhausted:
+        return None  # a plain refusal: the token may not do this
+    if status not in (403, 429) and status not in _TRANSIENT_STATUS:
+        return None
+    if retry_after is None and exhausted:
+        reset = _float(headers.get("x-ratelimit-reset"))
+        retry_after = reset - time.time() if reset is not None else None
+    # None: the policy's backoff; a wait longer than MAX_WAIT_S is cut to it.
+    return Again(retry_after)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -365,19 +335,6 @@ def _float(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except ValueError:
-        return None
-
-
-def _seconds_from(retry_after: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date."""
-    if retry_after is None:
-        return None
-    seconds = _float(retry_after)
-    if seconds is not None:
-        return seconds
-    try:
-        return parsedate_to_datetime(retry_after).timestamp() - time.time()
-    except (TypeError, ValueError):
         return None
 
 

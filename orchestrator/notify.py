@@ -21,14 +21,14 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio.to_thread
 import httpx
+
+from .retry import Again, RetryPolicy, call, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -175,29 +175,50 @@ def _deliver(
     url: str, host: str, notice: Notice, attempts: int, backoff_s: float, timeout_s: float
 ) -> bool:
     body = payload(notice)
-    tries = max(1, attempts)
+    policy = RetryPolicy(attempts=max(1, attempts), base_s=backoff_s, cap_s=MAX_WAIT_S)
+    tries: list[_Try] = []
+
+    def post() -> _Try:
+        tries.append(_post(client, url, host, body))
+        return tries[-1]
+
+    def failed(number: int, outcome: _Try | Exception, wait_s: float) -> None:
+        _log_failure(notice, host, number, policy, outcome, f"trying again in {wait_s:.2f} s")
+
     with httpx.Client(timeout=timeout_s) as client:
-        for number in range(1, tries + 1):
-            outcome = _post(client, url, host, body)
-            if outcome.delivered:
-                return True
-            last = number == tries or not outcome.retry
-            wait_s = outcome.wait_s if outcome.wait_s is not None else backoff_s * 2 ** (number - 1)
-            wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
-            log.warning(
-                "webhook %s for project %s to %s: try %d of %d failed (%s); %s",
-                notice.event.value,
-                notice.project,
-                host,
-                number,
-                tries,
-                outcome.reason,
-                "not delivered" if last else f"trying again in {wait_s:.2f} s",
-            )
-            if last:
-                return False
-            _sleep(wait_s)
-    return False
+        # _sleep is looked up on each delivery: tests record the pauses instead.
+        last = call(post, policy, _again, sleep=_sleep, on_retry=failed)
+    if not last.delivered:
+        _log_failure(notice, host, len(tries), policy, last, "not delivered")
+    return last.delivered
+
+
+def _again(outcome: _Try | Exception) -> Again | None:
+    """A failed try worth another, with the wait the server asked for (a 429's Retry-After)."""
+    if isinstance(outcome, _Try) and not outcome.delivered and outcome.retry:
+        return Again(outcome.wait_s)
+    return None  # delivered, final, or a bug (raised to deliver's catch-all)
+
+
+def _log_failure(
+    notice: Notice,
+    host: str,
+    number: int,
+    policy: RetryPolicy,
+    outcome: _Try | Exception,
+    then: str,
+) -> None:
+    reason = outcome.reason if isinstance(outcome, _Try) else repr(outcome)
+    log.warning(
+        "webhook %s for project %s to %s: try %d of %d failed (%s); %s",
+        notice.event.value,
+        notice.project,
+        host,
+        number,
+        policy.attempts,
+        reason,
+        then,
+    )
 
 
 def _post(client: httpx.Client, url: str, host: str, body: dict[str, Any]) -> _Try:
@@ -218,26 +239,9 @@ def _post(client: httpx.Client, url: str, host: str, body: dict[str, Any]) -> _T
     said = " ".join(response.text.split())[:120]
     reason = f"HTTP {status}" + (f" {_redact(said, url, host)}" if said else "")
     if status == 429:
-        return _Try(delivered=False, retry=True, reason=reason, wait_s=_retry_after_s(response))
+        wait_s = retry_after_s(response.headers.get("retry-after"))
+        return _Try(delivered=False, retry=True, reason=reason, wait_s=wait_s)
     return _Try(delivered=False, retry=status >= 500, reason=reason)
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """Seconds a 429 asks to wait (Retry-After as seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # HTTP dates are GMT; a naive one is read as such
-        when = when.replace(tzinfo=UTC)
-    return (when - datetime.now(UTC)).total_seconds()
 
 
 # -- formatting ------------------------------------------------------------------

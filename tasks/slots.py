@@ -15,7 +15,6 @@ again after a few milliseconds.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any
@@ -37,11 +36,14 @@ from orchestrator import agent
 from orchestrator.agent import SlotWatch
 from orchestrator.config import PortfolioConfig
 from orchestrator.errors import OrchestratorError
+from orchestrator.retry import Again, RetryPolicy, acall, retry_after_s
 
 logger = logging.getLogger(__name__)
 LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process
 BUSY_RETRIES = 50
 LIMIT_ATTEMPTS = 5  # reads and writes of the limit, while other callers race this one
+# A full pool is asked again when the server says (Retry-After, else 1 s), for as long as it stays full.
+_FULL = RetryPolicy(attempts=None, base_s=1.0, factor=1.0)
 
 
 async def gate_agents(portfolio: PortfolioConfig) -> str:
@@ -130,19 +132,21 @@ async def agent_slot(pool: str, watch: SlotWatch | None = None) -> AsyncIterator
 
 async def _acquire(client: PrefectClient, pool: str, on_full: Callable[[], None]) -> UUID:
     body = {"names": [pool], "slots": 1, "mode": "concurrency", "lease_duration": LEASE_S}
-    full = False
-    while True:
-        response = await _post(client, "increment-with-lease", body)
-        if response.status_code == 423:  # the pool is full; the server says when to ask again
-            if not full:
-                full = True
-                on_full()
-            await anyio.sleep(float(response.headers.get("Retry-After") or 1))
-            continue
-        granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
-        if not granted.limits:
-            raise OrchestratorError(f"the Prefect concurrency limit {pool!r} is missing; run the cycle again to make it")
-        return granted.lease_id
+
+    def full(outcome: httpx.Response | Exception) -> Again | None:
+        if not isinstance(outcome, httpx.Response) or outcome.status_code != 423:
+            return None
+        return Again(retry_after_s(outcome.headers.get("Retry-After")))
+
+    def told(number: int, outcome: httpx.Response | Exception, wait_s: float) -> None:
+        if number == 1:  # the first wait starts it; the slot ends it
+            on_full()
+
+    response = await acall(lambda: _post(client, "increment-with-lease", body), _FULL, full, on_retry=told)
+    granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+    if not granted.limits:
+        raise OrchestratorError(f"the Prefect concurrency limit {pool!r} is missing; run the cycle again to make it")
+    return granted.lease_id
 
 
 async def _post(client: PrefectClient, action: str, body: dict[str, Any]) -> httpx.Response:
@@ -152,17 +156,23 @@ async def _post(client: PrefectClient, action: str, body: dict[str, Any]) -> htt
     headers): Prefect's ``send`` sleeps 2 s after a 503 even with retries off.
     """
     http = client._client
-    for attempt in range(BUSY_RETRIES):
+
+    async def send() -> httpx.Response:
         request = http.build_request("POST", f"/v2/concurrency_limits/{action}", json=body)
-        try:
-            response = await httpx.AsyncClient.send(http, request)
-        except httpx.TransportError:  # a kept-alive connection the server closed, say
-            if attempt == BUSY_RETRIES - 1:
-                raise
-        else:
-            if response.status_code != 503 or attempt == BUSY_RETRIES - 1:
-                if response.status_code != 423:
-                    response.raise_for_status()
-                return response
-        await anyio.sleep(0.02 + random.random() * 0.05)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        return await httpx.AsyncClient.send(http, request)
+
+    # Asked again after 20 to 70 ms: soon, and spread out, as the requests that met came in a burst.
+    busy_policy = RetryPolicy(attempts=BUSY_RETRIES, base_s=0.02, factor=1.0, jitter_s=0.05)
+    response = await acall(send, busy_policy, _busy)
+    if response.status_code != 423:
+        response.raise_for_status()
+    return response
+
+
+def _busy(outcome: httpx.Response | Exception) -> Again | None:
+    """A busy database (503), or a kept-alive connection the server closed: ask again soon."""
+    if isinstance(outcome, httpx.TransportError):
+        return Again()
+    if isinstance(outcome, httpx.Response) and outcome.status_code == 503:
+        return Again()
+    return None

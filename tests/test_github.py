@@ -324,6 +324,23 @@ def unused_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# -- reading answers -------------------------------------------------------------
+
+
+def test_an_issue_without_a_body_reads_as_empty(fake: FakeGitHub) -> None:
+    number = fake.add_issue("Add greeting")
+    fake.issues[number]["body"] = None  # GitHub sends null for an issue nobody described
+    (issue,) = client(fake).open_issues("orch")
+    assert (issue.number, issue.body, issue.labels) == (number, "", ("orch",))
+
+
+def test_an_answer_of_another_shape_is_one_error(fake: FakeGitHub) -> None:
+    number = fake.add_issue("Add greeting")
+    fake.issues[number]["title"] = ["not", "text"]
+    error = refused(lambda: client(fake).open_issues("orch"))
+    assert "GET /repos/acme/widgets/issues: unexpected answer (title:" in str(error)
+
+
 # -- odds and ends ------------------------------------------------------------
 
 

@@ -1,0 +1,145 @@
+"""GitHub's REST answers as the orchestrator reads them, and what it makes of them.
+
+:class:`Issue` and :class:`PullRequest` are what callers get; the ``*JSON``
+models are the parts of GitHub's answers that are read, so a missing or
+mistyped field is one validation error instead of a ``KeyError`` somewhere.
+Unknown keys are ignored: GitHub adds fields all the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = [
+    "ErrorDetail",
+    "ErrorJSON",
+    "Issue",
+    "IssueJSON",
+    "PullJSON",
+    "PullRequest",
+    "WireModel",
+    "error_text",
+]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An open issue: a piece of backlog."""
+
+    number: int
+    title: str
+    body: str
+    url: str  # html_url: the page a person opens
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request and whether it was merged."""
+
+    number: int
+    url: str  # html_url
+    state: str  # "open" | "closed"
+    merged: bool
+    # None until merged: before that GitHub fills the field with a throwaway test merge.
+    merge_commit_sha: str | None
+    head: str  # head branch name
+
+
+class WireModel(BaseModel):
+    """Base of GitHub's answers: unknown keys ignored, numbers accepted where text is read."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+
+class _Label(WireModel):
+    """A label as an issue carries it (GitHub sends objects; some fakes send bare names)."""
+
+    name: str | None = None
+
+
+class IssueJSON(WireModel):
+    """One item of ``GET /repos/{repo}/issues``."""
+
+    number: int
+    title: str | None = None
+    body: str | None = None
+    html_url: str | None = None
+    labels: list[_Label | str] | None = None
+    pull_request: Any = None  # only its presence counts: the item is a pull request
+
+    def issue(self) -> Issue:
+        """The issue as callers see it: missing text is empty, labels are their names."""
+        labels = tuple(
+            label if isinstance(label, str) else label.name or "" for label in self.labels or []
+        )
+        return Issue(self.number, self.title or "", self.body or "", self.html_url or "", labels)
+
+
+class _Ref(WireModel):
+    """A pull request's ``head`` or ``base``: only the branch name is read."""
+
+    ref: str | None = None
+
+
+class PullJSON(WireModel):
+    """A pull request, as ``GET/POST /repos/{repo}/pulls[/{number}]`` answer it."""
+
+    number: int
+    html_url: str | None = None
+    state: str | None = None
+    merged: bool | None = None
+    merged_at: str | None = None
+    merge_commit_sha: str | None = None
+    head: _Ref | None = None
+
+    def pull(self) -> PullRequest:
+        """The pull request as callers see it."""
+        # Listings carry merged_at but no "merged"; the single-pull answer carries both.
+        merged = bool(self.merged or self.merged_at)
+        return PullRequest(
+            number=self.number,
+            url=self.html_url or "",
+            state=self.state or "",
+            merged=merged,
+            merge_commit_sha=self.merge_commit_sha if merged and self.merge_commit_sha else None,
+            head=(self.head.ref if self.head else None) or "",
+        )
+
+
+class ErrorDetail(WireModel):
+    """One entry of a 422's ``errors``."""
+
+    message: str | None = None
+    resource: str | None = None
+    field: str | None = None
+    code: str | None = None
+
+
+class ErrorJSON(WireModel):
+    """What GitHub says with a refusal: ``{"message": ..., "errors": [...]}``."""
+
+    message: str | None = None
+    errors: list[ErrorDetail | str | Any] | None = None
+
+    @classmethod
+    def read(cls, response: httpx.Response) -> ErrorJSON:
+        """The refusal's payload; empty when it is not one (a proxy's page, say)."""
+        try:
+            return cls.model_validate(response.json())
+        except (ValueError, ValidationError):  # not JSON, or not this shape
+            return cls()
+
+
+def error_text(error: ErrorDetail | Any) -> str:
+    """One entry of a 422's ``errors``: its message, or what field was wrong."""
+    if not isinstance(error, ErrorDetail):
+        return str(error)
+    if error.message:
+        return error.message
+    where = ".".join(part for part in (error.resource, error.field) if part)
+    return f"{where} {error.code or 'invalid'}".strip()

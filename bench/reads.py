@@ -37,7 +37,7 @@ def fill(store: Store, tasks: int) -> None:
             [tasks, tasks, tasks],
         )
         store.db.execute(
-            seq + "INSERT INTO planner_cycles (id, status, base_commit, started_at, finished_at, plan_path,"
+            seq + "INSERT INTO cycles (id, status, base_commit, started_at, finished_at, plan_path,"
             " planned, claimed, cost_usd, session_id, summary, message, flow_run_id)"
             " SELECT printf('c%011d', i), 'done', 'abc', " + when + ", " + when + ", '', '[]', '[]', 0.05,"
             " '', '{}', '', '' FROM seq",

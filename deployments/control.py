@@ -176,7 +176,7 @@ def _paused_projects(portfolio: PortfolioConfig) -> set[str]:
 
     return {
         p.name for p in portfolio.enabled_projects()
-        if Store.for_project(portfolio.data_dir, p.name).state()["paused"]
+        if Store.for_project(portfolio.data_dir, p.name).state().paused
     }
 
 

@@ -30,7 +30,9 @@ from pydantic import Field
 
 from orchestrator import approval
 from orchestrator.context import ProjectContext
+from orchestrator.models import ApprovalStage, ApprovalStatus
 from orchestrator.notify import Event
+from orchestrator.state import Approval
 
 from .notices import notify
 
@@ -42,27 +44,27 @@ class ApprovalInput(RunInput):
     reason: str = Field(default="", description="Why. A rejection's reason is given to the next attempt.")
 
 
-async def gate(ctx: ProjectContext, cycle_id: str, stage: str, what: str) -> approval.Decision | None:
+async def gate(ctx: ProjectContext, cycle_id: str, stage: ApprovalStage, what: str) -> approval.Decision | None:
     """The decision on ``stage`` of the cycle; None when the cycle must stop and wait.
 
     ``what`` is the markdown shown to the approver (the plan, or the branches to merge).
     """
     run_id = str(flow_run.get_id() or "")
     deployment_id = _deployment_id()
-    row, new = approval.request(ctx, cycle_id, stage, run_id)
-    if row["flow_run_id"] != run_id or row["status"] != "waiting":
+    asked, new = approval.request(ctx, cycle_id, stage, run_id)
+    if asked.flow_run_id != run_id or asked.status is not ApprovalStatus.waiting:
         # Decided (by orch approve, say), or a later run carries the cycle past the deadline.
         decision = approval.decided(ctx, cycle_id, stage, apply_timeout=True)
         if decision is not None:
-            await _cancel_suspended(row["flow_run_id"], run_id)
+            await _cancel_suspended(asked.flow_run_id, run_id)
             return decision
     if new:
-        await _announce(ctx, row, what)
+        await _announce(ctx, asked, what)
         if deployment_id:
-            await _schedule_deadline_run(deployment_id, row)
+            await _schedule_deadline_run(deployment_id, asked)
     if not deployment_id:
         return approval.decided(ctx, cycle_id, stage, apply_timeout=True)
-    get_run_logger().info("Waiting: %s", approval.describe(row))
+    get_run_logger().info("Waiting: %s", approval.describe(asked))
     # Returns at once with the input when this run was resumed with one; otherwise it ends the process here.
     answer = await asuspend_flow_run(wait_for_input=ApprovalInput, key=f"approval-{stage}-{cycle_id}")
     approval.decide(ctx.store, cycle_id, stage, answer.approve, answer.reason, "Prefect UI")
@@ -77,18 +79,19 @@ def _deployment_id() -> str:
     return str(run.deployment_id) if run is not None and run.deployment_id else ""
 
 
-async def _announce(ctx: ProjectContext, row: dict[str, str], what: str) -> None:
-    line = approval.describe(row)
+async def _announce(ctx: ProjectContext, asked: Approval, what: str) -> None:
+    line = approval.describe(asked)
+    stage, cycle_id = asked.stage, asked.cycle_id
     await acreate_markdown_artifact(
-        key=f"approval-{row['stage']}-{row['cycle_id']}"[:60].lower(),
-        markdown=f"# Approval needed: the {row['stage']} of cycle {row['cycle_id']}\n\n{line}\n\n"
+        key=f"approval-{stage}-{cycle_id}"[:60].lower(),
+        markdown=f"# Approval needed: the {stage} of cycle {cycle_id}\n\n{line}\n\n"
                  "In the Prefect UI: **Resume** this run, check *approve* or not, give a reason.\n\n"
                  f"{what}\n",
-        description=f"Waiting for approval of the {row['stage']} of cycle {row['cycle_id']}",
+        description=f"Waiting for approval of the {stage} of cycle {cycle_id}",
     )
-    await notify(ctx, Event.approval_needed, f"Cycle {row['cycle_id']} waits for approval of its {row['stage']}",
-                 {"cycle": row["cycle_id"], "deadline (UTC)": row["deadline"], "then": row["default"],
-                  "approve": f"orch approve {row['cycle_id']}"},
+    await notify(ctx, Event.approval_needed, f"Cycle {cycle_id} waits for approval of its {stage}",
+                 {"cycle": cycle_id, "deadline (UTC)": asked.deadline, "then": asked.default,
+                  "approve": f"orch approve {cycle_id}"},
                  link=_ui_link())
 
 
@@ -98,16 +101,16 @@ def _ui_link() -> str:
     return url if url.startswith("http") else ""
 
 
-async def _schedule_deadline_run(deployment_id: str, row: dict[str, str]) -> None:
+async def _schedule_deadline_run(deployment_id: str, asked: Approval) -> None:
     """A run at the deadline that applies the default if nobody decided."""
     parameters = dict(flow_run.get_parameters())
-    parameters["cycle_id"] = row["cycle_id"]
+    parameters["cycle_id"] = asked.cycle_id
     async with get_client() as client:
         await client.create_flow_run_from_deployment(
             UUID(deployment_id), parameters=parameters,
             # Just after it, so the deadline has passed by the time the run looks.
-            state=Scheduled(scheduled_time=datetime.fromisoformat(row["deadline"]) + timedelta(seconds=2)),
-            idempotency_key=f"approval-deadline-{row['cycle_id']}-{row['stage']}",
+            state=Scheduled(scheduled_time=datetime.fromisoformat(asked.deadline) + timedelta(seconds=2)),
+            idempotency_key=f"approval-deadline-{asked.cycle_id}-{asked.stage}",
         )
 
 

@@ -12,7 +12,7 @@ import os
 from prefect import get_run_logger
 
 from orchestrator.context import ProjectContext
-from orchestrator.models import CycleSummary
+from orchestrator.models import CycleStatus, CycleSummary
 from orchestrator.notify import Event, Notice, adeliver
 
 
@@ -32,12 +32,12 @@ async def notify(ctx: ProjectContext, event: Event, title: str, details: dict[st
 
 async def cycle_ended(ctx: ProjectContext, summary: CycleSummary) -> None:
     """``cycle_finished`` (or ``cycle_failed``) with what the cycle did."""
-    failed = summary.status == "failed"
+    failed = summary.status is CycleStatus.failed
     details = {"status": summary.status, "merged": str(len(summary.merged)),
                "not merged": str(len(summary.rejected)), "cost": f"${summary.total_cost_usd:.4f}"}
     if summary.message:
         details["note"] = summary.message
-    verb = "failed" if failed else f"ended: {summary.status}" if summary.status != "done" else "finished"
+    verb = "failed" if failed else f"ended: {summary.status}" if summary.status is not CycleStatus.done else "finished"
     title = (f"Cycle {summary.cycle_id} {verb}: merged {len(summary.merged)}, "
              f"not merged {len(summary.rejected)}")
     await notify(ctx, Event.cycle_failed if failed else Event.cycle_finished, title, details)

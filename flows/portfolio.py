@@ -15,7 +15,7 @@ from prefect.artifacts import acreate_table_artifact
 
 from flows.project_cycle import artifact_key, project_cycle
 from orchestrator.config import find_config, load_portfolio
-from orchestrator.models import CycleSummary
+from orchestrator.models import CycleStatus, CycleSummary
 from tasks.slots import gate_agents
 
 
@@ -37,7 +37,7 @@ async def portfolio(config: str | None = None) -> list[CycleSummary]:
     )
     summaries = [
         o if isinstance(o, CycleSummary) else CycleSummary(
-            project=p.name, cycle_id="", status="failed", message=f"{type(o).__name__}: {o}")
+            project=p.name, cycle_id="", status=CycleStatus.failed, message=f"{type(o).__name__}: {o}")
         for p, o in zip(projects, outcomes, strict=True)
     ]
     await acreate_table_artifact(
@@ -46,7 +46,7 @@ async def portfolio(config: str | None = None) -> list[CycleSummary]:
                 "merged": len(s.merged), "rejected": len(s.rejected),
                 "cost ($)": f"{s.total_cost_usd:.4f}", "note": s.message or "-"} for s in summaries],
     )
-    failed = [s.project for s in summaries if s.status == "failed"]
+    failed = [s.project for s in summaries if s.status is CycleStatus.failed]
     if failed:
         logger.warning("Cycles failed: %s", ", ".join(failed))
     return summaries

@@ -32,7 +32,9 @@ from orchestrator.config import find_config
 from orchestrator.context import ProjectContext, ProjectRef, in_thread
 from orchestrator.lock import CycleLock
 from orchestrator.models import (
+    ApprovalStage,
     Baseline,
+    CycleStatus,
     CycleSummary,
     MergeOutcome,
     Task,
@@ -80,27 +82,28 @@ async def _guarded_cycle(project: str, config: str | None, cycle_id: str | None,
     ctx = ProjectContext.open(ref)
     logger = get_run_logger()
     state = ctx.store.state()
-    if state["paused"]:
-        message = f"project {project!r} is paused ({state['paused_reason'] or 'by a user'}): nothing done"
+    if state.paused:
+        message = f"project {project!r} is paused ({state.paused_reason or 'by a user'}): nothing done"
         logger.info(message)
-        return CycleSummary(project=project, cycle_id="", status="skipped", message=message)
+        return CycleSummary(project=project, cycle_id="", status=CycleStatus.skipped, message=message)
     lock = CycleLock(ctx.portfolio.data_dir, ctx.name)
     if not await anyio.to_thread.run_sync(lock.acquire, wait):
         message = f"a cycle of {project!r} is already running ({lock.holder()}): nothing done"
         logger.warning(message)
-        return CycleSummary(project=project, cycle_id="", status="busy", message=message)
+        return CycleSummary(project=project, cycle_id="", status=CycleStatus.busy, message=message)
     try:
         waiting = approval.blocking(ctx, str(flow_run.get_id() or ""))
         if waiting is not None:  # nothing else runs until it is decided
             message = approval.describe(waiting)
             logger.info(message)
-            return CycleSummary(project=project, cycle_id=waiting["cycle_id"], status="waiting", message=message)
+            return CycleSummary(project=project, cycle_id=waiting.cycle_id, status=CycleStatus.waiting,
+                                message=message)
         report = await patrol(ref)
         if report.paused_reason:
             message = f"project {project!r} paused: {report.paused_reason}"
             logger.warning(message)
             await notify(ctx, Event.project_paused, f"Project paused: {report.paused_reason}")
-            return CycleSummary(project=project, cycle_id="", status="skipped", message=message)
+            return CycleSummary(project=project, cycle_id="", status=CycleStatus.skipped, message=message)
         await sync(ref)  # pull requests merged (or closed) since, issues still to close
         return await _locked_cycle(ctx, ref, cycle_id)
     finally:
@@ -116,7 +119,7 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     if start is None:
         message = f"cycle {cycle_id} of {ctx.name!r} is finished: nothing to continue"
         logger.info(message)
-        return CycleSummary(project=ctx.name, cycle_id=cycle_id or "", status="skipped", message=message)
+        return CycleSummary(project=ctx.name, cycle_id=cycle_id or "", status=CycleStatus.skipped, message=message)
     logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
                 start.cycle_id, ctx.name, start.base_commit[:12])
     before = ctx.store.state()
@@ -125,20 +128,20 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     try:
         summary = await _run(ctx, ref, start)
     except Exception as exc:
-        summary = cycle.summarize(ctx, start.cycle_id, "failed", f"{type(exc).__name__}: {exc}")
+        summary = cycle.summarize(ctx, start.cycle_id, CycleStatus.failed, f"{type(exc).__name__}: {exc}")
         cycle.abandon(ctx, start.cycle_id, summary)
         await cycle_ended(ctx, summary)
         raise
-    if summary.status == "waiting":  # for approval: the cycle stays open, its work kept
+    if summary.status is CycleStatus.waiting:  # for approval: the cycle stays open, its work kept
         return summary
     cycle.finish(ctx, summary)
     await _publish_summary(ctx, summary)
     await cycle_ended(ctx, summary)
     after = ctx.store.state()
     # A day's cap is announced once, not by every cycle it stops until midnight.
-    known = bool(before["budget_stop"]) and after["budget_resets_at"] and before["budget_resets_at"] == after["budget_resets_at"]
-    if after["budget_stop"] and not known:
-        await notify(ctx, Event.budget_reached, f"Budget reached: {after['budget_stop']}", {"cycle": summary.cycle_id})
+    known = bool(before.budget_stop) and after.budget_resets_at and before.budget_resets_at == after.budget_resets_at
+    if after.budget_stop and not known:
+        await notify(ctx, Event.budget_reached, f"Budget reached: {after.budget_stop}", {"cycle": summary.cycle_id})
     reason = await stop_if_failing(ctx)
     if reason:
         logger.warning("Project %s paused: %s", ctx.name, reason)
@@ -203,7 +206,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
         reached = ctx.budget(cycle_id).stop(cheapest)
         if reached is not None:  # not even one session fits: nothing is claimed or planned
             ctx.store.set_budget_stop(str(reached), reached.resets_at or None)
-            return cycle.summarize(ctx, cycle_id, "budget", str(reached))
+            return cycle.summarize(ctx, cycle_id, CycleStatus.budget, str(reached))
     progress = Progress(ctx)
     await progress.start()
     with span("step", "plan"):
@@ -220,26 +223,26 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     note = f"planner failed: {the_plan.error}" if the_plan.error else the_plan.budget_stop
     if c.require_approval == "plan" and ctx.store.count_by_status()[TaskStatus.pending.value]:
         what = plan_file.read_text() if plan_file is not None else "No new plan: the pending tasks are worked on."
-        decision = await gate(ctx, cycle_id, "plan", what)
+        decision = await gate(ctx, cycle_id, ApprovalStage.plan, what)
         if decision is None:
-            return cycle.summarize(ctx, cycle_id, "waiting", _waiting(ctx, cycle_id, "plan"))
+            return cycle.summarize(ctx, cycle_id, CycleStatus.waiting, _waiting(ctx, cycle_id, ApprovalStage.plan))
         if not decision.approved:
             approval.reject_plan(ctx, cycle_id, decision)
-            return cycle.summarize(ctx, cycle_id, "rejected", f"plan rejected ({decision.decided_by}): {decision.reason}")
+            return cycle.summarize(ctx, cycle_id, CycleStatus.rejected, f"plan rejected ({decision.decided_by}): {decision.reason}")
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
     await progress.expect(2 * len(tasks))
     passing = await _work_and_judge(ctx, ref, cycle_id, base, tasks, progress)
     if passing and c.require_approval == "merge":
-        decision = await gate(ctx, cycle_id, "merge", _merge_request(passing))
+        decision = await gate(ctx, cycle_id, ApprovalStage.merge, _merge_request(passing))
         if decision is None:
-            return cycle.summarize(ctx, cycle_id, "waiting", _waiting(ctx, cycle_id, "merge"))
+            return cycle.summarize(ctx, cycle_id, CycleStatus.waiting, _waiting(ctx, cycle_id, ApprovalStage.merge))
         if not decision.approved:
             approval.reject_merge(ctx, [t.id for t, _ in passing], decision)
-            return cycle.summarize(ctx, cycle_id, "rejected", f"merge rejected ({decision.decided_by}): {decision.reason}")
+            return cycle.summarize(ctx, cycle_id, CycleStatus.rejected, f"merge rejected ({decision.decided_by}): {decision.reason}")
     if passing:
         await _merge(ctx, ref, cycle_id, passing)
     await progress.finish()
-    return cycle.summarize(ctx, cycle_id, "done", note)
+    return cycle.summarize(ctx, cycle_id, CycleStatus.done, note)
 
 
 async def _work_and_judge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: str, tasks: list[Task],
@@ -283,9 +286,9 @@ async def _merge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, passing: l
     return outcome
 
 
-def _waiting(ctx: ProjectContext, cycle_id: str, stage: str) -> str:
-    row = ctx.store.approval(cycle_id, stage)
-    return approval.describe(row) if row else f"cycle {cycle_id} waits for approval of its {stage}"
+def _waiting(ctx: ProjectContext, cycle_id: str, stage: ApprovalStage) -> str:
+    asked = ctx.store.approval(cycle_id, stage)
+    return approval.describe(asked) if asked else f"cycle {cycle_id} waits for approval of its {stage}"
 
 
 def _merge_request(passing: list[tuple[Task, WorkResult]]) -> str:

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import StoreError
-from .models import TaskStatus
+from .models import ApprovalStage, ApprovalStatus, TaskStatus
+from .state import Approval
 from .store import Store
 
 if TYPE_CHECKING:  # the read commands import this module; the agent runtime stays out of them
     from .context import ProjectContext
-
-STAGES = ("plan", "merge")
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -39,68 +37,72 @@ class Decision:
         return self.decided_by == "timeout"
 
 
-def _decision(row: dict[str, Any]) -> Decision:
-    return Decision(approved=row["status"] == "approved", reason=row["reason"] or "",
-                    decided_by=row["decided_by"] or "")
+def _decision(asked: Approval) -> Decision:
+    return Decision(approved=asked.status is ApprovalStatus.approved, reason=asked.reason,
+                    decided_by=asked.decided_by)
 
 
-def past_deadline(row: dict[str, Any], now: datetime | None = None) -> bool:
+def _outcome(approve: bool) -> ApprovalStatus:
+    return ApprovalStatus.approved if approve else ApprovalStatus.rejected
+
+
+def past_deadline(asked: Approval, now: datetime | None = None) -> bool:
     """Whether a waiting request's time is up."""
-    return (now or datetime.now(UTC)) >= datetime.fromisoformat(row["deadline"])
+    return (now or datetime.now(UTC)) >= datetime.fromisoformat(asked.deadline)
 
 
-def request(ctx: ProjectContext, cycle_id: str, stage: str, flow_run_id: str) -> tuple[dict[str, Any], bool]:
+def request(ctx: ProjectContext, cycle_id: str, stage: ApprovalStage, flow_run_id: str) -> tuple[Approval, bool]:
     """The cycle's request for ``stage`` (made now if new); and whether it is new."""
     existing = ctx.store.approval(cycle_id, stage)
     if existing is not None:
         return existing, False
     deadline = datetime.now(UTC) + timedelta(minutes=ctx.config.approval_timeout_minutes)
-    row = ctx.store.request_approval(cycle_id, stage, deadline.isoformat(),
-                                     ctx.config.approval_default, flow_run_id)
-    return row, True
+    made = ctx.store.request_approval(cycle_id, stage, deadline.isoformat(),
+                                      ctx.config.approval_default, flow_run_id)
+    return made, True
 
 
-def decided(ctx: ProjectContext, cycle_id: str, stage: str, *, apply_timeout: bool) -> Decision | None:
+def decided(ctx: ProjectContext, cycle_id: str, stage: ApprovalStage, *, apply_timeout: bool) -> Decision | None:
     """The decision on ``stage`` if there is one; with ``apply_timeout``, a time-out decides it."""
-    row = ctx.store.approval(cycle_id, stage)
-    if row is None:
+    found = ctx.store.approval(cycle_id, stage)
+    if found is None:
         return None
-    if row["status"] == "waiting":
-        if not (apply_timeout and past_deadline(row)):
+    if found.status is ApprovalStatus.waiting:
+        if not (apply_timeout and past_deadline(found)):
             return None
-        default = row["default"]
+        default = found.default
         minutes = ctx.config.approval_timeout_minutes
-        ctx.store.decide_approval(cycle_id, stage, "approved" if default == "approve" else "rejected",
+        ctx.store.decide_approval(cycle_id, stage, _outcome(default == "approve"),
                                   f"nobody decided within {minutes} minute(s); approval_default is {default!r}",
                                   "timeout")
-        row = ctx.store.approval(cycle_id, stage) or row
-    return _decision(row)
+        found = ctx.store.approval(cycle_id, stage) or found
+    return _decision(found)
 
 
-def decide(store: Store, cycle_id: str, stage: str, approve: bool, reason: str, by: str) -> bool:
+def decide(store: Store, cycle_id: str, stage: ApprovalStage, approve: bool, reason: str, by: str) -> bool:
     """Record a person's decision; False if the request was decided already."""
-    return store.decide_approval(cycle_id, stage, "approved" if approve else "rejected", reason, by)
+    return store.decide_approval(cycle_id, stage, _outcome(approve), reason, by)
 
 
-def waiting_for(store: Store, cycle_prefix: str) -> dict[str, Any]:
+def waiting_for(store: Store, cycle_prefix: str) -> Approval:
     """The waiting request of the cycle whose id starts with ``cycle_prefix``; StoreError if none."""
-    row = store.get_cycle(cycle_prefix)
-    waiting = [r for r in store.waiting_approvals() if r["cycle_id"] == row["id"]]
+    cycle_id = store.get_cycle(cycle_prefix).id
+    waiting = [r for r in store.waiting_approvals() if r.cycle_id == cycle_id]
     if not waiting:
-        raise StoreError(f"cycle {row['id']} of {store.project!r} is not waiting for approval: see `orch status`")
+        raise StoreError(f"cycle {cycle_id} of {store.project!r} is not waiting for approval: see `orch status`")
     return waiting[0]
 
 
-def blocking(ctx: ProjectContext, flow_run_id: str) -> dict[str, Any] | None:
+def blocking(ctx: ProjectContext, flow_run_id: str) -> Approval | None:
     """A request that keeps another run from working on the project now.
 
     A cycle waiting for approval holds the project: a later run does nothing
     until it is decided or its time is up, unless it is the waiting run itself
     coming back (resumed from the Prefect UI).
     """
-    for row in ctx.store.waiting_approvals():
-        if row["flow_run_id"] != flow_run_id and not past_deadline(row):
-            return row
+    for waiting in ctx.store.waiting_approvals():
+        if waiting.flow_run_id != flow_run_id and not past_deadline(waiting):
+            return waiting
     return None
 
 
@@ -124,9 +126,10 @@ def reject_merge(ctx: ProjectContext, task_ids: list[str], decision: Decision) -
             send_back(ctx, task, why)
 
 
-def describe(row: dict[str, Any]) -> str:
+def describe(asked: Approval) -> str:
     """One line for people: what waits, until when, and what then happens."""
-    deadline = row["deadline"][:16].replace("T", " ")
-    return (f"cycle {row['cycle_id']} waits for approval of its {row['stage']} until {deadline} UTC "
-            f"(then: {row['default']}); `orch approve {row['cycle_id']}` or `orch reject {row['cycle_id']} --reason ...`")
+    deadline = asked.deadline[:16].replace("T", " ")
+    cycle_id = asked.cycle_id
+    return (f"cycle {cycle_id} waits for approval of its {asked.stage} until {deadline} UTC "
+            f"(then: {asked.default}); `orch approve {cycle_id}` or `orch reject {cycle_id} --reason ...`")
 

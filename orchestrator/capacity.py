@@ -14,9 +14,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from .config import PortfolioConfig, ProjectConfig
+from .models import CycleStatus
+from .state import Cycle
 from .store import Store
 
 
@@ -37,17 +38,17 @@ class CycleSlotWatch:
             self.store.slot_wait_ended(self.cycle_id, time.monotonic() - started)
 
 
-def cap_note(portfolio: PortfolioConfig, project: ProjectConfig, cycle: dict[str, Any] | None) -> str:
+def cap_note(portfolio: PortfolioConfig, project: ProjectConfig, cycle: Cycle | None) -> str:
     """What the portfolio's cap does to this project: '' when there is none or it never bound."""
     cap = portfolio.max_total_workers
     if cap is None:
         return ""
     name = f"max_total_workers {cap}"
-    if cycle and cycle["status"] == "running" and cycle.get("slot_waiting"):
-        return f"{cycle['slot_waiting']} session(s) waiting for an agent slot ({name} binds)"
-    if cycle and cycle.get("slot_waits"):
-        return (f"{name} held {cycle['slot_waits']} session(s) back for "
-                f"{cycle['slot_wait_s']:.0f} s in all in cycle {cycle['id']}")
+    if cycle and cycle.status is CycleStatus.running and cycle.slot_waiting:
+        return f"{cycle.slot_waiting} session(s) waiting for an agent slot ({name} binds)"
+    if cycle and cycle.slot_waits:
+        return (f"{name} held {cycle.slot_waits} session(s) back for "
+                f"{cycle.slot_wait_s:.0f} s in all in cycle {cycle.id}")
     if project.max_workers > cap:
         return f"{name} allows fewer agents than max_workers {project.max_workers}"
     return ""

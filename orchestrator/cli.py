@@ -29,7 +29,7 @@ from .checks import failed_tests
 from .cli_read import ConfigOpt, ProjectOpt, _print_tasks  # there: cli_read cannot import cli
 from .cli_serve import prepare_prefect, use_running_server
 from .errors import OrchestratorError
-from .models import CycleSummary, Task, TaskType
+from .models import CycleStatus, CycleSummary, Task, TaskType
 from .timing import mark
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def run(project: ProjectOpt, config: ConfigOpt = None,
     for _ in range(cycles):
         summary = run_cycle(project, config, wait)
         print_summary(summary)
-        if summary.status in ("skipped", "busy", "waiting", "budget"):
+        if summary.status in (CycleStatus.skipped, CycleStatus.busy, CycleStatus.waiting, CycleStatus.budget):
             break
 
 
@@ -163,7 +163,7 @@ def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to 
         console.print(f"Try: orch tasks --project calc --config {config}")
         check_outcome(summary)
         if ui:
-            run_id = store.get_cycle(summary.cycle_id)["flow_run_id"] if summary.cycle_id else ""
+            run_id = store.get_cycle(summary.cycle_id).flow_run_id if summary.cycle_id else ""
             _show_in_ui(server, run_id)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -233,7 +233,7 @@ def retry(project: ProjectOpt,
 
 def print_summary(summary: CycleSummary) -> None:
     """What a cycle did, for people."""
-    if summary.status in ("skipped", "busy"):
+    if summary.status in (CycleStatus.skipped, CycleStatus.busy):
         console.print(summary.message)
         return
     console.print(f"\n[bold]Cycle {summary.cycle_id}[/] of {summary.project}: {summary.status}")

@@ -170,19 +170,19 @@ def _decide(cycle: str, project: str | None, config: str | None, approve: bool, 
     from .reports import find_cycle
 
     portfolio = load_portfolio(config)
-    name, row = find_cycle(portfolio, cycle.strip(), project)
+    name, found = find_cycle(portfolio, cycle.strip(), project)
     store = Store.for_project(portfolio.data_dir, name)
-    waiting = waiting_for(store, row["id"])
+    waiting = waiting_for(store, found.id)
     verb = "approve" if approve else "reject"
-    decide(store, row["id"], waiting["stage"], approve, reason.strip(), f"orch {verb}")
-    console.print(f"{'Approved' if approve else 'Rejected'} the {waiting['stage']} of cycle {row['id']} of {name}.")
+    decide(store, found.id, waiting.stage, approve, reason.strip(), f"orch {verb}")
+    console.print(f"{'Approved' if approve else 'Rejected'} the {waiting.stage} of cycle {found.id} of {name}.")
     url = running_server(portfolio.data_dir)
-    if url is not None and waiting["flow_run_id"]:
+    if url is not None and waiting.flow_run_id:
         prepare_prefect()
         from deployments.control import resume_waiting
 
-        if resume_waiting(url, waiting["flow_run_id"], approve, reason.strip()):
-            console.print(f"Its flow run {waiting['flow_run_id']} resumes now.")
+        if resume_waiting(url, waiting.flow_run_id, approve, reason.strip()):
+            console.print(f"Its flow run {waiting.flow_run_id} resumes now.")
             return
     console.print(f"The next cycle of {name} (`orch run -p {name}` or its schedule) carries it on.")
 
@@ -208,7 +208,7 @@ def _print_schedules(portfolio: PortfolioConfig) -> None:
     for column in ("deployment", "every", "priority", "schedule"):
         table.add_column(column)
     for p in portfolio.enabled_projects():
-        paused = Store.for_project(portfolio.data_dir, p.name).state()["paused"]
+        paused = Store.for_project(portfolio.data_dir, p.name).state().paused
         table.add_row(f"project-cycle/{p.name}", f"{p.cycle_interval_minutes} min", str(p.priority),
                       "paused (orch resume)" if paused else "active")
     console.print(table)

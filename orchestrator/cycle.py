@@ -8,7 +8,6 @@ idempotent: calling it again with the same result changes nothing more.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from .context import ProjectContext
 from .models import (
     BUDGET_WAITED,
     MERGE_WAITED,
+    CycleStatus,
     CycleSummary,
     MergeOutcome,
     Plan,
@@ -45,12 +45,12 @@ def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "
 
     None when the named cycle is finished: a run meant to continue it has nothing to do.
     """
-    row = ctx.store.get_cycle(cycle_id) if cycle_id else ctx.store.unfinished_cycle()
-    if row is not None and row["status"] == "running":
-        if flow_run_id and row["flow_run_id"] != flow_run_id:  # this run carries it on now
-            ctx.store.update_cycle(row["id"], flow_run_id=flow_run_id)
-        ctx.store.update_cycle(row["id"], slot_waiting=0)  # the waits of a run that died ended with it
-        return CycleStart(row["id"], row["base_commit"], resumed=True)
+    found = ctx.store.get_cycle(cycle_id) if cycle_id else ctx.store.unfinished_cycle()
+    if found is not None and found.status is CycleStatus.running:
+        if flow_run_id and found.flow_run_id != flow_run_id:  # this run carries it on now
+            ctx.store.update_cycle(found.id, flow_run_id=flow_run_id)
+        ctx.store.update_cycle(found.id, slot_waiting=0)  # the waits of a run that died ended with it
+        return CycleStart(found.id, found.base_commit, resumed=True)
     if cycle_id:
         return None
     start = CycleStart(new_id(), ctx.repo.head(), resumed=False)
@@ -83,14 +83,14 @@ def record_plan(ctx: ProjectContext, plan: Plan) -> Path | None:
 
 def planned_tasks(ctx: ProjectContext, cycle_id: str) -> list[Task]:
     """The tasks the cycle's planner added."""
-    return ctx.store.tasks_of(json.loads(ctx.store.get_cycle(cycle_id)["planned"] or "[]"))
+    return ctx.store.tasks_of(ctx.store.get_cycle(cycle_id).planned)
 
 
 def claim(ctx: ProjectContext, cycle_id: str) -> list[Task]:
     """The tasks this cycle works on: claimed once, the same ones after a crash."""
-    row = ctx.store.get_cycle(cycle_id)
-    if row["claimed"]:
-        return ctx.store.tasks_of(json.loads(row["claimed"]))
+    claimed = ctx.store.get_cycle(cycle_id).claimed
+    if claimed is not None:  # claimed before a crash, maybe nothing: the same again
+        return ctx.store.tasks_of(claimed)
     tasks = ctx.store.claim_tasks(cycle_id, ctx.config.max_workers)
     ctx.store.update_cycle(cycle_id, claimed=[t.id for t in tasks])
     return tasks
@@ -168,22 +168,21 @@ def finish(ctx: ProjectContext, summary: CycleSummary) -> None:
     """Close the cycle in the store and remove its base worktree."""
     name = f"base-{summary.cycle_id}"
     ctx.repo.remove_worktree(name, ctx.branch(name))
-    ctx.store.finish_cycle(summary.cycle_id, summary.status, summary.model_dump(mode="json"), summary.message)
+    ctx.store.finish_cycle(summary)
 
 
 def abandon(ctx: ProjectContext, cycle_id: str, summary: CycleSummary) -> None:
     """A step raised: give the cycle's tasks back and close it as failed."""
-    for task in ctx.store.tasks_of(json.loads(ctx.store.get_cycle(cycle_id)["claimed"] or "[]")):
+    for task in ctx.store.tasks_of(ctx.store.get_cycle(cycle_id).claimed or []):
         if still_held(ctx, cycle_id, task):
             send_back(ctx, task, f"cycle {cycle_id} failed: {summary.message}")
     finish(ctx, summary)
 
 
-def summarize(ctx: ProjectContext, cycle_id: str, status: str, message: str = "") -> CycleSummary:
+def summarize(ctx: ProjectContext, cycle_id: str, status: CycleStatus, message: str = "") -> CycleSummary:
     """What the cycle did, read back from the store."""
-    row = ctx.store.get_cycle(cycle_id)
-    planned = json.loads(row["planned"] or "[]")
-    claimed = json.loads(row["claimed"] or "[]")
+    found = ctx.store.get_cycle(cycle_id)
+    planned, claimed = found.planned, found.claimed or []
     verdicts = ctx.store.verdicts(cycle_id)
     merged = ctx.store.merged_task_ids(cycle_id)
     rejected = {}
@@ -193,6 +192,6 @@ def summarize(ctx: ProjectContext, cycle_id: str, status: str, message: str = ""
     return CycleSummary(
         project=ctx.name, cycle_id=cycle_id, status=status, message=message,
         planned=planned, worked=claimed,
-        passed=[v["task_id"] for v in verdicts if v["passed"]],
+        passed=[v.task_id for v in verdicts if v.passed],
         rejected=rejected, merged=merged, cost_by_role=ctx.store.costs_by_role(cycle_id),
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import OrchestratorError
 from .gitops import init_repo
-from .models import CycleSummary
+from .models import CycleStatus, CycleSummary
 from .scripted import Scenario, bash, edit, read, structured, text, tool, write
 
 SAMPLE_FILES = {
@@ -126,7 +126,7 @@ def write_portfolio(root: Path, project_path: Path) -> Path:
 
 def check_outcome(summary: CycleSummary) -> None:
     """Raise unless the cycle ended as scripted: two branches merged, the broken one rejected."""
-    if summary.status == "done" and len(summary.merged) == 2 and len(summary.rejected) == 1:
+    if summary.status is CycleStatus.done and len(summary.merged) == 2 and len(summary.rejected) == 1:
         return
     raise OrchestratorError(
         f"the demo cycle {summary.cycle_id or '(none)'} ended {summary.status!r} with "

@@ -44,6 +44,34 @@ class TaskStatus(StrEnum):
     failed = "failed"
 
 
+class CycleStatus(StrEnum):
+    """Where a cycle is, or how it ended (also what a run that did no cycle says, in its summary)."""
+
+    running = "running"
+    done = "done"
+    failed = "failed"
+    waiting = "waiting"  # for approval: the cycle stays open, its work kept
+    rejected = "rejected"  # by its approver
+    skipped = "skipped"  # paused project, finished cycle, or nothing to continue: no cycle ran
+    busy = "busy"  # another cycle of the project holds its lock: no cycle ran
+    budget = "budget"  # not even one agent session fits the budget: nothing planned or claimed
+
+
+class ApprovalStage(StrEnum):
+    """Where a cycle's approval gate stands (``require_approval``)."""
+
+    plan = "plan"  # before workers start
+    merge = "merge"  # before passing branches merge or become pull requests
+
+
+class ApprovalStatus(StrEnum):
+    """Where an approval request is; the first decision stands."""
+
+    waiting = "waiting"
+    approved = "approved"
+    rejected = "rejected"
+
+
 class Role(StrEnum):
     """Agent roles; each has its own prompt, model and tool list."""
 
@@ -264,7 +292,7 @@ class CycleSummary(BaseModel):
 
     project: str
     cycle_id: str
-    status: str  # done | failed | waiting (for approval) | rejected (by its approver) | skipped | busy
+    status: CycleStatus
     message: str = ""
     planned: list[str] = Field(default_factory=list)
     worked: list[str] = Field(default_factory=list)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from . import cycle
 from .context import ProjectContext
-from .models import TaskStatus, keeps_work
+from .models import CycleStatus, TaskStatus, keeps_work
 from .refinery import integration_name
 
 
@@ -33,15 +33,15 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
     """Close dead cycles, send back tasks nobody works on, remove orphan worktrees and branches."""
     report = PatrolReport()
     running = ctx.store.running_cycles()
-    resumable = running[0]["id"] if running else None
-    suspended = {r["flow_run_id"] for r in ctx.store.waiting_approvals()}  # waiting, not dead
-    for row in running:
-        if row["flow_run_id"] and row["flow_run_id"] not in suspended:
-            report.dead_flow_runs.append(row["flow_run_id"])
-        if row["id"] != resumable:
-            summary = cycle.summarize(ctx, row["id"], "failed", "abandoned: the run that held it died")
-            cycle.abandon(ctx, row["id"], summary)
-            report.abandoned_cycles.append(row["id"])
+    resumable = running[0].id if running else None
+    suspended = {r.flow_run_id for r in ctx.store.waiting_approvals()}  # waiting, not dead
+    for found in running:
+        if found.flow_run_id and found.flow_run_id not in suspended:
+            report.dead_flow_runs.append(found.flow_run_id)
+        if found.id != resumable:
+            summary = cycle.summarize(ctx, found.id, CycleStatus.failed, "abandoned: the run that held it died")
+            cycle.abandon(ctx, found.id, summary)
+            report.abandoned_cycles.append(found.id)
     for task in ctx.store.list_tasks(TaskStatus.in_progress):
         if task.claimed_by != resumable:
             cycle.send_back(ctx, task, "its cycle's run died before finishing it")
@@ -68,8 +68,8 @@ def _remove_orphans(ctx: ProjectContext, resumable: str | None, report: PatrolRe
 def pause_if_failing(ctx: ProjectContext) -> str:
     """Pause the project after ``max_consecutive_failures`` failed tasks in a row; the reason, or ''."""
     state = ctx.store.state()
-    streak, limit = state["consecutive_failures"], ctx.config.max_consecutive_failures
-    if state["paused"] or streak < limit:
+    streak, limit = state.consecutive_failures, ctx.config.max_consecutive_failures
+    if state.paused or streak < limit:
         return ""
     reason = (f"{streak} tasks failed in a row (max_consecutive_failures is {limit}): "
               "see `orch tasks --status failed`, then `orch resume`")

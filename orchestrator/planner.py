@@ -9,7 +9,6 @@ inserts nothing twice.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from .agent import run_agent
@@ -18,7 +17,7 @@ from .backlog_file import BacklogItem
 from .context import ProjectContext
 from .errors import AgentError, BudgetReached
 from .github import GitHubError
-from .models import Plan, PlanOutput, Role, Task, TaskStatus
+from .models import CycleStatus, Plan, PlanOutput, Role, Task, TaskStatus
 from .prompts import untrusted
 
 HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
@@ -65,17 +64,17 @@ def build_prompt(ctx: ProjectContext, root: Path, max_tasks: int, items: list[Ba
 
 def recent_history(ctx: ProjectContext, cycles: int = HISTORY_CYCLES, before: str = "") -> str:
     """What the last finished cycles (other than ``before``) merged and rejected, and why."""
-    rows = [r for r in ctx.store.list_cycles(limit=cycles + 5)
-            if r["status"] != "running" and r["id"] != before][:cycles]
-    if not rows:
+    finished = [c for c in ctx.store.list_cycles(limit=cycles + 5)
+                if c.status is not CycleStatus.running and c.id != before][:cycles]
+    if not finished:
         return "None: this is the project's first cycle."
     lines: list[str] = []
-    for row in rows:
-        summary = json.loads(row["summary"] or "{}")
-        merged, rejected = summary.get("merged", []), summary.get("rejected", {})
-        lines.append(f"### Cycle {row['id']} ({row['status']}, {row['finished_at'] or row['started_at']})")
-        if row["message"]:
-            lines.append(f"Note: {row['message']}")
+    for cycle in finished:
+        merged = cycle.summary.merged if cycle.summary else []
+        rejected = cycle.summary.rejected if cycle.summary else {}
+        lines.append(f"### Cycle {cycle.id} ({cycle.status}, {cycle.finished_at or cycle.started_at})")
+        if cycle.message:
+            lines.append(f"Note: {cycle.message}")
         titles = {t.id: t.title for t in ctx.store.tasks_of(list(merged) + list(rejected))}
         lines += [f"- merged: {titles[t]}" for t in merged]
         for task_id, why in rejected.items():

@@ -7,7 +7,6 @@ Prefect.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,26 +22,25 @@ def describe(store: Store, cap: int | None = None) -> str:
     cycle = store.unfinished_cycle()
     if cycle is None:
         return "starting Prefect and the cycle"
-    cycle_id = cycle["id"]
-    claimed = json.loads(cycle["claimed"]) if cycle["claimed"] else None
+    cycle_id, claimed = cycle.id, cycle.claimed  # None until the planner is done and tasks are claimed
     cost = sum(store.costs_by_role(cycle_id).values())
     head = f"cycle {cycle_id}"
     if claimed is None:
         stage = "planning"
     else:
         results = store.cycle_worker_results(cycle_id)
-        built = [r for r in results if r["success"]]
+        built = [r for r in results if r.success]
         judged = store.verdicts(cycle_id)
         if len(results) < len(claimed):
             stage = f"working: {len(results)} of {len(claimed)} workers done"
         elif len(judged) < len(built):
             stage = f"judging: {len(judged)} of {len(built)} branches judged"
-        elif any(v["passed"] for v in judged):
+        elif any(v.passed for v in judged):
             stage = "merging the passing branches"
         else:
             stage = "finishing"
-    if cycle["slot_waiting"]:
-        stage += f"; {cycle['slot_waiting']} waiting for an agent slot (max_total_workers {cap} binds)"
+    if cycle.slot_waiting:
+        stage += f"; {cycle.slot_waiting} waiting for an agent slot (max_total_workers {cap} binds)"
     return f"{head}: {stage} (${cost:.4f} so far)"
 
 

@@ -7,7 +7,6 @@ prints or talks to Prefect; the next scheduled runs come in as a parameter.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
@@ -20,7 +19,8 @@ from .approval import describe
 from .capacity import cap_note
 from .config import PortfolioConfig
 from .errors import ConfigError, StoreError
-from .models import MERGE_WAITED, Task, TaskStatus
+from .models import MERGE_WAITED, CycleStatus, Task, TaskStatus, Verdict, WorkResult
+from .state import Cycle, ProjectState
 from .store import Store
 
 __all__ = [
@@ -66,7 +66,7 @@ class ProjectStatus(BaseModel):
     done: int = 0
     failed: int = 0
     last_cycle_id: str | None = None
-    last_cycle_status: str | None = None
+    last_cycle_status: CycleStatus | None = None
     last_cycle_at: str | None = None  # when it finished, or started if still running
     cost_usd: float = 0.0
     merge_waiting: str = ""  # why passing work waits to reach main ('' when nothing waits)
@@ -81,7 +81,7 @@ class CycleRow(BaseModel):
 
     project: str
     cycle_id: str
-    status: str
+    status: CycleStatus
     started_at: str
     finished_at: str | None = None
     duration_s: float | None = None  # None while running
@@ -146,7 +146,7 @@ class CycleStory(BaseModel):
 
     project: str
     cycle_id: str
-    status: str
+    status: CycleStatus
     base_commit: str
     started_at: str
     finished_at: str | None = None
@@ -192,11 +192,6 @@ def _stores(portfolio: PortfolioConfig, project: str | None = None) -> Iterator[
             yield name, store
 
 
-def _loads(text: str | None, default: Any) -> Any:
-    # Lists and dicts are kept as JSON text; a cycle not yet planned holds "".
-    return json.loads(text) if text else default
-
-
 def _duration_s(started: str | None, finished: str | None) -> float | None:
     if not started or not finished:
         return None
@@ -213,13 +208,13 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
         next_run = next_runs.get(name)
         rows.append(ProjectStatus(
             project=name, enabled=portfolio.project(name).enabled,
-            paused=bool(state["paused"]), paused_reason=state["paused_reason"] or "",
+            paused=state.paused, paused_reason=state.paused_reason,
             next_run=next_run.astimezone(UTC).isoformat(timespec="seconds") if next_run else None,
             pending=counts["pending"], in_progress=counts["in_progress"], in_review=counts["in_review"],
             done=counts["done"], failed=counts["failed"],
-            last_cycle_id=last["id"] if last else None,
-            last_cycle_status=last["status"] if last else None,
-            last_cycle_at=(last["finished_at"] or last["started_at"]) if last else None,
+            last_cycle_id=last.id if last else None,
+            last_cycle_status=last.status if last else None,
+            last_cycle_at=(last.finished_at or last.started_at) if last else None,
             cost_usd=store.total_cost(),
             merge_waiting=_merge_waiting(store),
             budget_stop=_budget_stop(state),
@@ -230,12 +225,12 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
     return rows
 
 
-def _budget_stop(state: dict[str, Any]) -> str:
+def _budget_stop(state: ProjectState) -> str:
     """The cap that stopped work, while it still holds (a per-day cap lifts at midnight UTC)."""
-    resets = state.get("budget_resets_at")
+    resets = state.budget_resets_at
     if resets and datetime.fromisoformat(resets) <= datetime.now(UTC):
         return ""
-    return str(state.get("budget_stop") or "")
+    return state.budget_stop
 
 
 def _merge_waiting(store: Store) -> str:
@@ -243,20 +238,19 @@ def _merge_waiting(store: Store) -> str:
     return store.pending_failure(MERGE_WAITED).removeprefix(MERGE_WAITED)
 
 
-def _cycle_row(project: str, store: Store, row: dict[str, Any]) -> CycleRow:
-    summary = _loads(row["summary"], {})
-    if "rejected" in summary:
-        rejected = len(summary["rejected"])
+def _cycle_row(project: str, store: Store, cycle: Cycle) -> CycleRow:
+    if cycle.summary is not None:
+        rejected = len(cycle.summary.rejected)
     else:  # still running: the summary is written when the cycle ends
-        rejected = sum(1 for v in store.verdicts(row["id"]) if not v["passed"])
+        rejected = sum(1 for v in store.verdicts(cycle.id) if not v.passed)
     return CycleRow(
-        project=project, cycle_id=row["id"], status=row["status"],
-        started_at=row["started_at"], finished_at=row["finished_at"],
-        duration_s=_duration_s(row["started_at"], row["finished_at"]),
-        planned=len(_loads(row["planned"], [])), merged=len(store.merged_task_ids(row["id"])),
+        project=project, cycle_id=cycle.id, status=cycle.status,
+        started_at=cycle.started_at, finished_at=cycle.finished_at,
+        duration_s=_duration_s(cycle.started_at, cycle.finished_at),
+        planned=len(cycle.planned), merged=len(store.merged_task_ids(cycle.id)),
         rejected=rejected,
         # From agent_costs rather than the row's cost_usd, which is set only at the end.
-        cost_usd=round(sum(store.costs_by_role(row["id"]).values()), 6),
+        cost_usd=round(sum(store.costs_by_role(cycle.id).values()), 6),
     )
 
 
@@ -266,26 +260,26 @@ def cycle_rows(
     """The ``limit`` most recent cycles of one project or of all, newest first."""
     rows: list[CycleRow] = []
     for name, store in _stores(portfolio, project):
-        rows += [_cycle_row(name, store, row) for row in store.list_cycles(limit)]
+        rows += [_cycle_row(name, store, cycle) for cycle in store.list_cycles(limit)]
     rows.sort(key=lambda r: r.started_at, reverse=True)
     return rows[:limit]
 
 
 def find_cycle(
     portfolio: PortfolioConfig, cycle_id: str, project: str | None
-) -> tuple[str, dict[str, Any]]:
-    """(project, cycle row) of the one cycle whose id starts with ``cycle_id``."""
+) -> tuple[str, Cycle]:
+    """(project, cycle) of the one cycle whose id starts with ``cycle_id``."""
     if not cycle_id.strip():
         raise ConfigError("the cycle id must not be empty: see `orch cycles`")
     matches = [
-        (name, row) for name, store in _stores(portfolio, project)
-        for row in store.find_cycles(cycle_id, limit=4)
+        (name, cycle) for name, store in _stores(portfolio, project)
+        for cycle in store.find_cycles(cycle_id, limit=4)
     ]
     where = f" in project {project!r}" if project else ""
     if not matches:
         raise StoreError(f"unknown cycle id {cycle_id!r}{where}: see `orch cycles`")
     if len(matches) > 1:
-        found = ", ".join(f"{row['id']} ({name})" for name, row in matches[:3])
+        found = ", ".join(f"{cycle.id} ({name})" for name, cycle in matches[:3])
         more = ", ..." if len(matches) > 3 else ""
         raise StoreError(
             f"cycle id {cycle_id!r} is ambiguous{where}: it matches {found}{more}; "
@@ -304,18 +298,15 @@ def _title(store: Store, task_id: str) -> str:
     return task.title if task else "(unknown task)"
 
 
-def _task_story(store: Store, task_id: str, work: dict[str, Any] | None,
-                verdict: dict[str, Any] | None, merge: dict[str, Any] | None) -> TaskStory:
+def _task_story(store: Store, task_id: str, work: WorkResult | None,
+                verdict: Verdict | None, merge: dict[str, Any] | None) -> TaskStory:
     task = _task(store, task_id)
     return TaskStory(
         task_id=task_id, title=task.title if task else "(unknown task)",
         status=task.status.value if task else "unknown",
-        work=WorkView.model_validate(
-            work | {"files_changed": _loads(work["files_changed"], [])}
-        ) if work else None,
+        work=WorkView.model_validate(work.model_dump()) if work else None,
         verdict=VerdictView(
-            passed=bool(verdict["passed"]), reasons=_loads(verdict["reasons"], []),
-            cost_usd=verdict["cost_usd"] or 0.0,
+            passed=verdict.passed, reasons=verdict.reasons, cost_usd=verdict.cost_usd,
         ) if verdict else None,
         merged=merge is not None, merge_commit=merge["commit"] if merge else None,
         resolved_conflict=bool(merge["resolved_conflict"]) if merge else False,
@@ -339,21 +330,21 @@ def cycle_story(
 ) -> CycleStory:
     """The story of the cycle whose id starts with ``cycle_id``, searched in every
     project unless ``project`` is given; StoreError if none or several match."""
-    name, row = find_cycle(portfolio, cycle_id, project)
+    name, cycle = find_cycle(portfolio, cycle_id, project)
     with open_store(portfolio, name) as store:
-        cid = row["id"]
+        cid = cycle.id
         # Keyed by task: a task has one attempt per cycle, so the last row is the one.
-        work = {r["task_id"]: r for r in store.cycle_worker_results(cid)}
-        verdicts = {v["task_id"]: v for v in store.verdicts(cid)}
+        work = {r.task_id: r for r in store.cycle_worker_results(cid)}
+        verdicts = {v.task_id: v for v in store.verdicts(cid)}
         merges = {m["task_id"]: m for m in store.merges(cid)}
-        touched = dict.fromkeys([*_loads(row["claimed"], []), *work, *verdicts, *merges])
+        touched = dict.fromkeys([*(cycle.claimed or []), *work, *verdicts, *merges])
         costs = _cost_lines(store.cost_breakdown(cid))
         return CycleStory(
-            project=name, cycle_id=cid, status=row["status"], base_commit=row["base_commit"],
-            started_at=row["started_at"], finished_at=row["finished_at"],
-            duration_s=_duration_s(row["started_at"], row["finished_at"]),
-            message=row["message"] or "", plan_path=row["plan_path"] or "",
-            planned=[PlannedItem(task_id=t, title=_title(store, t)) for t in _loads(row["planned"], [])],
+            project=name, cycle_id=cid, status=cycle.status, base_commit=cycle.base_commit,
+            started_at=cycle.started_at, finished_at=cycle.finished_at,
+            duration_s=_duration_s(cycle.started_at, cycle.finished_at),
+            message=cycle.message, plan_path=cycle.plan_path,
+            planned=[PlannedItem(task_id=t, title=_title(store, t)) for t in cycle.planned],
             tasks=[
                 _task_story(store, t, work.get(t), verdicts.get(t), merges.get(t)) for t in touched
             ],

@@ -1,128 +1,54 @@
 """The project's state in SQLite: one file per project, WAL mode.
 
-This is the only module that imports ``sqlite_utils``. Text is redacted
-(see :mod:`.secrets`) on its way in. Every write is either
-a single statement or inside ``db.atomic()``, and every recording method is
-an upsert keyed by what it records, so replaying a step after a crash writes
+This module and its schema's migrations (:mod:`.store_migrations`) are the
+only ones that import ``sqlite_utils``. Tasks and results (of
+:mod:`.models`), cycles, approval requests and the project's state (of
+:mod:`.state`) come out as models, each read from its row (and written to
+one) by :mod:`.store_rows`; only merges and cost sums stay plain rows,
+having no JSON and no status in them. Every write is either a single
+statement or inside ``db.atomic()``, and every recording method is an
+upsert keyed by what it records, so replaying a step after a crash writes
 the same rows again instead of new ones.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlite_utils
-from sqlite_utils import Migrations
 
 from .errors import StoreError
-from .models import Task, TaskStatus, Verdict, WorkResult, utcnow
+from .models import (
+    ApprovalStage,
+    ApprovalStatus,
+    CycleStatus,
+    CycleSummary,
+    Task,
+    TaskStatus,
+    Verdict,
+    WorkResult,
+    utcnow,
+)
 from .secrets import redact_all
-
-migrations = Migrations("orchestrator")
-
-# Columns of judge_verdicts that hold a Verdict field as JSON text.
-_VERDICT_JSON = ("reasons", "tests", "lint", "scope_warnings", "review")
-
-
-@migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.table("tasks").create(
-        {
-            "id": str, "title": str, "description": str, "type": str, "priority": int,
-            "status": str, "attempts": int, "max_attempts": int, "source": str,
-            "cycle_id": str, "claimed_by": str, "branch": str, "last_failure": str,
-            "merge_commit": str, "fingerprint": str, "created_at": str, "updated_at": str,
-        },
-        pk="id",
-    )
-    db.table("tasks").create_index(["status", "priority", "created_at"])
-    db.table("tasks").create_index(["fingerprint"])
-    db.table("worker_results").create(
-        {
-            "task_id": str, "attempt": int, "cycle_id": str, "branch": str, "base_commit": str,
-            "commit": str, "success": bool, "error": str, "summary": str, "diff_stat": str,
-            "files_changed": str, "cost_usd": float, "duration_s": float, "num_turns": int,
-            "session_id": str, "created_at": str,
-        },
-        pk=("task_id", "attempt"),
-    )
-    db.table("judge_verdicts").create(
-        {
-            "task_id": str, "attempt": int, "cycle_id": str, "commit": str, "passed": bool,
-            "reasons": str, "tests": str, "lint": str, "scope_warnings": str, "review": str,
-            "cost_usd": float, "session_id": str, "created_at": str,
-        },
-        pk=("task_id", "attempt"),
-    )
-    db.table("planner_cycles").create(
-        {
-            "id": str, "status": str, "base_commit": str, "started_at": str,
-            "finished_at": str, "plan_path": str, "planned": str, "claimed": str, "cost_usd": float,
-            "session_id": str, "summary": str, "message": str, "flow_run_id": str,
-        },
-        pk="id",
-    )
-    db.table("planner_cycles").create_index(["status"])
-    db.table("merges").create(
-        {"cycle_id": str, "task_id": str, "commit": str, "resolved_conflict": bool,
-         "created_at": str},
-        pk=("cycle_id", "task_id"),
-    )
-    db.table("agent_costs").create(
-        {"session_id": str, "cycle_id": str, "task_id": str, "role": str, "model": str,
-         "cost_usd": float, "created_at": str},
-        pk="session_id",
-    )
-    db.table("project_state").create(
-        {"name": str, "paused": bool, "paused_reason": str, "consecutive_failures": int,
-         "last_cycle_id": str, "last_cycle_at": str, "updated_at": str},
-        pk="name",
-    )
-
-
-@migrations()
-def m002_backlog_pulls_approvals_budgets(db: sqlite_utils.Database) -> None:
-    tasks = db.table("tasks")
-    tasks.add_column("backlog_item", str)
-    tasks.add_column("backlog_done", bool, not_null_default=False)
-    tasks.add_column("pr_number", int)
-    tasks.add_column("pr_url", str)
-    tasks.create_index(["backlog_item"])
-    db.table("approvals").create(
-        {"cycle_id": str, "stage": str, "status": str, "requested_at": str, "deadline": str,
-         "default": str, "reason": str, "decided_by": str, "decided_at": str, "flow_run_id": str},
-        pk=("cycle_id", "stage"),
-    )
-    state = db.table("project_state")
-    state.add_column("budget_stop", str)
-    state.add_column("budget_resets_at", str)
-    db.table("worker_results").add_column("budget_stop", str, not_null_default="")
-    db.table("judge_verdicts").add_column("budget_stop", str, not_null_default="")
-    db.table("agent_costs").create_index(["created_at"])
-    db.table("agent_costs").create_index(["cycle_id"])
-
-
-@migrations()
-def m003_agent_slot_waits(db: sqlite_utils.Database) -> None:
-    cycles = db.table("planner_cycles")
-    cycles.add_column("slot_waiting", int, not_null_default=0)  # sessions waiting right now
-    cycles.add_column("slot_waits", int, not_null_default=0)  # sessions that had to wait
-    cycles.add_column("slot_wait_s", float, not_null_default=0.0)  # their waits, added up
-
-
-def _task_row(task: Task) -> dict[str, Any]:
-    row = redact_all(task.model_dump(mode="json"))
-    row["fingerprint"] = task.fingerprint
-    return row
-
-
-def _task(row: dict[str, Any]) -> Task:
-    return Task.model_validate({k: v for k, v in row.items() if k != "fingerprint"})
-
+from .state import Approval, Cycle, ProjectState
+from .store_migrations import migrations
+from .store_rows import (
+    approval_from,
+    approval_row,
+    cycle_from,
+    cycle_row,
+    plain,
+    state_from,
+    task_from,
+    task_row,
+    verdict_from,
+    verdict_row,
+    work_from,
+    work_row,
+)
 
 PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
 
@@ -154,12 +80,12 @@ class Store:
 
     def add_task(self, task: Task) -> Task:
         """Insert a task, or leave it as it is if its id exists (replay-safe)."""
-        self.db.table("tasks").insert(_task_row(task), ignore=True)
+        self.db.table("tasks").insert(task_row(task), ignore=True)
         return self.get_task(task.id)
 
     def get_task(self, task_id: str) -> Task:
         try:
-            return _task(self.db.table("tasks").get(task_id))
+            return task_from(self.db.table("tasks").get(task_id))
         except sqlite_utils.db.NotFoundError:
             raise StoreError(
                 f"unknown task id {task_id!r} in project {self.project!r}: see `orch tasks`"
@@ -173,7 +99,7 @@ class Store:
         rows = self.db.table("tasks").rows_where(
             where, args, order_by="priority, created_at", limit=limit
         )
-        return [_task(r) for r in rows]
+        return [task_from(r) for r in rows]
 
     def tasks_page(self, status: TaskStatus | None = None, limit: int = 0) -> list[Task]:
         """Up to ``limit`` tasks (0: all): in progress, then pending, failed, done; each by priority.
@@ -222,7 +148,7 @@ class Store:
         rows = self.db.table("tasks").rows_where(
             "last_failure != ''", order_by="updated_at desc", limit=limit
         )
-        return [_task(r) for r in rows]
+        return [task_from(r) for r in rows]
 
     def claim_tasks(self, cycle_id: str, limit: int) -> list[Task]:
         """Atomically take up to ``limit`` tasks for ``cycle_id``.
@@ -250,11 +176,11 @@ class Store:
                 "status = 'in_progress' AND claimed_by = ?", [cycle_id],
                 order_by="priority, created_at",
             ))
-        return [_task(r) for r in held[:limit]]
+        return [task_from(r) for r in held[:limit]]
 
     def update_task(self, task_id: str, **fields: Any) -> Task:
         fields["updated_at"] = utcnow()
-        self.db.table("tasks").update(task_id, {k: _plain(v) for k, v in fields.items()})
+        self.db.table("tasks").update(task_id, {k: plain(v) for k, v in fields.items()})
         return self.get_task(task_id)
 
     def fail_attempt(self, task_id: str, reason: str) -> Task:
@@ -263,7 +189,7 @@ class Store:
         status = TaskStatus.failed if task.attempts >= task.max_attempts else TaskStatus.pending
         with self.db.atomic():
             if status is TaskStatus.failed and task.status is not TaskStatus.failed:
-                self._update_state(consecutive_failures=self.state()["consecutive_failures"] + 1)
+                self._update_state(consecutive_failures=self.state().consecutive_failures + 1)
             return self.update_task(
                 task_id, status=status, last_failure=reason, claimed_by=None
             )
@@ -292,7 +218,7 @@ class Store:
 
     def linked_tasks(self, backlog_item: str) -> list[Task]:
         """Tasks that do one backlog item."""
-        return [_task(r) for r in self.db.table("tasks").rows_where("backlog_item = ?", [backlog_item])]
+        return [task_from(r) for r in self.db.table("tasks").rows_where("backlog_item = ?", [backlog_item])]
 
     def unsynced_backlog(self) -> list[Task]:
         """Done tasks whose backlog item was not closed or ticked yet."""
@@ -300,7 +226,7 @@ class Store:
             "status = 'done' AND backlog_item IS NOT NULL AND backlog_item != '' AND NOT backlog_done",
             order_by="updated_at",
         )
-        return [_task(r) for r in rows]
+        return [task_from(r) for r in rows]
 
     def complete_task(self, task_id: str, merge_commit: str) -> Task:
         with self.db.atomic():
@@ -312,17 +238,10 @@ class Store:
     # -- results -------------------------------------------------------------
 
     def record_work(self, result: WorkResult) -> None:
-        row = redact_all(result.model_dump(mode="json"))
-        row["files_changed"] = json.dumps(row["files_changed"])
-        row["created_at"] = utcnow()
-        self.db.table("worker_results").upsert(row, pk=("task_id", "attempt"))
+        self.db.table("worker_results").upsert(work_row(result), pk=("task_id", "attempt"))
 
     def record_verdict(self, verdict: Verdict) -> None:
-        row = redact_all(verdict.model_dump(mode="json"))
-        for key in _VERDICT_JSON:
-            row[key] = json.dumps(row[key])
-        row["created_at"] = utcnow()
-        self.db.table("judge_verdicts").upsert(row, pk=("task_id", "attempt"))
+        self.db.table("judge_verdicts").upsert(verdict_row(verdict), pk=("task_id", "attempt"))
 
     def record_merge(self, cycle_id: str, task_id: str, commit: str, resolved: bool) -> None:
         self.db.table("merges").upsert(
@@ -347,25 +266,22 @@ class Store:
     def worker_result(self, task_id: str, attempt: int) -> WorkResult | None:
         """The recorded result of one attempt, if any."""
         try:
-            row = dict(self.db.table("worker_results").get((task_id, attempt)))
+            return work_from(self.db.table("worker_results").get((task_id, attempt)))
         except sqlite_utils.db.NotFoundError:
             return None
-        row["files_changed"] = json.loads(row["files_changed"] or "[]")
-        return WorkResult.model_validate({k: v for k, v in row.items() if k in WorkResult.model_fields})
 
     def verdict(self, task_id: str, attempt: int) -> Verdict | None:
         """The recorded verdict on one attempt, if any."""
         try:
-            row = dict(self.db.table("judge_verdicts").get((task_id, attempt)))
+            return verdict_from(self.db.table("judge_verdicts").get((task_id, attempt)))
         except sqlite_utils.db.NotFoundError:
             return None
-        for key in _VERDICT_JSON:
-            row[key] = json.loads(row[key])
-        return Verdict.model_validate({k: v for k, v in row.items() if k in Verdict.model_fields})
 
-    def verdicts(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
+    def verdicts(self, cycle_id: str | None = None) -> list[Verdict]:
+        """The verdicts recorded by one cycle (or by all), oldest first."""
         where, args = ("cycle_id = ?", [cycle_id]) if cycle_id else (None, [])
-        return list(self.db.table("judge_verdicts").rows_where(where, args, order_by="created_at"))
+        rows = self.db.table("judge_verdicts").rows_where(where, args, order_by="created_at")
+        return [verdict_from(r) for r in rows]
 
     def merged_task_ids(self, cycle_id: str) -> list[str]:
         rows = self.db.execute("SELECT task_id FROM merges WHERE cycle_id = ?", [cycle_id])
@@ -381,11 +297,12 @@ class Store:
     def total_cost(self) -> float:
         return round(sum(self.costs_by_role().values()), 6)
 
-    def cycle_worker_results(self, cycle_id: str) -> list[dict[str, Any]]:
+    def cycle_worker_results(self, cycle_id: str) -> list[WorkResult]:
         """Worker results recorded by one cycle, oldest first."""
-        return list(self.db.table("worker_results").rows_where(
+        rows = self.db.table("worker_results").rows_where(
             "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
-        ))
+        )
+        return [work_from(r) for r in rows]
 
     def merges(self, cycle_id: str) -> list[dict[str, Any]]:
         """The merges of one cycle: task id, merge commit, whether a conflict was resolved."""
@@ -428,102 +345,113 @@ class Store:
     # -- cycles ------------------------------------------------------------------
 
     def start_cycle(self, cycle_id: str, base_commit: str, flow_run_id: str = "") -> None:
-        self.db.table("planner_cycles").insert(
-            {"id": cycle_id, "status": "running", "base_commit": base_commit,
-             "started_at": utcnow(), "finished_at": None, "plan_path": "", "planned": "[]", "claimed": "",
-             "cost_usd": 0.0, "session_id": "", "summary": "{}", "message": "",
-             "flow_run_id": flow_run_id},
-            ignore=True,
-        )
+        """Record a new running cycle (nothing if ``cycle_id`` exists: replay-safe)."""
+        cycle = Cycle(id=cycle_id, status=CycleStatus.running, base_commit=base_commit,
+                      started_at=utcnow(), flow_run_id=flow_run_id)
+        self.db.table("cycles").insert(cycle_row(cycle), ignore=True)
 
-    def get_cycle(self, cycle_id: str) -> dict[str, Any]:
-        rows = self.find_cycles(cycle_id)
-        if len(rows) != 1:
+    def get_cycle(self, cycle_id: str) -> Cycle:
+        """The one cycle whose id is or starts with ``cycle_id``; StoreError if none or several."""
+        found = self.find_cycles(cycle_id)
+        if len(found) != 1:
             raise StoreError(
                 f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch cycles`"
             )
-        return rows[0]
+        return found[0]
 
-    def unfinished_cycle(self) -> dict[str, Any] | None:
+    def unfinished_cycle(self) -> Cycle | None:
         """The cycle that was running when the orchestrator last stopped, if any."""
         running = self.running_cycles()
         return running[0] if running else None
 
-    def running_cycles(self) -> list[dict[str, Any]]:
+    def running_cycles(self) -> list[Cycle]:
         """Cycles still marked running, newest first (all but one belong to dead runs)."""
-        return list(self.db.table("planner_cycles").rows_where("status = 'running'", order_by="started_at desc"))
+        return self._cycles("status = ?", [CycleStatus.running.value], order_by="started_at desc")
 
     def update_cycle(self, cycle_id: str, **fields: Any) -> None:
-        self.db.table("planner_cycles").update(cycle_id, {k: _plain(v) for k, v in fields.items()})
+        """Set columns of a cycle; lists (``planned``, ``claimed``) are stored as JSON."""
+        self.db.table("cycles").update(cycle_id, {k: plain(v) for k, v in fields.items()})
 
-    def finish_cycle(self, cycle_id: str, status: str, summary: dict[str, Any], message: str = "") -> None:
+    def finish_cycle(self, summary: CycleSummary) -> None:
+        """Close the summary's cycle with its status, message and the cost its sessions recorded."""
         self.update_cycle(
-            cycle_id, status=status, finished_at=utcnow(), summary=summary, message=message,
-            cost_usd=round(self.cycle_cost(cycle_id), 6),
+            summary.cycle_id, status=summary.status, finished_at=utcnow(),
+            summary=summary.model_dump(mode="json"), message=summary.message,
+            cost_usd=round(self.cycle_cost(summary.cycle_id), 6),
         )
-        self._update_state(last_cycle_id=cycle_id, last_cycle_at=utcnow())
+        self._update_state(last_cycle_id=summary.cycle_id, last_cycle_at=utcnow())
 
     def slot_wait_began(self, cycle_id: str) -> None:
         """A session of ``cycle_id`` waits for a slot of the portfolio's agent cap."""
         with self.db.atomic():
-            self.db.execute("UPDATE planner_cycles SET slot_waiting = slot_waiting + 1, "
+            self.db.execute("UPDATE cycles SET slot_waiting = slot_waiting + 1, "
                             "slot_waits = slot_waits + 1 WHERE id = ?", [cycle_id])
 
     def slot_wait_ended(self, cycle_id: str, waited_s: float) -> None:
+        """That session got its slot after ``waited_s`` (or gave up waiting)."""
         with self.db.atomic():
-            self.db.execute("UPDATE planner_cycles SET slot_waiting = max(slot_waiting - 1, 0), "
+            self.db.execute("UPDATE cycles SET slot_waiting = max(slot_waiting - 1, 0), "
                             "slot_wait_s = slot_wait_s + ? WHERE id = ?", [round(waited_s, 3), cycle_id])
 
-    def list_cycles(self, limit: int = 20) -> list[dict[str, Any]]:
-        return list(self.db.table("planner_cycles").rows_where(order_by="started_at desc", limit=limit))
+    def list_cycles(self, limit: int = 20) -> list[Cycle]:
+        """The ``limit`` newest cycles, newest first."""
+        return self._cycles(None, [], order_by="started_at desc", limit=limit)
 
-    def find_cycles(self, prefix: str, limit: int = 2) -> list[dict[str, Any]]:
+    def find_cycles(self, prefix: str, limit: int = 2) -> list[Cycle]:
         """Cycles whose id starts with ``prefix`` (exactly: ``_`` and ``%`` are not wildcards)."""
-        return list(self.db.table("planner_cycles").rows_where(
-            "substr(id, 1, length(?)) = ?", [prefix, prefix], order_by="id", limit=limit
-        ))
+        return self._cycles("substr(id, 1, length(?)) = ?", [prefix, prefix], order_by="id", limit=limit)
+
+    def _cycles(self, where: str | None, args: list[Any], order_by: str, limit: int | None = None) -> list[Cycle]:
+        rows = self.db.table("cycles").rows_where(where, args, order_by=order_by, limit=limit)
+        return [cycle_from(r) for r in rows]
 
     # -- approvals -------------------------------------------------------------------
 
-    def request_approval(self, cycle_id: str, stage: str, deadline: str, default: str, flow_run_id: str) -> dict[str, Any]:
+    def request_approval(self, cycle_id: str, stage: ApprovalStage, deadline: str,
+                         default: Literal["approve", "reject"], flow_run_id: str) -> Approval:
         """Record that ``cycle_id`` waits for approval of ``stage``; the existing request if any."""
-        self.db.table("approvals").insert(
-            {"cycle_id": cycle_id, "stage": stage, "status": "waiting", "requested_at": utcnow(),
-             "deadline": deadline, "default": default, "reason": "", "decided_by": "", "decided_at": None,
-             "flow_run_id": flow_run_id},
-            ignore=True,
-        )
-        return self.approval(cycle_id, stage) or {}
+        asked = Approval(cycle_id=cycle_id, stage=stage, status=ApprovalStatus.waiting, requested_at=utcnow(),
+                         deadline=deadline, default=default, flow_run_id=flow_run_id)
+        self.db.table("approvals").insert(approval_row(asked), ignore=True)
+        request = self.approval(cycle_id, stage)
+        if request is None:  # only if another connection deleted it in between
+            raise StoreError(f"the approval request of cycle {cycle_id!r} ({stage}) vanished as it was made")
+        return request
 
-    def approval(self, cycle_id: str, stage: str) -> dict[str, Any] | None:
+    def approval(self, cycle_id: str, stage: ApprovalStage) -> Approval | None:
+        """The request of ``cycle_id`` for ``stage``, decided or not; None if it never asked."""
         try:
-            return dict(self.db.table("approvals").get((cycle_id, stage)))
+            return approval_from(self.db.table("approvals").get((cycle_id, stage.value)))
         except sqlite_utils.db.NotFoundError:
             return None
 
-    def waiting_approvals(self) -> list[dict[str, Any]]:
+    def waiting_approvals(self) -> list[Approval]:
         """Requests nobody decided yet, oldest first."""
-        return list(self.db.table("approvals").rows_where("status = 'waiting'", order_by="requested_at"))
+        rows = self.db.table("approvals").rows_where(
+            "status = ?", [ApprovalStatus.waiting.value], order_by="requested_at"
+        )
+        return [approval_from(r) for r in rows]
 
-    def decide_approval(self, cycle_id: str, stage: str, status: str, reason: str, decided_by: str) -> bool:
+    def decide_approval(self, cycle_id: str, stage: ApprovalStage, status: ApprovalStatus, reason: str,
+                        decided_by: str) -> bool:
         """Decide a waiting request; False when it was decided already (the first decision stands)."""
         with self.db.conn:
             cursor = self.db.execute(
                 """UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
-                   WHERE cycle_id = ? AND stage = ? AND status = 'waiting'""",
-                [status, redact_all(reason), decided_by, utcnow(), cycle_id, stage],
+                   WHERE cycle_id = ? AND stage = ? AND status = ?""",
+                [status.value, redact_all(reason), decided_by, utcnow(), cycle_id, stage.value,
+                 ApprovalStatus.waiting.value],
             )
         return cursor.rowcount == 1
 
     # -- project state -------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> ProjectState:
+        """The project's pause, failure streak, last cycle and budget stop (defaults if never set)."""
         try:
-            return dict(self.db.table("project_state").get(self.project))
+            return state_from(self.db.table("project_state").get(self.project))
         except sqlite_utils.db.NotFoundError:
-            return {"name": self.project, "paused": False, "paused_reason": "",
-                    "consecutive_failures": 0, "last_cycle_id": None, "last_cycle_at": None,
-                    "budget_stop": "", "budget_resets_at": None}
+            return ProjectState(name=self.project)
 
     def set_paused(self, paused: bool, reason: str = "") -> None:
         """Pause or resume; resuming also forgives the failure streak that may have paused it."""
@@ -537,14 +465,5 @@ class Store:
         self._update_state(budget_stop=message, budget_resets_at=resets_at)
 
     def _update_state(self, **fields: Any) -> None:
-        row = self.state() | fields | {"updated_at": utcnow()}
+        row = self.state().model_dump() | fields | {"updated_at": utcnow()}
         self.db.table("project_state").upsert(row, pk="name")
-
-
-def _plain(value: Any) -> Any:
-    """Store enums as their value, containers as JSON text, and no secret at all."""
-    if hasattr(value, "value"):
-        return value.value
-    if isinstance(value, (dict, list)):
-        return json.dumps(redact_all(value))
-    return redact_all(value)

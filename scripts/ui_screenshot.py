@@ -44,7 +44,7 @@ def main() -> None:
             from flows.project_cycle import project_cycle
 
             summary = asyncio.run(project_cycle(project="calc", config=str(config)))
-        run_id = Store.for_project(root / "data", "calc").get_cycle(summary.cycle_id)["flow_run_id"]
+        run_id = Store.for_project(root / "data", "calc").get_cycle(summary.cycle_id).flow_run_id
         for path in shoot(server.ui_url, run_id, args.out):
             print(path)
     finally:

@@ -16,7 +16,7 @@ from orch_cli import orch
 from webhook_receiver import WebhookReceiver
 
 from orchestrator.demo import demo_scenario
-from orchestrator.models import TaskStatus
+from orchestrator.models import ApprovalStage, TaskStatus
 from orchestrator.scripted import ScriptedModel
 from orchestrator.store import Store
 
@@ -61,8 +61,8 @@ def test_a_plan_waits_for_approval_and_orch_approve_lets_the_same_cycle_go_on(
     assert (done.cycle_id, done.status) == (first.cycle_id, "done")
     assert len(done.merged) == 2 and git(tmp_path / "calc", "rev-parse", "main") != main_before
     assert len({r.session_id for r in model.requests if r.role == "planner"}) == 1  # the approved plan ran
-    decision = store.approval(first.cycle_id, "plan")
-    assert decision is not None and (decision["status"], decision["decided_by"], decision["reason"]) == (
+    decision = store.approval(first.cycle_id, ApprovalStage.plan)
+    assert decision is not None and (decision.status, decision.decided_by, decision.reason) == (
         "approved", "orch approve", "fine")
     finished = [b for b in hook.received if b["event"] == "cycle_finished"]
     assert len(finished) == 1 and finished[0]["details"]["merged"] == "2"
@@ -127,8 +127,8 @@ def test_a_merge_waiting_past_its_deadline_gets_the_default(
         done = run_cycle(config)
     assert (done.cycle_id, done.status, len(done.merged)) == (first.cycle_id, "done", 2)
     assert len(model.requests) == paid  # nothing was asked again
-    decision = store.approval(first.cycle_id, "merge")
-    assert decision is not None and (decision["status"], decision["decided_by"]) == ("approved", "timeout")
+    decision = store.approval(first.cycle_id, ApprovalStage.merge)
+    assert decision is not None and (decision.status, decision.decided_by) == ("approved", "timeout")
 
 
 def test_a_merge_rejected_by_its_default_sends_the_branches_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

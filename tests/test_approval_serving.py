@@ -9,7 +9,6 @@ scheduled at its deadline when nobody decides.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -19,8 +18,9 @@ from test_serving import env_for, interrupt, orch, orch_prefect, read, sample, s
 from deployments import control
 from deployments.server import Server, free_port, start_server
 from orchestrator.demo import demo_scenario
-from orchestrator.models import TaskStatus
+from orchestrator.models import ApprovalStage, TaskStatus
 from orchestrator.scripted import ScriptedModel
+from orchestrator.state import Approval
 from orchestrator.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("agent_env")]
@@ -31,7 +31,7 @@ def state_of(server: Server, run_id: str) -> str:
     return str(run.state.name if run.state else "")
 
 
-def waiting(store: Store) -> dict[str, Any] | None:
+def waiting(store: Store) -> Approval | None:
     rows = store.waiting_approvals()
     return rows[0] if rows else None
 
@@ -50,12 +50,12 @@ def test_a_waiting_cycle_survives_restarts_and_every_way_of_deciding_it(tmp_path
                 wait_for(lambda: orch_prefect(env, "deployment", "run", "project-cycle/gated").returncode == 0,
                          "the deployment to be served", 60)
                 first = wait_for(lambda: waiting(store), "the plan to wait for approval")
-                wait_for(lambda: state_of(server, first["flow_run_id"]) == "Suspended", "the run to suspend")
+                wait_for(lambda: state_of(server, first.flow_run_id) == "Suspended", "the run to suspend")
             finally:
                 assert interrupt(start, tmp_path / "start.log") == 0
             # A run at the deadline is scheduled, for the default to apply if nobody decides.
             deadline_runs = [r for r in read(server, lambda c: c.read_flow_runs())
-                             if r.parameters.get("cycle_id") == first["cycle_id"]]
+                             if r.parameters.get("cycle_id") == first.cycle_id]
             assert [r.state.name for r in deadline_runs] == ["Scheduled"]
 
             # Both the server and orch start go down and come back; the run is still suspended.
@@ -63,32 +63,32 @@ def test_a_waiting_cycle_survives_restarts_and_every_way_of_deciding_it(tmp_path
             server = start_server(tmp_path / "srv", port=port)
             start = serve(env, config, tmp_path / "again.log")
             try:
-                assert state_of(server, first["flow_run_id"]) == "Suspended"
+                assert state_of(server, first.flow_run_id) == "Suspended"
                 assert "worker" not in {r.role for r in model.requests}
-                approved = orch(env, "approve", first["cycle_id"], "-c", str(config))
+                approved = orch(env, "approve", first.cycle_id, "-c", str(config))
                 assert approved.returncode == 0 and "resumes now" in approved.stdout, approved.stdout + approved.stderr
-                wait_for(lambda: store.get_cycle(first["cycle_id"])["status"] == "done", "the approved cycle to end")
-                assert state_of(server, first["flow_run_id"]) == "Completed"
-                assert len(store.merged_task_ids(first["cycle_id"])) == 2
+                wait_for(lambda: store.get_cycle(first.cycle_id).status == "done", "the approved cycle to end")
+                assert state_of(server, first.flow_run_id) == "Completed"
+                assert len(store.merged_task_ids(first.cycle_id)) == 2
                 assert len({r.session_id for r in model.requests if r.role == "planner"}) == 1
 
                 # The next cycle waits too (a rejected task is pending); the UI's form rejects it.
                 assert orch_prefect(env, "deployment", "run", "project-cycle/gated").returncode == 0
                 second = wait_for(lambda: waiting(store), "the second plan to wait")
-                wait_for(lambda: state_of(server, second["flow_run_id"]) == "Suspended", "the second run to suspend")
-                assert control.resume_waiting(server.api_url, second["flow_run_id"], False, "not this week")
-                wait_for(lambda: store.get_cycle(second["cycle_id"])["status"] == "rejected", "the rejection")
-                decided = store.approval(second["cycle_id"], "plan") or {}
-                assert (decided["decided_by"], decided["reason"]) == ("Prefect UI", "not this week")
+                wait_for(lambda: state_of(server, second.flow_run_id) == "Suspended", "the second run to suspend")
+                assert control.resume_waiting(server.api_url, second.flow_run_id, False, "not this week")
+                wait_for(lambda: store.get_cycle(second.cycle_id).status == "rejected", "the rejection")
+                decided = store.approval(second.cycle_id, ApprovalStage.plan)
+                assert decided is not None and (decided.decided_by, decided.reason) == ("Prefect UI", "not this week")
 
                 # Nobody decides the third: at its deadline the scheduled run applies the default.
                 set_fields(config, approval_timeout_minutes=0.05, approval_default="approve")
                 assert orch_prefect(env, "deployment", "run", "project-cycle/gated").returncode == 0
                 third = wait_for(lambda: waiting(store), "the third plan to wait")
-                wait_for(lambda: store.get_cycle(third["cycle_id"])["status"] == "done", "the default to apply", 90)
-                decided = store.approval(third["cycle_id"], "plan") or {}
-                assert (decided["status"], decided["decided_by"]) == ("approved", "timeout")
-                wait_for(lambda: state_of(server, third["flow_run_id"]) == "Cancelled", "the waiting run to give way", 30)
+                wait_for(lambda: store.get_cycle(third.cycle_id).status == "done", "the default to apply", 90)
+                decided = store.approval(third.cycle_id, ApprovalStage.plan)
+                assert decided is not None and (decided.status, decided.decided_by) == ("approved", "timeout")
+                wait_for(lambda: state_of(server, third.flow_run_id) == "Cancelled", "the waiting run to give way", 30)
             finally:
                 assert interrupt(start, tmp_path / "again.log") == 0
     finally:

@@ -305,4 +305,4 @@ def test_an_error_inside_a_cycle_is_one_line_too(tmp_path: Path) -> None:
     assert (run.stdout + run.stderr).strip().splitlines() == [
         "Error: project 'app': backlog_file 'TODO.md' is not committed on main; commit it or fix the config"
     ]
-    assert Store.for_project(tmp_path / "data", "app").find_cycles("")[0]["status"] == "failed"
+    assert Store.for_project(tmp_path / "data", "app").find_cycles("")[0].status == "failed"

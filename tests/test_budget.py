@@ -32,7 +32,7 @@ def test_sessions_in_flight_hold_their_caps_until_their_cost_is_recorded(tmp_pat
         with pytest.raises(BudgetReached) as refused, caps.session("c", 0.4):
             pass
         assert refused.value.cap == "max_budget_per_cycle" and "$1.00" in str(refused.value)
-        assert caps.store.state()["budget_stop"] == str(refused.value)
+        assert caps.store.state().budget_stop == str(refused.value)
         settle_a(0.1)
     # a spent 0.1 and b 0.4, recorded or not: 0.5 + 0.4 fits, 0.5 + 0.6 does not.
     caps.store.record_cost("a", "c1", None, "worker", "sonnet", 0.1)

@@ -203,7 +203,7 @@ def test_orch_run_uses_the_server_orch_start_left_running(tmp_path: Path) -> Non
 
     async def flow_run_state() -> str:
         async with get_client() as client:
-            return (await client.read_flow_run(cycle["flow_run_id"])).state_name or ""
+            return (await client.read_flow_run(cycle.flow_run_id)).state_name or ""
 
     assert asyncio.run(flow_run_state()) == "Completed"  # the run is in that server, not a temporary one
 

@@ -71,7 +71,7 @@ def test_a_second_orch_run_says_so_and_leaves_or_waits(tmp_path: Path) -> None:
         assert second.returncode == 0
         assert "a cycle of 'calc' is already running (pid" in second.stdout, second.stdout + second.stderr
         assert first.wait(120) == 0
-        assert [c["status"] for c in store.list_cycles()] == ["done"]
+        assert [c.status for c in store.list_cycles()] == ["done"]
 
         # Asked to wait, the second one runs its cycle after the first.
         first = start()
@@ -80,6 +80,6 @@ def test_a_second_orch_run_says_so_and_leaves_or_waits(tmp_path: Path) -> None:
         waiting = start("--wait")
         assert first.wait(120) == 0 and waiting.wait(120) == 0
     cycles = store.list_cycles()
-    assert [c["status"] for c in cycles] == ["done", "done", "done"]
+    assert [c.status for c in cycles] == ["done", "done", "done"]
     newest, middle = cycles[0], cycles[1]
-    assert newest["started_at"] >= middle["finished_at"]  # one after the other, never together
+    assert middle.finished_at is not None and newest.started_at >= middle.finished_at  # one after the other, never together

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +97,7 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     assert "FAIL" in (orch / "verdicts" / f"{bad.id}.md").read_text()
     assert len(list(store.db["worker_results"].rows)) == 3
     assert len(list(store.db["judge_verdicts"].rows)) == 3
-    assert store.get_cycle(summary.cycle_id)["status"] == "done"
+    assert store.get_cycle(summary.cycle_id).status == "done"
 
     # Costs equal what the scripted usage implies, per role and in total.
     for role in ("planner", "worker", "judge"):
@@ -143,8 +142,8 @@ def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     assert "tests pass on the base but fail on the branch" in attempts[1].prompt
     assert "AssertionError: -1 != 5" in attempts[1].prompt
     cycles = store.list_cycles()
-    assert [c["status"] for c in cycles] == ["done", "done"]
-    assert json.loads(cycles[0]["claimed"])  # the second cycle recorded what it worked on
+    assert [c.status for c in cycles] == ["done", "done"]
+    assert cycles[0].claimed  # the second cycle recorded what it worked on
 
 
 @pytest.mark.guarantee

@@ -39,7 +39,7 @@ def test_patrol_tidies_what_dead_runs_left_and_keeps_the_cycle_to_resume(ctx: Pr
     store.start_cycle("dead", base, flow_run_id="run-dead")
     store.claim_tasks("dead", 1)
     store.update_cycle("dead", claimed=["old1"])
-    store.db.table("planner_cycles").update("dead", {"started_at": "2020-01-01T00:00:00+00:00"})
+    store.update_cycle("dead", started_at="2020-01-01T00:00:00+00:00")
     store.add_task(Task(id="new1", title="Held by the cycle to resume", priority=3, max_attempts=2))
     store.start_cycle("live", base, flow_run_id="run-live")
     store.claim_tasks("live", 1)
@@ -53,7 +53,7 @@ def test_patrol_tidies_what_dead_runs_left_and_keeps_the_cycle_to_resume(ctx: Pr
     report = patrol(ctx)
 
     assert report.abandoned_cycles == ["dead"]
-    assert store.get_cycle("dead")["status"] == "failed" and store.get_cycle("live")["status"] == "running"
+    assert store.get_cycle("dead").status == "failed" and store.get_cycle("live").status == "running"
     assert set(report.dead_flow_runs) == {"run-dead", "run-live"}
     old = store.get_task("old1")  # given back when its cycle was closed, with an attempt left
     assert old.status is TaskStatus.pending and old.last_failure.startswith("cycle dead failed: abandoned")
@@ -76,7 +76,7 @@ def test_a_failure_streak_pauses_the_project_until_resumed(ctx: ProjectContext) 
     assert pause_if_failing(ctx) == ""  # one failure is not a streak
     store.complete_task("b", "d" * 40)  # a success ends it
     store.fail_attempt("c", "tests failed")
-    assert pause_if_failing(ctx) == "" and store.state()["consecutive_failures"] == 1
+    assert pause_if_failing(ctx) == "" and store.state().consecutive_failures == 1
     store.add_task(Task(id="d", title="d", max_attempts=1))
     store.claim_tasks("c2", 1)
     store.fail_attempt("d", "tests failed")
@@ -84,9 +84,9 @@ def test_a_failure_streak_pauses_the_project_until_resumed(ctx: ProjectContext) 
     reason = pause_if_failing(ctx)
     assert reason.startswith("2 tasks failed in a row")
     state = store.state()
-    assert state["paused"] and state["paused_reason"] == reason
+    assert state.paused and state.paused_reason == reason
     store.set_paused(False)
-    assert store.state()["consecutive_failures"] == 0 and pause_if_failing(ctx) == ""
+    assert store.state().consecutive_failures == 0 and pause_if_failing(ctx) == ""
 
 
 @pytest.mark.usefixtures("prefect_harness")

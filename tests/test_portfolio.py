@@ -72,7 +72,7 @@ def test_portfolio_runs_every_enabled_project_within_the_agent_limit(tmp_path: P
     assert asyncio.run(limit()) == 2
     # The cap bound (three workers each asked for at once): the cycles say so, and so does status.
     waits = [Store.for_project(tmp_path / "data", s.project).list_cycles()[0] for s in summaries]
-    assert all(c["slot_waits"] > 0 and c["slot_wait_s"] > 0 and c["slot_waiting"] == 0 for c in waits)
+    assert all(c.slot_waits > 0 and c.slot_wait_s > 0 and c.slot_waiting == 0 for c in waits)
     code, out = orch(capsys, monkeypatch, "status", "--config", str(config))
     assert code == 0 and out.count("agent cap: max_total_workers 2 held") == 2, out
 

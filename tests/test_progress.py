@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.capacity import CycleSlotWatch
-from orchestrator.models import Task, Verdict, WorkResult
+from orchestrator.models import CycleStatus, CycleSummary, Task, Verdict, WorkResult
 from orchestrator.progress import describe
 from orchestrator.store import Store
 
@@ -25,7 +25,7 @@ def test_the_line_follows_the_cycle_through_its_stages(tmp_path: Path) -> None:
         assert describe(store, cap=1) == ("cycle c1: working: 0 of 2 workers done; 2 waiting for an agent "
                                           "slot (max_total_workers 1 binds) ($0.0000 so far)")
     assert "waiting" not in describe(store, cap=1)
-    assert store.get_cycle("c1")["slot_waits"] == 2
+    assert store.get_cycle("c1").slot_waits == 2
     for task_id in ("t1", "t2"):
         store.record_work(WorkResult(task_id=task_id, cycle_id="c1", attempt=1, branch="b", base_commit="b",
                                      success=True, cost_usd=0.25))
@@ -34,5 +34,5 @@ def test_the_line_follows_the_cycle_through_its_stages(tmp_path: Path) -> None:
     store.record_verdict(Verdict(task_id="t1", cycle_id="c1", attempt=1, commit="c", passed=True))
     store.record_verdict(Verdict(task_id="t2", cycle_id="c1", attempt=1, commit="c", passed=False))
     assert describe(store).startswith("cycle c1: merging the passing branches")
-    store.finish_cycle("c1", "done", {})
+    store.finish_cycle(CycleSummary(project="app", cycle_id="c1", status=CycleStatus.done))
     assert describe(store) == "starting Prefect and the cycle"  # nothing running any more

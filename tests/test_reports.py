@@ -22,7 +22,7 @@ from deployments import server
 from orchestrator.config import load_portfolio
 from orchestrator.errors import StoreError
 from orchestrator.gitops import init_repo
-from orchestrator.models import Task, Verdict, WorkResult
+from orchestrator.models import CycleStatus, CycleSummary, Task, Verdict, WorkResult
 from orchestrator.reports import CostDimension, cost_report, cycle_rows, cycle_story, status_rows
 from orchestrator.store import Store
 
@@ -82,7 +82,8 @@ def _fill_app(store: Store) -> None:
     store.record_merge(DONE, "t1", MERGE, resolved=True)
     store.complete_task("t1", MERGE)
     store.fail_attempt("t2", "judge rejected the change: tests fail on the branch")
-    store.finish_cycle(DONE, "done", {"rejected": {"t2": "judge rejected"}})
+    store.finish_cycle(CycleSummary(project="app", cycle_id=DONE, status=CycleStatus.done,
+                                    rejected={"t2": "judge rejected"}))
     store.update_cycle(DONE, started_at="2030-01-01T10:00:00+00:00", finished_at="2030-01-01T10:03:05+00:00")
     store.start_cycle(RUNNING, "c" * 40)
     store.update_cycle(RUNNING, started_at="2030-01-03T08:00:00+00:00")
@@ -91,7 +92,8 @@ def _fill_app(store: Store) -> None:
 def _fill_lib(store: Store) -> None:
     store.start_cycle(FAILED, "d" * 40)
     _cost(store, "plan-lib", FAILED, None, "planner", "opus", 0.5, "2030-01-02")
-    store.finish_cycle(FAILED, "failed", {"rejected": {}}, "GitError: cannot fast-forward main")
+    store.finish_cycle(CycleSummary(project="lib", cycle_id=FAILED, status=CycleStatus.failed,
+                                    message="GitError: cannot fast-forward main"))
     store.update_cycle(FAILED, started_at="2030-01-02T09:00:00+00:00", finished_at="2030-01-02T09:00:30+00:00")
     store.set_paused(True, "holiday")
 
@@ -301,8 +303,8 @@ def test_store_queries_behind_the_reports(tmp_path: Path) -> None:
     store.start_cycle("ab_1", "x")
     store.start_cycle("abc1", "x")
     # An id prefix is matched exactly: '_' is not a LIKE wildcard here.
-    assert [c["id"] for c in store.find_cycles("ab_")] == ["ab_1"]
-    assert [c["id"] for c in store.find_cycles("ab", limit=5)] == ["ab_1", "abc1"]
+    assert [c.id for c in store.find_cycles("ab_")] == ["ab_1"]
+    assert [c.id for c in store.find_cycles("ab", limit=5)] == ["ab_1", "abc1"]
     assert store.find_cycles("zz") == []
     _cost(store, "s1", "ab_1", "t", "worker", "sonnet", 0.25, "2030-02-01")
     _cost(store, "s2", "ab_1", "t", "worker", "sonnet", 0.5, "2030-02-01")
@@ -314,4 +316,4 @@ def test_store_queries_behind_the_reports(tmp_path: Path) -> None:
     assert [(m["task_id"], m["commit"], m["resolved_conflict"]) for m in store.merges("ab_1")] == [("t", "m", 0)]
     store.record_work(WorkResult(task_id="t", cycle_id="ab_1", attempt=1, branch="b", base_commit="x", success=True))
     store.record_work(WorkResult(task_id="t", cycle_id="abc1", attempt=2, branch="b", base_commit="x", success=False))
-    assert [r["attempt"] for r in store.cycle_worker_results("abc1")] == [2]
+    assert [r.attempt for r in store.cycle_worker_results("abc1")] == [2]

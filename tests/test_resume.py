@@ -192,7 +192,7 @@ def test_killed_while_judging_reuses_finished_reviews_and_resumes_the_cut_one(tm
             if not (stalled.is_set() and database.exists()):
                 return False
             with closing(Store(database, "calc")) as store:
-                return any(v["passed"] for v in store.verdicts())
+                return any(v.passed for v in store.verdicts())
 
         run_until_killed(config, model, tmp_path / "prefect-home", one_review_done_one_cut)
         before = len(model.requests)

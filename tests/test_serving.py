@@ -27,6 +27,7 @@ from deployments import control
 from deployments.server import Server, free_port, start_server
 from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
 from orchestrator.scripted import ScriptedModel
+from orchestrator.state import Cycle
 from orchestrator.store import Store
 from scripts.headless import Chromium
 
@@ -95,7 +96,7 @@ def artifact_id(server: Server, key: str) -> str:
     return str(artifacts[-1].id)
 
 
-def cycles(config: Path, name: str) -> list[dict[str, Any]]:
+def cycles(config: Path, name: str) -> list[Cycle]:
     return Store.for_project(config.parent / "data", name).list_cycles()
 
 
@@ -176,8 +177,8 @@ def deployment_paused(server: Server, project: str) -> bool:
 
 def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path: Path) -> None:
     # The schedule fires a cycle by itself.
-    first = wait_for(lambda: [c for c in cycles(config, "calc") if c["status"] == "done"], "a scheduled cycle")[0]
-    flow_run = read(server, lambda c: c.read_flow_run(first["flow_run_id"]))
+    first = wait_for(lambda: [c for c in cycles(config, "calc") if c.status == "done"], "a scheduled cycle")[0]
+    flow_run = read(server, lambda c: c.read_flow_run(first.flow_run_id))
     assert flow_run.auto_scheduled and flow_run.name == "calc"
     deployment = read(server, lambda c: c.read_deployment_by_name("project-cycle/calc"))
     assert flow_run.deployment_id == deployment.id and not deployment.paused
@@ -186,7 +187,7 @@ def _serve_and_check(server: Server, config: Path, env: dict[str, str], tmp_path
     run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "project-cycle/calc", "--watch",
                           "--watch-timeout", "120"], env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr
-    assert len([c for c in cycles(config, "calc") if c["status"] == "done"]) >= 2
+    assert len([c for c in cycles(config, "calc") if c.status == "done"]) >= 2
 
     # Status reads the next scheduled run from the server.
     status = json.loads(orch(env, "status", "-c", str(config), "--json").stdout)
@@ -234,20 +235,20 @@ def test_stopping_orch_start_mid_cycle_stops_its_agents_and_the_cycle_resumes(se
         settled = len(model.requests)
         assert not [r for r in model.requests if r.started > stop + 2]
         stopped = store.list_cycles()[0]
-        assert stopped["status"] == "running"
+        assert stopped.status == "running"
         finished = {r["task_id"] for r in store.db.query("SELECT task_id FROM worker_results WHERE success")}
         before = {(r.session_id, r.turn) for r in model.requests}
 
         # Running again finishes the same cycle; what was answered is not asked again.
         again = orch(env, "run", "-p", "stopped", "-c", str(config))
         assert again.returncode == 0, again.stdout + again.stderr
-    cycle = store.get_cycle(stopped["id"])
-    assert cycle["status"] == "done" and len(store.list_cycles()) == 1
+    cycle = store.get_cycle(stopped.id)
+    assert cycle.status == "done" and len(store.list_cycles()) == 1
     repeated = [r for r in model.requests[settled:] if (r.session_id, r.turn) in before]
     assert repeated == []
     assert not [r for r in model.requests[settled:] if r.role == "planner" or (r.role == "worker" and r.task in finished)]
     assert not worktrees.exists() or not any(worktrees.iterdir())
-    dead = read(server, lambda c: c.read_flow_run(stopped["flow_run_id"]))
+    dead = read(server, lambda c: c.read_flow_run(stopped.flow_run_id))
     assert dead.state.is_final() and not dead.state.is_completed()
 
 
@@ -285,8 +286,8 @@ def test_deployment_runs_through_a_process_worker(server: Server, tmp_path: Path
             worker.wait(30)
     assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + (tmp_path / "worker.log").read_text()
     [cycle] = cycles(config, "wcalc")
-    assert cycle["status"] == "done"
-    assert len(json.loads(cycle["summary"])["merged"]) == 2
+    assert cycle.status == "done"
+    assert cycle.summary is not None and len(cycle.summary.merged) == 2
 
 
 def test_deploy_without_a_server_says_what_to_do(tmp_path: Path) -> None:
@@ -306,7 +307,7 @@ def test_the_ui_tells_the_story_of_a_cycle(server: Server, tmp_path: Path) -> No
     assert ran.returncode == 0, ran.stdout + ran.stderr
     [cycle] = cycles(config, "uicalc")
     with Chromium() as browser:
-        browser.open(f"{server.ui_url}/runs/flow-run/{cycle['flow_run_id']}")
+        browser.open(f"{server.ui_url}/runs/flow-run/{cycle.flow_run_id}")
         # The run is named after its project; its logs name each step by task title.
         browser.wait_for_text("uicalc", "Completed", "work: Make add faster", "judge: Add shout helper",
                               "merge: uicalc")
@@ -314,7 +315,7 @@ def test_the_ui_tells_the_story_of_a_cycle(server: Server, tmp_path: Path) -> No
         browser.wait_for_text("plan-uicalc", "verdicts-uicalc", "summary-uicalc", "progress-uicalc",
                               "8 of 8 steps done")
         browser.open(f"{server.ui_url}/artifacts/artifact/{artifact_id(server, 'summary-uicalc')}")
-        browser.wait_for_text(f"Cycle {cycle['id']} of uicalc: done", "Not merged", "tests pass on the base",
+        browser.wait_for_text(f"Cycle {cycle.id} of uicalc: done", "Not merged", "tests pass on the base",
                               "Total: $")
         browser.open(f"{server.ui_url}/artifacts/artifact/{artifact_id(server, 'verdicts-uicalc')}")
         browser.wait_for_text("Make add faster", "fail", "Add mean function", "pass")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import StoreError
-from orchestrator.models import Task, TaskStatus, Verdict, WorkResult
+from orchestrator.models import CycleStatus, CycleSummary, Task, TaskStatus, Verdict, WorkResult
 from orchestrator.store import Store
 
 
@@ -22,16 +22,17 @@ def test_schema_is_migrated_once_and_uses_wal(tmp_path: Path) -> None:
     first = Store.for_project(tmp_path, "proj")
     again = Store.for_project(tmp_path, "proj")  # reopening applies nothing twice
     tables = set(again.db.table_names())
-    assert {"tasks", "worker_results", "judge_verdicts", "planner_cycles", "project_state"} <= tables
+    assert {"tasks", "worker_results", "judge_verdicts", "cycles", "project_state"} <= tables
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     names = [r["name"] for r in first.db["_sqlite_migrations"].rows]
-    assert names == ["m001_initial", "m002_backlog_pulls_approvals_budgets", "m003_agent_slot_waits"]
+    assert names == ["m001_initial", "m002_backlog_pulls_approvals_budgets", "m003_agent_slot_waits",
+                     "m004_cycles_table"]
 
 
 def test_a_store_of_the_first_schema_is_migrated_in_place(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from orchestrator.store import m001_initial
+    from orchestrator.store_migrations import m001_initial
 
     db = sqlite_utils.Database(tmp_path / "proj.db")
     m001_initial(db)  # a store as the first release left it, with a task in it
@@ -100,13 +101,14 @@ def test_unknown_ids_are_clear_errors(store: Store) -> None:
 
 def test_cycles_and_pause_state(store: Store) -> None:
     store.start_cycle("c1", "abc")
-    assert store.unfinished_cycle()["id"] == "c1"
-    store.finish_cycle("c1", "done", {"ok": True})
+    unfinished = store.unfinished_cycle()
+    assert unfinished is not None and unfinished.id == "c1"
+    store.finish_cycle(CycleSummary(project="proj", cycle_id="c1", status=CycleStatus.done))
     assert store.unfinished_cycle() is None
     store.set_paused(True, "too many failures")
-    assert store.state()["paused"] and store.state()["paused_reason"] == "too many failures"
+    assert store.state().paused and store.state().paused_reason == "too many failures"
     store.set_paused(False)
-    assert not store.state()["paused"] and store.state()["last_cycle_id"] == "c1"
+    assert not store.state().paused and store.state().last_cycle_id == "c1"
 
 
 def _claim_all(db_path: str, cycle_id: str, start, out: multiprocessing.Queue) -> None:

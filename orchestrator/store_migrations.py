@@ -1,0 +1,112 @@
+"""The store's schema, as the migrations that build it (sqlite-utils ``Migrations``).
+
+Next to :mod:`.store`, this is the only other module that imports
+``sqlite_utils``. A migration, once released, never changes: a store of any
+earlier schema is brought up to date by applying the ones it lacks, in order,
+each in its own transaction (``tests/test_store_migrations.py`` builds a
+store at each earlier step and opens it). Column types are SQLite's; what
+the columns mean is documented on the models of :mod:`.models` and
+:mod:`.state` that the store reads them into.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("orchestrator")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.table("tasks").create(
+        {
+            "id": str, "title": str, "description": str, "type": str, "priority": int,
+            "status": str, "attempts": int, "max_attempts": int, "source": str,
+            "cycle_id": str, "claimed_by": str, "branch": str, "last_failure": str,
+            "merge_commit": str, "fingerprint": str, "created_at": str, "updated_at": str,
+        },
+        pk="id",
+    )
+    db.table("tasks").create_index(["status", "priority", "created_at"])
+    db.table("tasks").create_index(["fingerprint"])
+    db.table("worker_results").create(
+        {
+            "task_id": str, "attempt": int, "cycle_id": str, "branch": str, "base_commit": str,
+            "commit": str, "success": bool, "error": str, "summary": str, "diff_stat": str,
+            "files_changed": str, "cost_usd": float, "duration_s": float, "num_turns": int,
+            "session_id": str, "created_at": str,
+        },
+        pk=("task_id", "attempt"),
+    )
+    db.table("judge_verdicts").create(
+        {
+            "task_id": str, "attempt": int, "cycle_id": str, "commit": str, "passed": bool,
+            "reasons": str, "tests": str, "lint": str, "scope_warnings": str, "review": str,
+            "cost_usd": float, "session_id": str, "created_at": str,
+        },
+        pk=("task_id", "attempt"),
+    )
+    db.table("planner_cycles").create(
+        {
+            "id": str, "status": str, "base_commit": str, "started_at": str,
+            "finished_at": str, "plan_path": str, "planned": str, "claimed": str, "cost_usd": float,
+            "session_id": str, "summary": str, "message": str, "flow_run_id": str,
+        },
+        pk="id",
+    )
+    db.table("planner_cycles").create_index(["status"])
+    db.table("merges").create(
+        {"cycle_id": str, "task_id": str, "commit": str, "resolved_conflict": bool,
+         "created_at": str},
+        pk=("cycle_id", "task_id"),
+    )
+    db.table("agent_costs").create(
+        {"session_id": str, "cycle_id": str, "task_id": str, "role": str, "model": str,
+         "cost_usd": float, "created_at": str},
+        pk="session_id",
+    )
+    db.table("project_state").create(
+        {"name": str, "paused": bool, "paused_reason": str, "consecutive_failures": int,
+         "last_cycle_id": str, "last_cycle_at": str, "updated_at": str},
+        pk="name",
+    )
+
+
+@migrations()
+def m002_backlog_pulls_approvals_budgets(db: sqlite_utils.Database) -> None:
+    tasks = db.table("tasks")
+    tasks.add_column("backlog_item", str)
+    tasks.add_column("backlog_done", bool, not_null_default=False)
+    tasks.add_column("pr_number", int)
+    tasks.add_column("pr_url", str)
+    tasks.create_index(["backlog_item"])
+    db.table("approvals").create(
+        {"cycle_id": str, "stage": str, "status": str, "requested_at": str, "deadline": str,
+         "default": str, "reason": str, "decided_by": str, "decided_at": str, "flow_run_id": str},
+        pk=("cycle_id", "stage"),
+    )
+    state = db.table("project_state")
+    state.add_column("budget_stop", str)
+    state.add_column("budget_resets_at", str)
+    db.table("worker_results").add_column("budget_stop", str, not_null_default="")
+    db.table("judge_verdicts").add_column("budget_stop", str, not_null_default="")
+    db.table("agent_costs").create_index(["created_at"])
+    db.table("agent_costs").create_index(["cycle_id"])
+
+
+@migrations()
+def m003_agent_slot_waits(db: sqlite_utils.Database) -> None:
+    cycles = db.table("planner_cycles")
+    cycles.add_column("slot_waiting", int, not_null_default=0)  # sessions waiting right now
+    cycles.add_column("slot_waits", int, not_null_default=0)  # sessions that had to wait
+    cycles.add_column("slot_wait_s", float, not_null_default=0.0)  # their waits, added up
+
+
+@migrations()
+def m004_cycles_table(db: sqlite_utils.Database) -> None:
+    # The table holds every cycle, not the planner's part of one. ALTER TABLE keeps its
+    # rows and its index; the index is re-made under the name a new table's would have.
+    db.rename_table("planner_cycles", "cycles")
+    db.execute("DROP INDEX IF EXISTS idx_planner_cycles_status")
+    db.table("cycles").create_index(["status"])

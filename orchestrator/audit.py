@@ -167,7 +167,7 @@ def write_verdict(orch_dir: Path, task: Task, verdict: Verdict) -> Path:
 def merge_markdown(outcome: MergeOutcome, titles: dict[str, str]) -> str:
     merged = _bullets([f"{titles.get(t, t)} (`{t}`) as `{c[:12]}`" for t, c in outcome.merged.items()])
     rejected = _bullets([f"{titles.get(t, t)} (`{t}`): {r}" for t, r in outcome.rejected.items()])
-    waiting = _bullets([f"{titles.get(t, t)} (`{t}`): {r}" for t, r in outcome.waiting.items()])
+    waiting = _bullets([f"{titles.get(t, t)} (`{t}`): {w.mark}" for t, w in outcome.waiting.items()])
     pulls = _bullets([f"{titles.get(t, t)} (`{t}`): {url}" for t, url in outcome.pulls.items()])
     main = (
         f"main moved from `{outcome.main_before[:12]}` to `{outcome.main_after[:12]}`"

@@ -14,8 +14,6 @@ from pathlib import Path
 from .audit import write_failed_plan, write_merge, write_plan, write_verdict, write_worker
 from .context import ProjectContext
 from .models import (
-    BUDGET_WAITED,
-    MERGE_WAITED,
     CycleStatus,
     CycleSummary,
     MergeOutcome,
@@ -23,7 +21,9 @@ from .models import (
     Role,
     Task,
     TaskStatus,
+    TaskWait,
     Verdict,
+    Wait,
     WorkResult,
     new_id,
 )
@@ -133,7 +133,7 @@ def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
     ctx.store.record_cost(verdict.session_id, verdict.cycle_id, task.id, Role.judge, ctx.config.judge_model, verdict.cost_usd)
     write_verdict(ctx.orch_dir, task, verdict)
     if verdict.budget_stop and still_held(ctx, verdict.cycle_id, task):
-        ctx.store.release_task(task.id, BUDGET_WAITED + verdict.budget_stop)  # keeps its worktree
+        ctx.store.release_task(task.id, Wait(kind=TaskWait.budget, reason=verdict.budget_stop))  # keeps its worktree
     elif not verdict.passed and still_held(ctx, verdict.cycle_id, task):
         send_back(ctx, task, rejection_reasons(verdict))
 
@@ -158,7 +158,8 @@ def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) 
         else:
             # Waiting (main could not move, or for budget): the task goes back without spending
             # an attempt and keeps its worktree, so the next cycle reuses its work and verdict.
-            ctx.store.release_task(task.id, outcome.waiting.get(task.id, f"{MERGE_WAITED}{outcome.waiting_reason}"))
+            ctx.store.release_task(task.id, outcome.waiting.get(task.id, Wait(kind=TaskWait.merge,
+                                                                             reason=outcome.waiting_reason)))
     for session_id, cost in outcome.resolver_costs.items():
         ctx.store.record_cost(session_id, cycle_id, None, Role.resolver, ctx.config.resolver_model or ctx.config.model, cost)
     write_merge(ctx.orch_dir, outcome, {t.id: t.title for t in tasks})

@@ -57,6 +57,13 @@ class CycleStatus(StrEnum):
     budget = "budget"  # not even one agent session fits the budget: nothing planned or claimed
 
 
+class TaskWait(StrEnum):
+    """Why a pending task's finished, paid-for work waits; it keeps its worktree meanwhile."""
+
+    merge = "merge"  # its passing branch could not reach main yet
+    budget = "budget"  # it waits for budget to be judged or merged
+
+
 class ApprovalStage(StrEnum):
     """Where a cycle's approval gate stands (``require_approval``)."""
 
@@ -106,6 +113,9 @@ class Task(BaseModel):
     claimed_by: str | None = None  # cycle that holds it while in progress
     branch: str | None = None
     last_failure: str = ""  # the reasons the last attempt failed, shown to the next one
+    waiting: TaskWait | None = None
+    """Which wait ``last_failure`` tells of, if it tells of one (a new one clears it); on a
+    pending task, its finished work waits and keeps its worktree (:func:`keeps_work`)."""
     merge_commit: str | None = None
     backlog_item: str | None = None  # the backlog item it does: "#12" (an issue) or a backlog file item id
     backlog_done: bool = False  # the item was closed or ticked after the merge
@@ -120,15 +130,27 @@ class Task(BaseModel):
 
 
 MERGE_WAITED = "merge waited: "
-"""How a task whose passing branch could not reach main yet is marked."""
+"""How the last failure of a task whose passing branch could not reach main yet begins."""
 
 BUDGET_WAITED = "budget waited: "
-"""How a task whose finished work waits for budget to be judged or merged is marked."""
+"""How the last failure of a task whose finished work waits for budget begins."""
 
 
 def keeps_work(task: Task) -> bool:
     """Whether a pending task keeps its worktree: its paid-for work waits for main or for budget."""
-    return task.status is TaskStatus.pending and task.last_failure.startswith((MERGE_WAITED, BUDGET_WAITED))
+    return task.status is TaskStatus.pending and task.waiting is not None
+
+
+class Wait(BaseModel):
+    """Why a task's finished work waits (a :class:`TaskWait`), in words."""
+
+    kind: TaskWait
+    reason: str
+
+    @property
+    def mark(self) -> str:
+        """What the task's ``last_failure`` says: the reason after its kind's words."""
+        return (MERGE_WAITED if self.kind is TaskWait.merge else BUDGET_WAITED) + self.reason
 
 
 class PlannedTask(BaseModel):
@@ -274,7 +296,7 @@ class MergeOutcome(BaseModel):
     main_after: str
     merged: dict[str, str] = Field(default_factory=dict)  # task id -> merge commit
     rejected: dict[str, str] = Field(default_factory=dict)  # task id -> reason
-    waiting: dict[str, str] = Field(default_factory=dict)  # task id -> why it waits (a *_WAITED mark), work kept
+    waiting: dict[str, Wait] = Field(default_factory=dict)  # task id -> why it waits, its work kept
     resolved_conflicts: list[str] = Field(default_factory=list)  # task ids
     main_updated: bool = False
     waiting_reason: str = ""  # why main was not advanced, when it was not

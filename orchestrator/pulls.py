@@ -17,7 +17,7 @@ from .backlog import github, tick_item
 from .context import ProjectContext
 from .errors import ConfigError, GitError
 from .github import GitHub, GitHubError
-from .models import MERGE_WAITED, MergeOutcome, Task, TaskStatus, WorkResult
+from .models import MergeOutcome, Task, TaskStatus, TaskWait, Wait, WorkResult
 from .secret_scan import Secret, known_secrets, scan_branch, scan_text, secret_reason
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def publish(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, Wor
                     continue
                 outcome.pulls[task.id] = _open_one(ctx, gh, task, work)
             except (GitError, GitHubError) as exc:  # the work is kept; the next cycle tries again
-                outcome.waiting[task.id] = f"{MERGE_WAITED}pull request not opened: {exc}"
+                outcome.waiting[task.id] = Wait(kind=TaskWait.merge, reason=f"pull request not opened: {exc}")
     return outcome
 
 

@@ -20,7 +20,7 @@ from .backlog import tick_item
 from .checks import run_check
 from .context import ProjectContext
 from .errors import AgentError, BudgetReached, GitError
-from .models import BUDGET_WAITED, MergeOutcome, ResolverReport, Role, Task, WorkResult
+from .models import MergeOutcome, ResolverReport, Role, Task, TaskWait, Wait, WorkResult
 from .prompts import task_text
 from .secret_scan import known_secrets, scan_branch, secret_reason
 
@@ -70,7 +70,8 @@ async def _merge_all(
                 failure = await _resolve(ctx, worktree, task, conflicts, cycle_id, outcome)
             except BudgetReached as exc:  # the branch passed; it merges when the budget allows
                 ctx.repo.abort_merge(worktree)
-                outcome.waiting[task.id] = f"{BUDGET_WAITED}conflict in {', '.join(conflicts)} waits for the resolver: {exc}"
+                outcome.waiting[task.id] = Wait(
+                    kind=TaskWait.budget, reason=f"conflict in {', '.join(conflicts)} waits for the resolver: {exc}")
                 continue
             if failure:
                 ctx.repo.abort_merge(worktree)

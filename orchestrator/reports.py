@@ -19,7 +19,7 @@ from .approval import describe
 from .capacity import cap_note
 from .config import PortfolioConfig
 from .errors import ConfigError, StoreError
-from .models import MERGE_WAITED, CycleStatus, Task, TaskStatus, Verdict, WorkResult
+from .models import MERGE_WAITED, CycleStatus, Task, TaskStatus, TaskWait, Verdict, WorkResult
 from .state import Cycle, ProjectState
 from .store import Store
 
@@ -235,7 +235,7 @@ def _budget_stop(state: ProjectState) -> str:
 
 def _merge_waiting(store: Store) -> str:
     # The refinery gives such tasks back with this reason, keeping their attempt.
-    return store.pending_failure(MERGE_WAITED).removeprefix(MERGE_WAITED)
+    return store.waiting_failure(TaskWait.merge).removeprefix(MERGE_WAITED)
 
 
 def _cycle_row(project: str, store: Store, cycle: Cycle) -> CycleRow:

@@ -1,14 +1,12 @@
 """The project's state in SQLite: one file per project, WAL mode.
 
-This module and its schema's migrations (:mod:`.store_migrations`) are the
-only ones that import ``sqlite_utils``. Tasks and results (of
-:mod:`.models`), cycles, approval requests and the project's state (of
-:mod:`.state`) come out as models, each read from its row (and written to
-one) by :mod:`.store_rows`; only merges and cost sums stay plain rows,
-having no JSON and no status in them. Every write is either a single
-statement or inside ``db.atomic()``, and every recording method is an
-upsert keyed by what it records, so replaying a step after a crash writes
-the same rows again instead of new ones.
+With its migrations (:mod:`.store_migrations`), the only module that imports
+``sqlite_utils``. Tasks, results, cycles, approval requests and the project's
+state come out as models, read from their rows (and written to them) by
+:mod:`.store_rows`; merges and cost sums, with no JSON or status in them, stay
+rows. Every write is a single statement or inside ``db.atomic()``, and every
+recording method is an upsert keyed by what it records, so replaying a step
+after a crash writes the same rows again instead of new ones.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from . import store_rows as codec
 from .errors import StoreError
 from .models import (
     ApprovalStage,
@@ -28,27 +27,15 @@ from .models import (
     CycleSummary,
     Task,
     TaskStatus,
+    TaskWait,
     Verdict,
+    Wait,
     WorkResult,
     utcnow,
 )
 from .secrets import redact_all
 from .state import Approval, Cycle, ProjectState
 from .store_migrations import migrations
-from .store_rows import (
-    approval_from,
-    approval_row,
-    cycle_from,
-    cycle_row,
-    plain,
-    state_from,
-    task_from,
-    task_row,
-    verdict_from,
-    verdict_row,
-    work_from,
-    work_row,
-)
 
 PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
 
@@ -80,16 +67,14 @@ class Store:
 
     def add_task(self, task: Task) -> Task:
         """Insert a task, or leave it as it is if its id exists (replay-safe)."""
-        self.db.table("tasks").insert(task_row(task), ignore=True)
+        self.db.table("tasks").insert(codec.task_row(task), ignore=True)
         return self.get_task(task.id)
 
     def get_task(self, task_id: str) -> Task:
         try:
-            return task_from(self.db.table("tasks").get(task_id))
+            return codec.task_from(self.db.table("tasks").get(task_id))
         except sqlite_utils.db.NotFoundError:
-            raise StoreError(
-                f"unknown task id {task_id!r} in project {self.project!r}: see `orch tasks`"
-            ) from None
+            raise StoreError(f"unknown task id {task_id!r} in project {self.project!r}: see `orch tasks`") from None
 
     def has_task(self, task_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM tasks WHERE id = ?", [task_id]).fetchone() is not None
@@ -99,7 +84,7 @@ class Store:
         rows = self.db.table("tasks").rows_where(
             where, args, order_by="priority, created_at", limit=limit
         )
-        return [task_from(r) for r in rows]
+        return [codec.task_from(r) for r in rows]
 
     def tasks_page(self, status: TaskStatus | None = None, limit: int = 0) -> list[Task]:
         """Up to ``limit`` tasks (0: all): in progress, then pending, failed, done; each by priority.
@@ -113,11 +98,10 @@ class Store:
             found += self.list_tasks(wanted, limit - len(found) if limit else None)
         return found
 
-    def pending_failure(self, prefix: str) -> str:
-        """The last failure of a pending task that starts with ``prefix`` ('' if none)."""
+    def waiting_failure(self, kind: TaskWait) -> str:
+        """The last failure of a pending task whose work waits for ``kind`` ('' if none)."""
         row = self.db.execute(
-            "SELECT last_failure FROM tasks WHERE status = 'pending' AND substr(last_failure, 1, ?) = ? LIMIT 1",
-            [len(prefix), prefix],
+            "SELECT last_failure FROM tasks WHERE status = 'pending' AND waiting = ? LIMIT 1", [kind.value],
         ).fetchone()
         return row[0] if row else ""
 
@@ -148,7 +132,7 @@ class Store:
         rows = self.db.table("tasks").rows_where(
             "last_failure != ''", order_by="updated_at desc", limit=limit
         )
-        return [task_from(r) for r in rows]
+        return [codec.task_from(r) for r in rows]
 
     def claim_tasks(self, cycle_id: str, limit: int) -> list[Task]:
         """Atomically take up to ``limit`` tasks for ``cycle_id``.
@@ -176,11 +160,14 @@ class Store:
                 "status = 'in_progress' AND claimed_by = ?", [cycle_id],
                 order_by="priority, created_at",
             ))
-        return [task_from(r) for r in held[:limit]]
+        return [codec.task_from(r) for r in held[:limit]]
 
     def update_task(self, task_id: str, **fields: Any) -> Task:
+        """Set fields of a task; a new ``last_failure`` ends a wait unless ``waiting`` is given too."""
+        if "last_failure" in fields:
+            fields.setdefault("waiting", None)
         fields["updated_at"] = utcnow()
-        self.db.table("tasks").update(task_id, {k: plain(v) for k, v in fields.items()})
+        self.db.table("tasks").update(task_id, {k: codec.plain(v) for k, v in fields.items()})
         return self.get_task(task_id)
 
     def fail_attempt(self, task_id: str, reason: str) -> Task:
@@ -203,22 +190,23 @@ class Store:
             )
         return self.update_task(task_id, status=TaskStatus.pending, attempts=0, claimed_by=None)
 
-    def release_task(self, task_id: str, reason: str | None = None) -> Task:
+    def release_task(self, task_id: str, wait: Wait | None = None) -> Task:
         """Give a claimed task back without spending its attempt (nothing was judged of it).
 
-        ``reason`` replaces its last failure when given (a waiting mark); otherwise
-        the failure the next attempt must address is kept.
+        With ``wait``, its finished work waits (it keeps its worktree) and its last
+        failure says why; otherwise it is back as it was, its last failure (and any
+        wait) kept for the next attempt.
         """
         task = self.get_task(task_id)
         fields: dict[str, Any] = {"status": TaskStatus.pending, "claimed_by": None,
                                   "attempts": max(0, task.attempts - 1)}
-        if reason is not None:
-            fields["last_failure"] = reason
+        if wait is not None:
+            fields |= {"last_failure": wait.mark, "waiting": wait.kind}
         return self.update_task(task_id, **fields)
 
     def linked_tasks(self, backlog_item: str) -> list[Task]:
         """Tasks that do one backlog item."""
-        return [task_from(r) for r in self.db.table("tasks").rows_where("backlog_item = ?", [backlog_item])]
+        return [codec.task_from(r) for r in self.db.table("tasks").rows_where("backlog_item = ?", [backlog_item])]
 
     def unsynced_backlog(self) -> list[Task]:
         """Done tasks whose backlog item was not closed or ticked yet."""
@@ -226,7 +214,7 @@ class Store:
             "status = 'done' AND backlog_item IS NOT NULL AND backlog_item != '' AND NOT backlog_done",
             order_by="updated_at",
         )
-        return [task_from(r) for r in rows]
+        return [codec.task_from(r) for r in rows]
 
     def complete_task(self, task_id: str, merge_commit: str) -> Task:
         with self.db.atomic():
@@ -238,10 +226,10 @@ class Store:
     # -- results -------------------------------------------------------------
 
     def record_work(self, result: WorkResult) -> None:
-        self.db.table("worker_results").upsert(work_row(result), pk=("task_id", "attempt"))
+        self.db.table("worker_results").upsert(codec.work_row(result), pk=("task_id", "attempt"))
 
     def record_verdict(self, verdict: Verdict) -> None:
-        self.db.table("judge_verdicts").upsert(verdict_row(verdict), pk=("task_id", "attempt"))
+        self.db.table("judge_verdicts").upsert(codec.verdict_row(verdict), pk=("task_id", "attempt"))
 
     def record_merge(self, cycle_id: str, task_id: str, commit: str, resolved: bool) -> None:
         self.db.table("merges").upsert(
@@ -266,14 +254,14 @@ class Store:
     def worker_result(self, task_id: str, attempt: int) -> WorkResult | None:
         """The recorded result of one attempt, if any."""
         try:
-            return work_from(self.db.table("worker_results").get((task_id, attempt)))
+            return codec.work_from(self.db.table("worker_results").get((task_id, attempt)))
         except sqlite_utils.db.NotFoundError:
             return None
 
     def verdict(self, task_id: str, attempt: int) -> Verdict | None:
         """The recorded verdict on one attempt, if any."""
         try:
-            return verdict_from(self.db.table("judge_verdicts").get((task_id, attempt)))
+            return codec.verdict_from(self.db.table("judge_verdicts").get((task_id, attempt)))
         except sqlite_utils.db.NotFoundError:
             return None
 
@@ -281,7 +269,7 @@ class Store:
         """The verdicts recorded by one cycle (or by all), oldest first."""
         where, args = ("cycle_id = ?", [cycle_id]) if cycle_id else (None, [])
         rows = self.db.table("judge_verdicts").rows_where(where, args, order_by="created_at")
-        return [verdict_from(r) for r in rows]
+        return [codec.verdict_from(r) for r in rows]
 
     def merged_task_ids(self, cycle_id: str) -> list[str]:
         rows = self.db.execute("SELECT task_id FROM merges WHERE cycle_id = ?", [cycle_id])
@@ -302,7 +290,7 @@ class Store:
         rows = self.db.table("worker_results").rows_where(
             "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
         )
-        return [work_from(r) for r in rows]
+        return [codec.work_from(r) for r in rows]
 
     def merges(self, cycle_id: str) -> list[dict[str, Any]]:
         """The merges of one cycle: task id, merge commit, whether a conflict was resolved."""
@@ -348,15 +336,13 @@ class Store:
         """Record a new running cycle (nothing if ``cycle_id`` exists: replay-safe)."""
         cycle = Cycle(id=cycle_id, status=CycleStatus.running, base_commit=base_commit,
                       started_at=utcnow(), flow_run_id=flow_run_id)
-        self.db.table("cycles").insert(cycle_row(cycle), ignore=True)
+        self.db.table("cycles").insert(codec.cycle_row(cycle), ignore=True)
 
     def get_cycle(self, cycle_id: str) -> Cycle:
         """The one cycle whose id is or starts with ``cycle_id``; StoreError if none or several."""
         found = self.find_cycles(cycle_id)
         if len(found) != 1:
-            raise StoreError(
-                f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch cycles`"
-            )
+            raise StoreError(f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch cycles`")
         return found[0]
 
     def unfinished_cycle(self) -> Cycle | None:
@@ -370,7 +356,7 @@ class Store:
 
     def update_cycle(self, cycle_id: str, **fields: Any) -> None:
         """Set columns of a cycle; lists (``planned``, ``claimed``) are stored as JSON."""
-        self.db.table("cycles").update(cycle_id, {k: plain(v) for k, v in fields.items()})
+        self.db.table("cycles").update(cycle_id, {k: codec.plain(v) for k, v in fields.items()})
 
     def finish_cycle(self, summary: CycleSummary) -> None:
         """Close the summary's cycle with its status, message and the cost its sessions recorded."""
@@ -403,7 +389,7 @@ class Store:
 
     def _cycles(self, where: str | None, args: list[Any], order_by: str, limit: int | None = None) -> list[Cycle]:
         rows = self.db.table("cycles").rows_where(where, args, order_by=order_by, limit=limit)
-        return [cycle_from(r) for r in rows]
+        return [codec.cycle_from(r) for r in rows]
 
     # -- approvals -------------------------------------------------------------------
 
@@ -412,7 +398,7 @@ class Store:
         """Record that ``cycle_id`` waits for approval of ``stage``; the existing request if any."""
         asked = Approval(cycle_id=cycle_id, stage=stage, status=ApprovalStatus.waiting, requested_at=utcnow(),
                          deadline=deadline, default=default, flow_run_id=flow_run_id)
-        self.db.table("approvals").insert(approval_row(asked), ignore=True)
+        self.db.table("approvals").insert(codec.approval_row(asked), ignore=True)
         request = self.approval(cycle_id, stage)
         if request is None:  # only if another connection deleted it in between
             raise StoreError(f"the approval request of cycle {cycle_id!r} ({stage}) vanished as it was made")
@@ -421,7 +407,7 @@ class Store:
     def approval(self, cycle_id: str, stage: ApprovalStage) -> Approval | None:
         """The request of ``cycle_id`` for ``stage``, decided or not; None if it never asked."""
         try:
-            return approval_from(self.db.table("approvals").get((cycle_id, stage.value)))
+            return codec.approval_from(self.db.table("approvals").get((cycle_id, stage.value)))
         except sqlite_utils.db.NotFoundError:
             return None
 
@@ -430,7 +416,7 @@ class Store:
         rows = self.db.table("approvals").rows_where(
             "status = ?", [ApprovalStatus.waiting.value], order_by="requested_at"
         )
-        return [approval_from(r) for r in rows]
+        return [codec.approval_from(r) for r in rows]
 
     def decide_approval(self, cycle_id: str, stage: ApprovalStage, status: ApprovalStatus, reason: str,
                         decided_by: str) -> bool:
@@ -449,7 +435,7 @@ class Store:
     def state(self) -> ProjectState:
         """The project's pause, failure streak, last cycle and budget stop (defaults if never set)."""
         try:
-            return state_from(self.db.table("project_state").get(self.project))
+            return codec.state_from(self.db.table("project_state").get(self.project))
         except sqlite_utils.db.NotFoundError:
             return ProjectState(name=self.project)
 

@@ -110,3 +110,12 @@ def m004_cycles_table(db: sqlite_utils.Database) -> None:
     db.rename_table("planner_cycles", "cycles")
     db.execute("DROP INDEX IF EXISTS idx_planner_cycles_status")
     db.table("cycles").create_index(["status"])
+
+
+@migrations()
+def m005_task_waits(db: sqlite_utils.Database) -> None:
+    # Which wait a task's kept work is in was told only by how its last failure began; the
+    # words stay there for people, and the column, set wherever they are, is what the code reads.
+    db.table("tasks").add_column("waiting", str)  # NULL: its last failure is no wait
+    for kind, words in (("merge", "merge waited: "), ("budget", "budget waited: ")):
+        db.execute("UPDATE tasks SET waiting = ? WHERE substr(last_failure, 1, ?) = ?", [kind, len(words), words])

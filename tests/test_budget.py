@@ -14,7 +14,7 @@ from orchestrator.budget import CycleBudget, day_start
 from orchestrator.config import load_portfolio
 from orchestrator.demo import demo_scenario
 from orchestrator.errors import BudgetReached
-from orchestrator.models import BUDGET_WAITED, TaskStatus
+from orchestrator.models import BUDGET_WAITED, TaskStatus, TaskWait
 from orchestrator.scripted import ScriptedModel
 from orchestrator.store import Store
 
@@ -96,6 +96,7 @@ def test_a_review_over_the_cycle_cap_waits_and_the_next_cycle_does_not_pay_the_w
         first = run_cycle(config)
         [task] = store.list_tasks()
         assert task.status is TaskStatus.pending and task.last_failure.startswith(BUDGET_WAITED)
+        assert task.waiting is TaskWait.budget
         assert task.attempts == 0 and (tmp_path / "calc" / ".orch" / "worktrees" / task.id).is_dir()
         assert "judge" not in {r.role for r in model.requests}
         assert store.cycle_cost(first.cycle_id) <= 0.07

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.models import TaskStatus
+from orchestrator.models import TaskStatus, TaskWait
 from orchestrator.scripted import ScriptedModel
 from orchestrator.store import Store
 
@@ -161,6 +161,7 @@ def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
         store = Store.for_project(config.parent / "data", "calc")
         waiting = {t.title: t for t in store.list_tasks(TaskStatus.pending) if t.last_failure.startswith("merge waited")}
         assert set(waiting) == {"Add shout helper", "Add mean function"}
+        assert all(t.waiting is TaskWait.merge for t in waiting.values())
         assert first.merged == [] and git(project, "rev-parse", "HEAD").strip() == main_before
         assert (project / "stats.py").read_text() == "# the user's draft, not committed\n"
         from orchestrator.config import load_portfolio

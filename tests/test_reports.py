@@ -22,7 +22,7 @@ from deployments import server
 from orchestrator.config import load_portfolio
 from orchestrator.errors import StoreError
 from orchestrator.gitops import init_repo
-from orchestrator.models import CycleStatus, CycleSummary, Task, Verdict, WorkResult
+from orchestrator.models import CycleStatus, CycleSummary, Task, TaskWait, Verdict, WorkResult
 from orchestrator.reports import CostDimension, cost_report, cycle_rows, cycle_story, status_rows
 from orchestrator.store import Store
 
@@ -152,7 +152,8 @@ def test_status_without_a_prefect_server(config: Path, capsys, monkeypatch, pref
 
 def test_status_says_when_merged_work_waits_for_main(config: Path, capsys, monkeypatch) -> None:
     store = Store.for_project(config.parent / "data", "lib")
-    store.add_task(Task(id="w1", title="Waits", last_failure="merge waited: your uncommitted changes touch stats.py"))
+    store.add_task(Task(id="w1", title="Waits", last_failure="merge waited: your uncommitted changes touch stats.py",
+                        waiting=TaskWait.merge))
     rows = {r["project"]: r for r in orch_json(capsys, monkeypatch, "status", "-c", str(config))}
     assert rows["lib"]["merge_waiting"] == "your uncommitted changes touch stats.py"
     assert rows["app"]["merge_waiting"] == ""

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from orchestrator.models import ApprovalStage, ApprovalStatus, CycleStatus, CycleSummary
+from orchestrator.models import (
+    ApprovalStage,
+    ApprovalStatus,
+    CycleStatus,
+    CycleSummary,
+    TaskStatus,
+    TaskWait,
+)
 from orchestrator.store import Store
 from orchestrator.store_migrations import migrations
 
@@ -111,4 +118,27 @@ def test_a_store_with_approvals_reads_back_through_the_models(tmp_path: Path, st
     _check_approval(store)
     _check_cycles(store)
     names = [r["name"] for r in store.db["_sqlite_migrations"].rows]
-    assert names[-1] == "m004_cycles_table" and len(names) == len(set(names)) == 4
+    assert names[-1] == "m005_task_waits" and len(names) == len(set(names)) == 5
+
+
+def test_tasks_whose_work_waited_by_their_last_failure_wait_by_the_column(tmp_path: Path) -> None:
+    db = _old_store(tmp_path / "app.db", stop_before="m005_task_waits")
+    old = {"description": "", "type": "code", "priority": 3, "attempts": 1, "max_attempts": 3, "source": "planner",
+           "fingerprint": "f", "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"}
+    db["tasks"].insert_all([
+        {**old, "id": "m", "title": "m", "status": "pending", "last_failure": "merge waited: main moved"},
+        {**old, "id": "b", "title": "b", "status": "pending", "last_failure": "budget waited: cycle cap $1"},
+        {**old, "id": "f", "title": "f", "status": "pending", "last_failure": "judge rejected the change: no"},
+        {**old, "id": "d", "title": "d", "status": "done", "last_failure": "merge waited: main moved"},
+    ])
+    db.close()
+    store = Store.for_project(tmp_path, "app")
+    # As the words did, the column tells of the wait whatever became of the task since.
+    assert {t.id: t.waiting for t in store.list_tasks()} == {
+        "m": TaskWait.merge, "b": TaskWait.budget, "f": None, "d": TaskWait.merge}
+    assert store.get_task("m").last_failure == "merge waited: main moved"  # the words stay, for people
+    assert store.waiting_failure(TaskWait.merge) == "merge waited: main moved"
+    # A failure of its own ends the wait.
+    store.claim_tasks("c1", 4)
+    assert store.fail_attempt("m", "tests failed").waiting is None
+    assert store.get_task("m").status is TaskStatus.pending and store.waiting_failure(TaskWait.merge) == ""

@@ -101,3 +101,16 @@ def github_config(tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("ORCH_TEST_GH_TOKEN", str(gh.token))
     return sample_config(tmp_path, backlog_source="github_issues", github_repo=gh.repo, github_api_url=gh.api_url,
                          github_token_env="ORCH_TEST_GH_TOKEN", **fields)
+
+
+async def artifacts_and_logs() -> str:
+    """Every artifact, and the logs of the newest flow run: what the Prefect UI shows."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        run = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0]
+        artifacts = await client.read_artifacts()
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    return "\n".join([str(a.data) for a in artifacts] + [entry.message for entry in logs])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cycles import bare_origin, git, run_cycle, sample_config, use_model
+from cycles import artifacts_and_logs, bare_origin, git, run_cycle, sample_config, use_model
 
 from orchestrator import demo, pulls
 from orchestrator.backlog_file import BacklogItem
@@ -350,15 +350,3 @@ def nowhere(tmp_path: Path, project_dir: Path, values: list[str]) -> None:
         assert value not in history and value not in shown
         for path in written:
             assert value.encode() not in path.read_bytes(), path
-
-
-async def artifacts_and_logs() -> str:
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async with get_client() as client:
-        run = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0]
-        artifacts = await client.read_artifacts()
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-    return "\n".join([str(a.data) for a in artifacts] + [entry.message for entry in logs])

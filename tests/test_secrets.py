@@ -10,7 +10,7 @@ from pathlib import Path
 
 import needs
 import pytest
-from cycles import bare_origin
+from cycles import artifacts_and_logs, bare_origin
 
 from flows.project_cycle import project_cycle
 from orchestrator.demo import PLAN, demo_scenario, make_sample_project, write_portfolio
@@ -127,16 +127,3 @@ def test_a_worker_told_to_steal_gets_nothing_and_the_rest_merges(tmp_path: Path,
         assert secret not in history and secret not in shown
         for path in written:
             assert secret.encode() not in path.read_bytes(), path
-
-
-async def artifacts_and_logs() -> str:
-    """Every artifact, and the logs of the newest flow run."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async with get_client() as client:
-        run = (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0]
-        artifacts = await client.read_artifacts()
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-    return "\n".join([str(a.data) for a in artifacts] + [entry.message for entry in logs])

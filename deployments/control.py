@@ -117,8 +117,6 @@ def resume_waiting(api_url: str, flow_run_id: str, approve: bool, reason: str) -
 
 def set_agent_limit(api_url: str, portfolio: PortfolioConfig) -> str:
     """Create or resize the portfolio's agent limit, if it sets one; a warning when hosts disagree."""
-    if portfolio.max_total_workers is None:
-        return ""
     with api(api_url):
         return anyio.run(slots.set_agent_limit, portfolio)
 

@@ -141,12 +141,12 @@ def role_line(role: Role, task_id: str | None) -> str:
     return f"[orchestrator] role={role.value}" + (f" task={task_id}" if task_id else "")
 
 
-def effective_config_dir(spec: AgentSpec) -> Path:
-    """Where the CLI keeps this session's transcript."""
+def effective_config_dir(config_dir: Path | None) -> Path:
+    """Where the CLI keeps transcripts: the user's CLAUDE_CONFIG_DIR, else ``config_dir``, else ~/.claude."""
     user_dir = os.environ.get("CLAUDE_CONFIG_DIR")
     if user_dir:
         return Path(user_dir)
-    return spec.config_dir or Path.home() / ".claude"
+    return config_dir or Path.home() / ".claude"
 
 
 def private(folder: Path) -> None:
@@ -169,7 +169,7 @@ def session_exists(spec: AgentSpec) -> bool:
     """True when a session with this id was started before (a crash cut it off)."""
     if not spec.session_id:
         return False
-    projects = effective_config_dir(spec) / "projects"
+    projects = effective_config_dir(spec.config_dir) / "projects"
     return any(projects.glob(f"*/{spec.session_id}.jsonl"))
 
 
@@ -280,7 +280,7 @@ async def _run_session(spec: AgentSpec, prompt: str) -> AgentRun:
         try:
             return await _run_cli(spec, prompt, build_options(spec, stderr, Path(home)), stderr)
         finally:
-            private(effective_config_dir(spec))
+            private(effective_config_dir(spec.config_dir))
 
 
 async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, stderr: deque[str]) -> AgentRun:

@@ -7,7 +7,6 @@ boundary.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel
 
-from .agent import AgentSpec, session_uuid
+from .agent import AgentSpec, effective_config_dir, session_uuid
 from .budget import CycleBudget
 from .capacity import CycleSlotWatch
 from .config import PortfolioConfig, ProjectConfig, load_portfolio
@@ -123,7 +122,7 @@ class ProjectContext:
             api_retries=c.api_retries,
             retry_base_s=c.api_retry_base_seconds,
             spend=self.budget(cycle_id),
-            fence=fence_for(self.portfolio, c, cwd, Path(os.environ.get("CLAUDE_CONFIG_DIR") or self.claude_config_dir)),
+            fence=fence_for(self.portfolio, c, cwd, effective_config_dir(self.claude_config_dir)),
         )
 
     def budget(self, cycle_id: str) -> CycleBudget:

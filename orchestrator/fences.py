@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,8 @@ BASE_NAMES = (
 
 # A model on Amazon Bedrock or Google Vertex needs the cloud's credentials in the CLI.
 _CLOUD_PREFIXES = {"CLAUDE_CODE_USE_BEDROCK": ("AWS_",), "CLAUDE_CODE_USE_VERTEX": ("GOOGLE_", "CLOUD_ML_", "VERTEX_", "GCLOUD_")}
-# Credentials whose names do not say so.
-_CREDENTIAL_NAMES = frozenset({"ANTHROPIC_CUSTOM_HEADERS", "AWS_ACCESS_KEY_ID", "AWS_PROFILE",
-                               "GOOGLE_APPLICATION_CREDENTIALS"})
+# Credentials whose names do not say so (and every AWS_ variable, see tool_denied_env).
+_CREDENTIAL_NAMES = frozenset({"ANTHROPIC_CUSTOM_HEADERS", "GOOGLE_APPLICATION_CREDENTIALS"})
 
 # Under the user's home: keys, cloud and tool credentials, other tools' configuration.
 HOME_DENIED = (".ssh", ".aws", ".config", ".netrc", ".gnupg", ".docker", ".kube", ".azure",
@@ -69,7 +68,7 @@ class Fence:
     """The project's ``agent_env``: passed through to the tools as they are."""
     deny_read: tuple[Path, ...] = ()
     """Absolute paths no tool of the session may read."""
-    allow_write: tuple[Path, ...] = field(default=())
+    allow_write: tuple[Path, ...] = ()
     """Paths besides the session's cwd its Bash may write (its own HOME)."""
 
 

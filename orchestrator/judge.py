@@ -1,12 +1,13 @@
 """The judge stage: a secret scan, an automated gate, then an AI review with the evidence.
 
 A branch that adds a secret (see :mod:`.secret_scan`) is rejected first: its
-tests do not run and no reviewer sees it. The gate fails closed. Tests that pass on the base and fail on the branch
-reject the branch whatever the reviewer says; when the base fails too, the
-failing tests are compared by id, and any new one rejects the branch (as do
-failures that cannot be told apart); a test command that cannot run is a
-failure; lint that was clean on the base and fails on the branch is a
-failure. Only a branch through the gate is shown to the reviewer.
+tests do not run and no reviewer sees it. The gate fails closed. Tests that
+pass on the base and fail on the branch reject the branch whatever the
+reviewer says; when the base fails too, the failing tests are compared by
+id, and any new one rejects the branch (as do failures that cannot be told
+apart); a test command that cannot run is a failure; lint that was clean on
+the base and fails on the branch is a failure. Only a branch through the
+gate is shown to the reviewer.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Instead of merging into main here, each branch that passed the judge is
 pushed to ``origin`` and a pull request is opened against main (or the open
 one for that branch is reused); a branch, or a pull request's text, holding a
-secret is sent back instead and nothing of it is pushed. The task waits ``in_review``; a later cycle
-asks GitHub about it (:func:`sync`): merged, the task is done and main is
-fast-forwarded from ``origin``; closed unmerged, the task fails with that
-reason.
+secret is sent back instead and nothing of it is pushed. The task waits
+``in_review``; a later cycle asks GitHub about it (:func:`sync`): merged,
+the task is done and main is fast-forwarded from ``origin``; closed
+unmerged, the task fails with that reason.
 """
 
 from __future__ import annotations

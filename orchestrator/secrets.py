@@ -2,9 +2,10 @@
 
 The values of environment variables whose names say they are secret (API
 keys, tokens, passwords), and those the configuration makes secret, are
-replaced by ``[redacted]`` wherever outside text enters: test and lint output, what agents return, error details. The audit
-trail and the store redact again on the way out, so a path missed on the way
-in still writes nothing secret.
+replaced by ``[redacted]`` wherever outside text enters: test and lint
+output, what agents return, error details. The audit trail and the store
+redact again on the way out, so a path missed on the way in still writes
+nothing secret.
 """
 
 from __future__ import annotations

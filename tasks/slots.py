@@ -55,11 +55,8 @@ async def gate_agents(portfolio: PortfolioConfig) -> str:
     ``max_workers`` is its only bound. Returns a warning when the limit had
     another size (hosts sharing the portfolio's name disagree), else ''.
     """
-    if portfolio.max_total_workers is None:
-        agent.use_gate(None)
-        return ""
     note = await set_agent_limit(portfolio)
-    agent.use_gate(agent_slot)
+    agent.use_gate(agent_slot if portfolio.max_total_workers is not None else None)
     return note
 
 
@@ -68,10 +65,11 @@ async def set_agent_limit(portfolio: PortfolioConfig) -> str:
 
     Safe with any number of callers at once (cycles, hosts): a create that
     meets one made meanwhile reads it again. A Prefect API failure is one
-    OrchestratorError naming the server.
+    OrchestratorError naming the server. A portfolio without a cap has no limit.
     """
     name, size = portfolio.agent_pool, portfolio.max_total_workers
-    assert size is not None
+    if size is None:
+        return ""
     async with get_client() as client:
         try:
             previous = await _ensure_limit(client, name, size)

@@ -311,18 +311,22 @@ class Project:
                 shutil.rmtree(path, ignore_errors=True)
         _git(self.path, "worktree", "prune")
         if branch and self.branch_exists(branch):
-            _git(self.path, "branch", "-D", branch)
+            self._drop_branch(branch)
 
     def delete_branch(self, branch: str) -> bool:
         """Delete a local branch; False if it is gone or checked out somewhere (then it stays)."""
         with self._lock():
-            if not self.branch_exists(branch):
-                return False
-            try:
-                _git(self.path, "branch", "-D", branch)
-            except GitError:  # checked out in a worktree that is not ours
-                return False
+            ref = f"refs/heads/{branch}"
+            if not self.branch_exists(branch) or any(e.get("branch") == ref for e in self._worktree_entries()):
+                return False  # gone, or checked out in a worktree that is not ours
+            self._drop_branch(branch)
             return True
+
+    def _drop_branch(self, branch: str) -> None:
+        # Not ``git branch -D``: it always rewrites .git/config (to drop the branch's section), and
+        # the config.lock it leaves for a moment makes the CLI's sandbox fail to start other
+        # workers' commands. Our branches never have a config section, so the ref is all there is.
+        _git(self.path, "update-ref", "-d", f"refs/heads/{branch}")
 
     def _stage_all(self, worktree: Path) -> None:
         """``git add -A``, minus anything under ``.orch/`` should it not be excluded."""

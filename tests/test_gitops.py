@@ -127,6 +127,26 @@ def test_remove_worktree_and_again(project: Project) -> None:
     assert project.list_worktrees() == [] and project.list_orch_branches("orch") == []
 
 
+def test_removing_branches_leaves_git_config_alone(project: Project, tmp_path: Path) -> None:
+    """Workers' sandboxes start commands next to .git/config: a config.lock appearing for a moment
+    (as ``git branch -D`` makes one) fails them, so dropping a branch must not touch the config."""
+    config = project.path / ".git" / "config"
+    before = config.stat().st_mtime_ns, config.read_bytes()
+    change(project, "t1", {"a.txt": "x\n"})
+    project.remove_worktree("t1", "orch/t1")
+    project.add_worktree("t2", "orch/t2", project.head())
+    project.remove_worktree("t2")
+    assert project.delete_branch("orch/t2")
+    assert (config.stat().st_mtime_ns, config.read_bytes()) == before
+    assert project.list_orch_branches("orch") == []
+
+
+def test_delete_branch_keeps_one_checked_out_elsewhere(project: Project, tmp_path: Path) -> None:
+    sh(project.path, "worktree", "add", "-q", "-b", "orch/mine", str(tmp_path / "elsewhere"))
+    assert not project.delete_branch("orch/mine") and project.branch_exists("orch/mine")
+    assert not project.delete_branch("orch/none")
+
+
 def test_list_worktrees_ignores_the_users_own(project: Project, tmp_path: Path) -> None:
     sh(project.path, "worktree", "add", "-q", "-b", "mine", str(tmp_path / "elsewhere"))
     path = project.add_worktree("t1", "orch/t1", project.head())

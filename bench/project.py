@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from orchestrator.gitops import init_repo
-from orchestrator.scripted import Scenario, Script, bash, read, structured, text, tool, write
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.demo.scripted import Scenario, Script, bash, read, structured, text, tool, write
 
 PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2
 TEST_COMMAND = f"{sys.executable} -m unittest -q"

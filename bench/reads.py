@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.gitops import init_repo
-from orchestrator.store import Store
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.store import Store
 
 from .runs import run_orch
 

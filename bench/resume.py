@@ -17,7 +17,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.scripted import RecordedRequest, Scenario, ScriptedModel, read
+from orchestrator.demo.scripted import RecordedRequest, Scenario, ScriptedModel, read
 
 from . import project as sample
 from .runs import run_orch

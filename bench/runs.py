@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.leash import descendants
-from orchestrator.scripted import Scenario, ScriptedModel
-from orchestrator.timing import ENV, read_spans
+from orchestrator.adapters.leash import descendants
+from orchestrator.adapters.timing import ENV, read_spans
+from orchestrator.demo.scripted import Scenario, ScriptedModel
 
 from .timeline import Figures, measure
 

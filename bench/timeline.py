@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.scripted import RecordedRequest, peak_overlap
+from orchestrator.demo.scripted import RecordedRequest, peak_overlap
 
 COMPONENTS = ("model", "tests", "git", "CLI start-up", "CLI tools", "start-up", "shutdown",
               "Prefect + orchestrator")

@@ -29,8 +29,8 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.from_portfolio import FLOW_NAME, project_deployments
-from orchestrator.config import PortfolioConfig
-from orchestrator.errors import OrchestratorError
+from orchestrator.domain.config import PortfolioConfig
+from orchestrator.domain.errors import OrchestratorError
 from tasks import slots
 
 
@@ -170,7 +170,7 @@ def serve(api_url: str, portfolio: PortfolioConfig) -> None:
 
 
 def _paused_projects(portfolio: PortfolioConfig) -> set[str]:
-    from orchestrator.store import Store
+    from orchestrator.adapters.store import Store
 
     return {
         p.name for p in portfolio.enabled_projects()

@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.domain.errors import OrchestratorError
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 

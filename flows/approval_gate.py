@@ -1,4 +1,4 @@
-"""The Prefect side of the approval gate (the decisions live in ``orchestrator.approval``).
+"""The Prefect side of the approval gate (the decisions live in ``orchestrator.stages.approval``).
 
 A run of a deployment suspends (``suspend_flow_run`` with a typed input), so
 nothing runs and nothing is paid while it waits: a person resumes it from
@@ -28,11 +28,11 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Scheduled
 from pydantic import Field
 
-from orchestrator import approval
-from orchestrator.context import ProjectContext
-from orchestrator.models import ApprovalStage, ApprovalStatus
-from orchestrator.notify import Event
-from orchestrator.state import Approval
+from orchestrator.adapters.webhooks import Event
+from orchestrator.domain.models import ApprovalStage, ApprovalStatus
+from orchestrator.domain.state import Approval
+from orchestrator.stages import approval
+from orchestrator.stages.context import ProjectContext
 
 from .notices import notify
 

@@ -1,4 +1,4 @@
-"""Notices from flow code to the project's webhook (see ``orchestrator.notify``).
+"""Notices from flow code to the project's webhook (see ``orchestrator.adapters.webhooks``).
 
 Sending never raises and never fails a cycle: a receiver that is down costs
 a few logged retries. ``ORCH_WEBHOOK_ATTEMPTS`` and ``ORCH_WEBHOOK_BACKOFF_S``
@@ -11,9 +11,9 @@ import os
 
 from prefect import get_run_logger
 
-from orchestrator.context import ProjectContext
-from orchestrator.models import CycleStatus, CycleSummary
-from orchestrator.notify import Event, Notice, adeliver
+from orchestrator.adapters.webhooks import Event, Notice, adeliver
+from orchestrator.domain.models import CycleStatus, CycleSummary
+from orchestrator.stages.context import ProjectContext
 
 
 async def notify(ctx: ProjectContext, event: Event, title: str, details: dict[str, str] | None = None,

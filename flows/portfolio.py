@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
 from flows.project_cycle import artifact_key, project_cycle
-from orchestrator.config import find_config, load_portfolio
-from orchestrator.models import CycleStatus, CycleSummary
+from orchestrator.domain.config import find_config, load_portfolio
+from orchestrator.domain.models import CycleStatus, CycleSummary
 from tasks.slots import gate_agents
 
 

@@ -2,7 +2,7 @@
 
 The flow only sequences steps and records what each returned; the work is
 in the tasks and the core. It holds the project's lock for the whole cycle
-and patrols first (see ``orchestrator.patrol``). A cycle a crash left
+and patrols first (see ``orchestrator.stages.patrol``). A cycle a crash left
 unfinished is found in the project's store and re-entered under its own
 cycle id, so the cached steps of its first run are reused.
 """
@@ -27,11 +27,11 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
-from orchestrator import approval, backlog, cycle
-from orchestrator.config import find_config
-from orchestrator.context import ProjectContext, ProjectRef, in_thread
-from orchestrator.lock import CycleLock
-from orchestrator.models import (
+from orchestrator.adapters.lock import CycleLock
+from orchestrator.adapters.timing import span
+from orchestrator.adapters.webhooks import Event
+from orchestrator.domain.config import find_config
+from orchestrator.domain.models import (
     ApprovalStage,
     Baseline,
     CycleStatus,
@@ -42,8 +42,8 @@ from orchestrator.models import (
     Verdict,
     WorkResult,
 )
-from orchestrator.notify import Event
-from orchestrator.timing import span
+from orchestrator.stages import approval, backlog, cycle
+from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 from tasks.judge import baseline, judge
 from tasks.merge import merge, publish
 from tasks.patrol import patrol, stop_if_failing, sync

@@ -23,9 +23,9 @@ from uuid import UUID
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deployments.server import free_port, start_server
-from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.scripted import ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import ScriptedModel
 from scripts.headless import Chromium
 
 

@@ -8,9 +8,9 @@ import anyio
 from prefect import task
 from prefect.context import TaskRunContext
 
-from orchestrator import judge as core
-from orchestrator.context import ProjectContext, ProjectRef
-from orchestrator.models import Baseline, Task, Verdict, WorkResult
+from orchestrator.domain.models import Baseline, Task, Verdict, WorkResult
+from orchestrator.stages import judge as core
+from orchestrator.stages.context import ProjectContext, ProjectRef
 
 
 def baseline_key(context: TaskRunContext, p: dict[str, Any]) -> str:

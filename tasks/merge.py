@@ -8,9 +8,9 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from orchestrator import pulls, refinery
-from orchestrator.context import ProjectContext, ProjectRef, in_thread
-from orchestrator.models import MergeOutcome, Task, WorkResult
+from orchestrator.domain.models import MergeOutcome, Task, WorkResult
+from orchestrator.stages import pulls, refinery
+from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 
 
 def merge_key(context: TaskRunContext, p: dict[str, Any]) -> str:

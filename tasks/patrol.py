@@ -10,9 +10,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
-from orchestrator import backlog, pulls
-from orchestrator import patrol as core
-from orchestrator.context import ProjectContext, ProjectRef, in_thread
+from orchestrator.stages import backlog, pulls
+from orchestrator.stages import patrol as core
+from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 
 
 # Never cached: it looks at the project as it is now, every cycle.

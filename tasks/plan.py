@@ -7,9 +7,9 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from orchestrator import planner
-from orchestrator.context import ProjectContext, ProjectRef
-from orchestrator.models import Plan
+from orchestrator.domain.models import Plan
+from orchestrator.stages import planner
+from orchestrator.stages.context import ProjectContext, ProjectRef
 
 
 def plan_key(context: TaskRunContext, p: dict[str, Any]) -> str:

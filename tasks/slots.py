@@ -32,11 +32,11 @@ from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.concurrency._leases import amaintain_concurrency_lease
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
-from orchestrator import agent
-from orchestrator.agent import SlotWatch
-from orchestrator.config import PortfolioConfig
-from orchestrator.errors import OrchestratorError
-from orchestrator.retry import Again, RetryPolicy, acall, retry_after_s
+from orchestrator.adapters import agent
+from orchestrator.adapters.agent import SlotWatch
+from orchestrator.adapters.retry import Again, RetryPolicy, acall, retry_after_s
+from orchestrator.domain.config import PortfolioConfig
+from orchestrator.domain.errors import OrchestratorError
 
 logger = logging.getLogger(__name__)
 LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from orchestrator import worker
-from orchestrator.context import ProjectContext, ProjectRef
-from orchestrator.models import Task, WorkResult
+from orchestrator.domain.models import Task, WorkResult
+from orchestrator.stages import worker
+from orchestrator.stages.context import ProjectContext, ProjectRef
 
 
 def work_key(context: TaskRunContext, p: dict[str, Any]) -> str:

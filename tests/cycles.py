@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fake_github import FakeGitHub
 
-from orchestrator.demo import PLAN, demo_scenario, make_sample_project, write_portfolio
-from orchestrator.models import CycleSummary
-from orchestrator.scripted import RequestView, Scenario, ScriptedModel, structured
+from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured
+from orchestrator.domain.models import CycleSummary
 
 
 def sample_config(root: Path, **fields: Any) -> Path:

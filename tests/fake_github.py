@@ -1,4 +1,4 @@
-"""A fake of the GitHub REST endpoints ``orchestrator.github`` uses, on loopback.
+"""A fake of the GitHub REST endpoints ``orchestrator.adapters.github`` uses, on loopback.
 
 The real client talks real HTTP to this server, which keeps issues and pull
 requests in memory and, when given a bare repository as ``remote``, checks
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from orchestrator.loopback import LoopbackServer, QuietHandler
+from orchestrator.demo.loopback import LoopbackServer, QuietHandler
 
 Answer = tuple[int, Any, dict[str, str]]  # status, JSON payload, extra headers
 Query = dict[str, str]

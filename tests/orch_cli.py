@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 
 def orch(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:

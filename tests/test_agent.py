@@ -10,11 +10,9 @@ import needs
 import pytest
 from pydantic import BaseModel, field_validator
 
-from orchestrator.agent import AgentSpec, run_agent, session_uuid
-from orchestrator.errors import AgentError
-from orchestrator.fences import Fence
-from orchestrator.models import Role
-from orchestrator.scripted import (
+from orchestrator.adapters.agent import AgentSpec, run_agent, session_uuid
+from orchestrator.adapters.fences import Fence
+from orchestrator.demo.scripted import (
     Fail,
     RequestView,
     Scenario,
@@ -26,6 +24,8 @@ from orchestrator.scripted import (
     text,
     write,
 )
+from orchestrator.domain.errors import AgentError
+from orchestrator.domain.models import Role
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.usefixtures("agent_env")]
 

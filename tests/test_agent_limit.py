@@ -23,7 +23,7 @@ from prefect import get_client
 
 from deployments import control
 from deployments.server import Server, free_port, start_server
-from orchestrator.demo import make_sample_project
+from orchestrator.demo.sample import make_sample_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.guarantee]
 
@@ -32,7 +32,7 @@ CALLER = """
 import os, sys, time
 from pathlib import Path
 from deployments import control
-from orchestrator.config import load_portfolio
+from orchestrator.domain.config import load_portfolio
 portfolio, go = load_portfolio(sys.argv[1]), Path(sys.argv[2])
 print("ready", flush=True)
 while not go.exists():
@@ -106,7 +106,7 @@ def test_many_callers_at_once_all_succeed_and_make_one_limit(server: Server, tmp
 def test_hosts_that_disagree_last_writer_wins_and_is_told(server: Server, tmp_path: Path) -> None:
     first = portfolio(tmp_path / "a", "shared", cap=2, project="a")
     second = portfolio(tmp_path / "b", "shared", cap=5, project="b")
-    from orchestrator.config import load_portfolio
+    from orchestrator.domain.config import load_portfolio
 
     assert control.set_agent_limit(server.api_url, load_portfolio(first)) == ""
     note = control.set_agent_limit(server.api_url, load_portfolio(second))

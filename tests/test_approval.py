@@ -15,10 +15,10 @@ from cycles import git, run_cycle, sample_config, use_model
 from orch_cli import orch
 from webhook_receiver import WebhookReceiver
 
-from orchestrator.demo import demo_scenario
-from orchestrator.models import ApprovalStage, TaskStatus
-from orchestrator.scripted import ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario
+from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.domain.models import ApprovalStage, TaskStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

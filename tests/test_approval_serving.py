@@ -17,11 +17,11 @@ from test_serving import env_for, interrupt, orch, orch_prefect, read, sample, s
 
 from deployments import control
 from deployments.server import Server, free_port, start_server
-from orchestrator.demo import demo_scenario
-from orchestrator.models import ApprovalStage, TaskStatus
-from orchestrator.scripted import ScriptedModel
-from orchestrator.state import Approval
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario
+from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.domain.models import ApprovalStage, TaskStatus
+from orchestrator.domain.state import Approval
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("agent_env")]
 

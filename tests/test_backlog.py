@@ -26,10 +26,10 @@ from cycles import (
 from fake_github import FakeGitHub
 from orch_cli import orch
 
-from orchestrator.demo import demo_scenario
-from orchestrator.models import TaskStatus
-from orchestrator.scripted import RequestView, ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario
+from orchestrator.demo.scripted import RequestView, ScriptedModel
+from orchestrator.domain.models import TaskStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from orchestrator.backlog_file import BacklogError, BacklogItem, parse_backlog, tick
-from orchestrator.errors import OrchestratorError
+from orchestrator.domain.errors import OrchestratorError
+from orchestrator.stages.backlog_file import BacklogError, BacklogItem, parse_backlog, tick
 
 
 def title_id(title: str) -> str:

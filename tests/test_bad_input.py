@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from orch_cli import orch
 
-from orchestrator.gitops import init_repo
-from orchestrator.models import Task, TaskStatus
-from orchestrator.scripted import Scenario, ScriptedModel, bash, structured, text, write
-from orchestrator.store import Store
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.store import Store
+from orchestrator.demo.scripted import Scenario, ScriptedModel, bash, structured, text, write
+from orchestrator.domain.models import Task, TaskStatus
 
 pytestmark = pytest.mark.guarantee
 

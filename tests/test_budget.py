@@ -10,13 +10,13 @@ from cycles import run_cycle, sample_config, use_model
 from orch_cli import orch
 from webhook_receiver import WebhookReceiver
 
-from orchestrator.budget import CycleBudget, day_start
-from orchestrator.config import load_portfolio
-from orchestrator.demo import demo_scenario
-from orchestrator.errors import BudgetReached
-from orchestrator.models import BUDGET_WAITED, TaskStatus, TaskWait
-from orchestrator.scripted import ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario
+from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.domain.config import load_portfolio
+from orchestrator.domain.errors import BudgetReached
+from orchestrator.domain.models import BUDGET_WAITED, TaskStatus, TaskWait
+from orchestrator.stages.budget import CycleBudget, day_start
 
 CAPS = {"max_budget_per_plan": 0.05, "max_budget_per_task": 0.05, "max_budget_per_review": 0.05}
 

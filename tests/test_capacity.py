@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.capacity import CycleSlotWatch, cap_note
-from orchestrator.config import portfolio_from_dict
-from orchestrator.gitops import init_repo
-from orchestrator.store import Store
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.store import Store
+from orchestrator.domain.config import portfolio_from_dict
+from orchestrator.stages.capacity import CycleSlotWatch, cap_note
 
 
 def test_the_note_says_whether_the_cap_binds_now_did_or_could(tmp_path: Path) -> None:

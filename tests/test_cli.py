@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from orch_cli import orch
 
-from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.gitops import init_repo
-from orchestrator.models import Task, TaskStatus
-from orchestrator.scripted import ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.domain.models import Task, TaskStatus
 
 ORCH = str(Path(sys.executable).with_name("orch"))
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.lock import CycleLock
-from orchestrator.scripted import ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.lock import CycleLock
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import ScriptedModel
 
 pytestmark = pytest.mark.guarantee
 
@@ -33,7 +33,7 @@ def test_the_lock_is_exclusive_and_names_its_holder(tmp_path: Path) -> None:
 
 def test_a_killed_holder_leaves_the_project_free(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from orchestrator.lock import CycleLock;"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from orchestrator.adapters.lock import CycleLock;"
          f" assert CycleLock(Path({str(tmp_path)!r}), 'app').acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )

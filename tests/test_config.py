@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from orchestrator.config import (
+from orchestrator.domain.config import (
     CONFIG_ENV,
     PortfolioConfig,
     ProjectConfig,
     load_portfolio,
     portfolio_from_dict,
 )
-from orchestrator.errors import ConfigError
+from orchestrator.domain.errors import ConfigError
 
 # The example from the seed's README, byte for byte except "path".
 SEED_EXAMPLE = """

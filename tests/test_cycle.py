@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.models import TaskStatus, TaskWait
-from orchestrator.scripted import ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.domain.models import TaskStatus, TaskWait
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 
@@ -164,8 +164,8 @@ def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
         assert all(t.waiting is TaskWait.merge for t in waiting.values())
         assert first.merged == [] and git(project, "rev-parse", "HEAD").strip() == main_before
         assert (project / "stats.py").read_text() == "# the user's draft, not committed\n"
-        from orchestrator.config import load_portfolio
-        from orchestrator.reports import status_rows
+        from orchestrator.cli.reports import status_rows
+        from orchestrator.domain.config import load_portfolio
         assert "stats.py" in status_rows(load_portfolio(config), {})[0].merge_waiting
 
         (project / "stats.py").unlink()  # the user is done with it

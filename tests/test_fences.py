@@ -17,12 +17,12 @@ import needs
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.agent import AgentSpec, run_agent, session_uuid
-from orchestrator.config import portfolio_from_dict
-from orchestrator.fences import fence_for
-from orchestrator.gitops import init_repo
-from orchestrator.models import Role
-from orchestrator.scripted import Scenario, ScriptedModel, bash, read, structured, tool
+from orchestrator.adapters.agent import AgentSpec, run_agent, session_uuid
+from orchestrator.adapters.fences import fence_for
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.demo.scripted import Scenario, ScriptedModel, bash, read, structured, tool
+from orchestrator.domain.config import portfolio_from_dict
+from orchestrator.domain.models import Role
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.usefixtures("agent_env")]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.checks import run_check
-from orchestrator.context import ProjectContext, ProjectRef
-from orchestrator.gitops import init_repo
-from orchestrator.judge import gate
-from orchestrator.models import Baseline
-from orchestrator.refinery import MergedTests
+from orchestrator.adapters.checks import run_check
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.domain.models import Baseline
+from orchestrator.stages.context import ProjectContext, ProjectRef
+from orchestrator.stages.judge import gate
+from orchestrator.stages.refinery import MergedTests
 
 pytestmark = pytest.mark.guarantee
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import GitError
-from orchestrator.gitops import Project, init_repo
+from orchestrator.adapters.git_repo import GitRepo, init_repo
+from orchestrator.domain.errors import GitError
 
 pytestmark = pytest.mark.guarantee
 
@@ -18,12 +18,12 @@ def git(path: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
+def project(tmp_path: Path) -> GitRepo:
     init_repo(tmp_path / "repo", {"a.txt": "a\n", "b.txt": "b\n", ".gitignore": "*.log\n"})
-    return Project(tmp_path / "repo")
+    return GitRepo(tmp_path / "repo")
 
 
-def new_commit(project: Project, files: dict[str, str]) -> str:
+def new_commit(project: GitRepo, files: dict[str, str]) -> str:
     """A commit on a worktree branch from main, as a merge would make."""
     worktree = project.add_worktree("work", "orch/work", project.head())
     for name, content in files.items():
@@ -34,7 +34,7 @@ def new_commit(project: Project, files: dict[str, str]) -> str:
     return commit
 
 
-def test_orch_folder_is_excluded_once_and_gitignore_untouched(project: Project) -> None:
+def test_orch_folder_is_excluded_once_and_gitignore_untouched(project: GitRepo) -> None:
     project.ensure_excluded()
     project.ensure_excluded()
     exclude = (project.path / ".git" / "info" / "exclude").read_text()
@@ -42,7 +42,7 @@ def test_orch_folder_is_excluded_once_and_gitignore_untouched(project: Project) 
     assert (project.path / ".gitignore").read_text() == "*.log\n"
 
 
-def test_worktree_starts_clean_and_commits_only_the_change(project: Project) -> None:
+def test_worktree_starts_clean_and_commits_only_the_change(project: GitRepo) -> None:
     project.ensure_excluded()
     first = project.add_worktree("t1", "orch/t1", project.head())
     (first / "leftover.txt").write_text("from a crashed attempt")
@@ -59,7 +59,7 @@ def test_worktree_starts_clean_and_commits_only_the_change(project: Project) -> 
     assert project.list_worktrees() == [] and project.list_orch_branches("orch") == []
 
 
-def test_main_fast_forwards_in_a_clean_checkout(project: Project) -> None:
+def test_main_fast_forwards_in_a_clean_checkout(project: GitRepo) -> None:
     old = project.head()
     new = new_commit(project, {"a.txt": "new a\n"})
     (project.path / "notes.log").write_text("untracked and ignored")
@@ -69,7 +69,7 @@ def test_main_fast_forwards_in_a_clean_checkout(project: Project) -> None:
     assert (project.path / "todo.txt").read_text() == "untracked"
 
 
-def test_main_waits_when_the_users_uncommitted_change_would_be_touched(project: Project) -> None:
+def test_main_waits_when_the_users_uncommitted_change_would_be_touched(project: GitRepo) -> None:
     old = project.head()
     new = new_commit(project, {"a.txt": "new a\n"})
     (project.path / "a.txt").write_text("the user's unsaved work\n")
@@ -79,7 +79,7 @@ def test_main_waits_when_the_users_uncommitted_change_would_be_touched(project: 
     assert (project.path / "a.txt").read_text() == "the user's unsaved work\n"
 
 
-def test_users_change_elsewhere_does_not_block_main(project: Project) -> None:
+def test_users_change_elsewhere_does_not_block_main(project: GitRepo) -> None:
     old = project.head()
     new = new_commit(project, {"a.txt": "new a\n"})
     (project.path / "b.txt").write_text("the user's edit\n")
@@ -88,7 +88,7 @@ def test_users_change_elsewhere_does_not_block_main(project: Project) -> None:
     assert git(project.path, "status", "--porcelain") == "M b.txt"
 
 
-def test_user_on_another_branch_keeps_it(project: Project) -> None:
+def test_user_on_another_branch_keeps_it(project: GitRepo) -> None:
     old = project.head()
     new = new_commit(project, {"a.txt": "new a\n"})
     git(project.path, "checkout", "-q", "-b", "feature")
@@ -99,7 +99,7 @@ def test_user_on_another_branch_keeps_it(project: Project) -> None:
     assert (project.path / "a.txt").read_text() == "feature work\n"
 
 
-def test_main_that_moved_since_the_cycle_began_is_not_overwritten(project: Project) -> None:
+def test_main_that_moved_since_the_cycle_began_is_not_overwritten(project: GitRepo) -> None:
     old = project.head()
     new = new_commit(project, {"a.txt": "new a\n"})
     (project.path / "c.txt").write_text("c\n")
@@ -111,7 +111,7 @@ def test_main_that_moved_since_the_cycle_began_is_not_overwritten(project: Proje
     assert project.head() == user_head
 
 
-def test_push_to_a_remote(project: Project, tmp_path: Path) -> None:
+def test_push_to_a_remote(project: GitRepo, tmp_path: Path) -> None:
     git(tmp_path, "init", "-q", "--bare", "remote.git")
     git(project.path, "remote", "add", "origin", str(tmp_path / "remote.git"))
     assert project.has_remote()
@@ -121,20 +121,20 @@ def test_push_to_a_remote(project: Project, tmp_path: Path) -> None:
 
 def test_repository_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="not a git repository"):
-        Project(tmp_path)
+        GitRepo(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
     git(empty, "init", "-q")
     with pytest.raises(GitError, match="has no commits"):
-        Project(empty)
+        GitRepo(empty)
     init_repo(tmp_path / "trunk", {"x": "x"})
     git(tmp_path / "trunk", "branch", "-m", "trunk")
     with pytest.raises(GitError, match="no main or master branch: set main_branch"):
-        Project(tmp_path / "trunk")
-    assert Project(tmp_path / "trunk", main_branch="trunk").main == "trunk"
+        GitRepo(tmp_path / "trunk")
+    assert GitRepo(tmp_path / "trunk", main_branch="trunk").main == "trunk"
 
 
-def test_task_titles_never_reach_a_shell(project: Project, tmp_path: Path) -> None:
+def test_task_titles_never_reach_a_shell(project: GitRepo, tmp_path: Path) -> None:
     hostile = f"Fix it $(touch {tmp_path}/pwned) `touch {tmp_path}/pwned2`; touch {tmp_path}/pwned3"
     worktree = project.add_worktree("t1", "orch/t1", project.head())
     (worktree / "c.txt").write_text("c\n")

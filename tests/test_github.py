@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fake_github import FakeGitHub
 
-from orchestrator import github
-from orchestrator.github import GitHub, GitHubError, repo_from_remote
+from orchestrator.adapters import github
+from orchestrator.adapters.github import GitHub, GitHubError, repo_from_remote
 
 TOKEN = "ghp_fake_token_0123456789abcdef"
 _IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@localhost"]

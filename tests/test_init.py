@@ -14,9 +14,9 @@ import pytest
 from orch_cli import orch
 from test_bad_input import snapshot
 
-from orchestrator.config import load_portfolio
-from orchestrator.gitops import Project, init_repo
-from orchestrator.scripted import Scenario, ScriptedModel, structured, write
+from orchestrator.adapters.git_repo import GitRepo, init_repo
+from orchestrator.demo.scripted import Scenario, ScriptedModel, structured, write
+from orchestrator.domain.config import load_portfolio
 
 PYTHON = "python3" if shutil.which("python3") else "python"
 CALC = "def add(a, b):\n    return a + b\n"
@@ -199,7 +199,7 @@ def test_an_untracked_config_in_the_checkout_does_not_stop_main(tmp_path: Path, 
     monkeypatch.chdir(repo)
     assert init(capsys, monkeypatch)[0] == 0
     config_before = (repo / "orch.json").read_bytes()
-    project = Project(repo)
+    project = GitRepo(repo)
     old = project.head()
     worktree = project.add_worktree("t1", "orch/t1", old)
     (worktree / "calc.py").write_text(CALC + "\n\ndef sub(a, b):\n    return a - b\n")

@@ -10,32 +10,44 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("orchestrator", "tasks", "flows", "deployments")
-# The command line drives everything, so it may import the Prefect side.
-CLI_LAYER = {"cli", "cli_read", "cli_serve", "cli_setup", "doctor"}
+# Each package's layer: a module imports only from its own package and lower layers.
+LAYERS = {
+    "orchestrator.domain": 0,
+    "orchestrator.adapters": 1,
+    "orchestrator.stages": 2,
+    "orchestrator.demo": 2,  # beside the stages: neither imports the other
+    "tasks": 3,
+    "flows": 4,
+    "deployments": 5,
+    "orchestrator.cli": 6,  # the command line drives everything
+}
 # Third-party libraries and the only modules that may import them.
 OWNERS = {
-    "git": {"orchestrator.gitops"},
-    "claude_agent_sdk": {"orchestrator.agent", "orchestrator.leash"},
-    "sqlite_utils": {"orchestrator.store", "orchestrator.store_migrations"},
+    "git": {"orchestrator.adapters.git_repo"},
+    "claude_agent_sdk": {"orchestrator.adapters.agent", "orchestrator.adapters.leash"},
+    "sqlite_utils": {"orchestrator.adapters.store", "orchestrator.adapters.store_migrations"},
+    "prefect": {m for m in LAYERS if LAYERS[m] >= LAYERS["tasks"]},  # the core runs without Prefect
 }
 # Private parts of dependencies in use, each in one module; issue 13 replaces or wraps them.
 PRIVATE_IMPORTS = {
     ("tasks.slots", "prefect.concurrency._leases"),
-    ("orchestrator.cli", "typer._click"),
+    ("orchestrator.cli.main", "typer._click"),
 }
 
 
 def modules() -> dict[str, Path]:
     found = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            found[f"{package}.{path.stem}" if path.stem != "__init__" else package] = path
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
     return found
 
 
@@ -59,19 +71,43 @@ def top(name: str) -> str:
     return name.split(".")[0]
 
 
+def layer_of(name: str) -> str | None:
+    """The package of LAYERS a module (or a name in it) belongs to."""
+    return next((p for p in LAYERS if name == p or name.startswith(p + ".")), None)
+
+
+def test_every_module_has_a_layer() -> None:
+    # orchestrator/ itself holds only sub-packages: a new module goes into the one its role says.
+    homeless = [m for m in modules() if layer_of(m) is None and m != "orchestrator"]
+    assert not homeless, f"put these in a package of LAYERS (and the README's code map): {homeless}"
+
+
 @pytest.mark.parametrize("module", sorted(modules()))
 def test_imports_go_one_way(module: str) -> None:
     names = imports(modules()[module])
-    layer, stem = top(module), module.rsplit(".", 1)[-1]
-    if layer == "orchestrator" and stem not in CLI_LAYER:
-        assert not {n for n in names if top(n) in {"tasks", "flows", "deployments", "prefect"}}, module
-    if layer == "tasks":
-        assert not {n for n in names if top(n) in {"flows", "deployments"}}, module
+    mine = layer_of(module)
+    if mine is None:
+        return
+    for name in names:
+        theirs = layer_of(name)
+        if theirs is None or theirs == mine:
+            continue
+        assert LAYERS[theirs] < LAYERS[mine], f"{module} imports {name}: {theirs} is not below {mine}"
+    if top(module) == "tasks":
         others = {n for n in names if n.startswith("tasks.") and n.count(".") == 1 and n != module}
         assert others <= {"tasks.slots"}, f"{module} imports another task: {others}"  # the agent limit is no task
     for library, owners in OWNERS.items():
         if any(top(n) == library for n in names):
-            assert module in owners, f"{module} imports {library}; only {sorted(owners)} may"
+            assert module in owners or layer_of(module) in owners, f"{module} imports {library}; only {sorted(owners)} may"
+
+
+def test_the_readme_code_map_matches_the_tree() -> None:
+    """One line per package in the README's code map, and no package it does not name."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^(\S+)/\s", section.split("```")[1], re.M))
+    packages = {p.replace(".", "/") for p in LAYERS} | {"prompts", "scripts", "tests", "bench"}
+    assert named == packages
 
 
 def private_part(name: str) -> str | None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.gitops import init_repo
-from orchestrator.models import TaskStatus
-from orchestrator.scripted import RequestView, Scenario, ScriptedModel, structured, write
-from orchestrator.store import Store
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.store import Store
+from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured, write
+from orchestrator.domain.models import TaskStatus
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

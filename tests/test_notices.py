@@ -8,9 +8,9 @@ import pytest
 from cycles import run_cycle, sample_config, use_model
 from webhook_receiver import WebhookReceiver
 
-from orchestrator.demo import PLAN, demo_scenario
-from orchestrator.errors import ConfigError
-from orchestrator.scripted import ScriptedModel, structured
+from orchestrator.demo.sample import PLAN, demo_scenario
+from orchestrator.demo.scripted import ScriptedModel, structured
+from orchestrator.domain.errors import ConfigError
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from webhook_receiver import HOOK_PATH, WebhookReceiver
 
-from orchestrator import notify
-from orchestrator.notify import EMOJI, Event, Notice, adeliver, deliver, payload
+from orchestrator.adapters import webhooks as notify
+from orchestrator.adapters.webhooks import EMOJI, Event, Notice, adeliver, deliver, payload
 
 
 def send(url: str, notice: Notice, attempts: int = 4) -> bool:
@@ -133,7 +133,7 @@ def test_deliver_gives_up_after_attempts(
     hook: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     hook.fail_next(503, count=10)
-    with caplog.at_level(logging.WARNING, logger="orchestrator.notify"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.adapters.webhooks"):
         assert send(hook.url, finished(), attempts=3) is False
     assert len(hook.received) == 3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -167,7 +167,7 @@ def test_deliver_honours_retry_after_on_429(hook: WebhookReceiver, waits: list[f
 def test_deliver_to_a_closed_port_returns_false_quickly(caplog: pytest.LogCaptureFixture) -> None:
     url = f"http://127.0.0.1:{closed_port()}{HOOK_PATH}"
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="orchestrator.notify"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.adapters.webhooks"):
         assert send(url, finished()) is False
     assert time.monotonic() - started < 2
     assert len(caplog.records) == 4  # refused connections are retried
@@ -220,7 +220,7 @@ def test_deliver_never_raises(
         raise RuntimeError(f"a bug that mentions {hook.url}")
 
     monkeypatch.setattr(httpx.Client, "post", broken)
-    with caplog.at_level(logging.WARNING, logger="orchestrator.notify"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.adapters.webhooks"):
         assert send(hook.url, finished()) is False
     assert "RuntimeError" in caplog.text
     assert "secret" not in caplog.text

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.context import ProjectContext, ProjectRef
-from orchestrator.gitops import init_repo
-from orchestrator.models import Task, TaskStatus
-from orchestrator.patrol import patrol, pause_if_failing
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.domain.models import Task, TaskStatus
+from orchestrator.stages.context import ProjectContext, ProjectRef
+from orchestrator.stages.patrol import patrol, pause_if_failing
 
 pytestmark = pytest.mark.guarantee
 

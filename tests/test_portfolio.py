@@ -11,9 +11,9 @@ from cycles import run_cycle
 from orch_cli import orch
 
 from bench.project import TEST_COMMAND, make_project, scenario
-from orchestrator.demo import demo_scenario, make_sample_project
-from orchestrator.scripted import RecordedRequest, ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario, make_sample_project
+from orchestrator.demo.scripted import RecordedRequest, ScriptedModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.capacity import CycleSlotWatch
-from orchestrator.models import CycleStatus, CycleSummary, Task, Verdict, WorkResult
-from orchestrator.progress import describe
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.cli.progress import describe
+from orchestrator.domain.models import CycleStatus, CycleSummary, Task, Verdict, WorkResult
+from orchestrator.stages.capacity import CycleSlotWatch
 
 
 def test_the_line_follows_the_cycle_through_its_stages(tmp_path: Path) -> None:

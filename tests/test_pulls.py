@@ -18,9 +18,9 @@ from cycles import (
 from fake_github import FakeGitHub
 from orch_cli import orch
 
-from orchestrator.models import TaskStatus
-from orchestrator.scripted import ScriptedModel
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.domain.models import TaskStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

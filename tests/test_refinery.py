@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.context import ProjectContext, ProjectRef
-from orchestrator.gitops import init_repo
-from orchestrator.models import MergeOutcome, Task, WorkResult
-from orchestrator.refinery import merge
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.domain.models import MergeOutcome, Task, WorkResult
+from orchestrator.stages.context import ProjectContext, ProjectRef
+from orchestrator.stages.refinery import merge
 
 pytestmark = pytest.mark.guarantee
 

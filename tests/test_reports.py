@@ -19,12 +19,25 @@ import pytest
 from orch_cli import orch
 
 from deployments import server
-from orchestrator.config import load_portfolio
-from orchestrator.errors import StoreError
-from orchestrator.gitops import init_repo
-from orchestrator.models import CycleStatus, CycleSummary, Task, TaskWait, Verdict, WorkResult
-from orchestrator.reports import CostDimension, cost_report, cycle_rows, cycle_story, status_rows
-from orchestrator.store import Store
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.store import Store
+from orchestrator.cli.reports import (
+    CostDimension,
+    cost_report,
+    cycle_rows,
+    cycle_story,
+    status_rows,
+)
+from orchestrator.domain.config import load_portfolio
+from orchestrator.domain.errors import StoreError
+from orchestrator.domain.models import (
+    CycleStatus,
+    CycleSummary,
+    Task,
+    TaskWait,
+    Verdict,
+    WorkResult,
+)
 
 DONE, RUNNING, FAILED = "a1b2c3d4e5f6", "a1ff00000000", "a1c0ffee0000"
 MERGE = "e" * 40

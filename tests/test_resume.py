@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.agent import session_uuid
-from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.models import TaskStatus
-from orchestrator.scripted import RequestView, ScriptedModel, structured
-from orchestrator.store import Store
+from orchestrator.adapters.agent import session_uuid
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import RequestView, ScriptedModel, structured
+from orchestrator.domain.models import TaskStatus
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

@@ -15,7 +15,7 @@ from email.utils import format_datetime
 import anyio
 import pytest
 
-from orchestrator.retry import Again, RetryPolicy, acall, call, retry_after_s
+from orchestrator.adapters.retry import Again, RetryPolicy, acall, call, retry_after_s
 
 NOW = 1_800_000_000.0  # a fixed "now" for HTTP dates
 

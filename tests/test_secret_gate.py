@@ -18,20 +18,27 @@ from typing import Any
 import pytest
 from cycles import artifacts_and_logs, bare_origin, git, run_cycle, sample_config, use_model
 
-from orchestrator import demo, pulls
-from orchestrator.backlog_file import BacklogItem
-from orchestrator.context import ProjectContext, ProjectRef
-from orchestrator.cycle import rejection_reasons
-from orchestrator.gitops import init_repo
-from orchestrator.judge import build_prompt as review_prompt
-from orchestrator.judge import judge
-from orchestrator.models import Baseline, CheckResult, Task, Verdict, WorkResult
-from orchestrator.planner import build_prompt as plan_prompt
-from orchestrator.refinery import merge
-from orchestrator.scripted import ScriptedModel, structured, write
-from orchestrator.secret_scan import Finding, known_secrets, scan_branch, scan_text, secret_reason
-from orchestrator.store import Store
-from orchestrator.worker import build_prompt as work_prompt
+from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.secret_scan import (
+    Finding,
+    known_secrets,
+    scan_branch,
+    scan_text,
+    secret_reason,
+)
+from orchestrator.adapters.store import Store
+from orchestrator.demo import sample as demo
+from orchestrator.demo.scripted import ScriptedModel, structured, write
+from orchestrator.domain.models import Baseline, CheckResult, Task, Verdict, WorkResult
+from orchestrator.stages import pulls
+from orchestrator.stages.backlog_file import BacklogItem
+from orchestrator.stages.context import ProjectContext, ProjectRef
+from orchestrator.stages.cycle import rejection_reasons
+from orchestrator.stages.judge import build_prompt as review_prompt
+from orchestrator.stages.judge import judge
+from orchestrator.stages.planner import build_prompt as plan_prompt
+from orchestrator.stages.refinery import merge
+from orchestrator.stages.worker import build_prompt as work_prompt
 
 API_KEY = "svc-live-7f3a9c2e41b8d6"  # what MY_SERVICE_API_KEY holds in these tests
 # Credential-shaped samples, built here so this file holds none whole.

@@ -13,9 +13,9 @@ import pytest
 from cycles import artifacts_and_logs, bare_origin
 
 from flows.project_cycle import project_cycle
-from orchestrator.demo import PLAN, demo_scenario, make_sample_project, write_portfolio
-from orchestrator.scripted import ScriptedModel, bash, read, structured, write
-from orchestrator.secrets import redact, remember
+from orchestrator.adapters.secrets import redact, remember
+from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import ScriptedModel, bash, read, structured, write
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

@@ -25,10 +25,10 @@ from prefect import get_client
 
 from deployments import control
 from deployments.server import Server, free_port, start_server
-from orchestrator.demo import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.scripted import ScriptedModel
-from orchestrator.state import Cycle
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.domain.state import Cycle
 from scripts.headless import Chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("agent_env")]

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import StoreError
-from orchestrator.models import CycleStatus, CycleSummary, Task, TaskStatus, Verdict, WorkResult
-from orchestrator.store import Store
+from orchestrator.adapters.store import Store
+from orchestrator.domain.errors import StoreError
+from orchestrator.domain.models import (
+    CycleStatus,
+    CycleSummary,
+    Task,
+    TaskStatus,
+    Verdict,
+    WorkResult,
+)
 
 
 @pytest.fixture
@@ -32,7 +39,7 @@ def test_schema_is_migrated_once_and_uses_wal(tmp_path: Path) -> None:
 def test_a_store_of_the_first_schema_is_migrated_in_place(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from orchestrator.store_migrations import m001_initial
+    from orchestrator.adapters.store_migrations import m001_initial
 
     db = sqlite_utils.Database(tmp_path / "proj.db")
     m001_initial(db)  # a store as the first release left it, with a task in it

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from orchestrator.models import (
+from orchestrator.adapters.store import Store
+from orchestrator.adapters.store_migrations import migrations
+from orchestrator.domain.models import (
     ApprovalStage,
     ApprovalStatus,
     CycleStatus,
@@ -21,8 +23,6 @@ from orchestrator.models import (
     TaskStatus,
     TaskWait,
 )
-from orchestrator.store import Store
-from orchestrator.store_migrations import migrations
 
 SUMMARY = {"project": "app", "cycle_id": "c-done", "status": "done", "message": "", "planned": ["t1"],
            "worked": ["t1"], "passed": ["t1"], "rejected": {}, "merged": ["t1"], "cost_by_role": {"worker": 0.5}}

@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from bench.timeline import attribute, union_length
-from orchestrator.checks import run_check
-from orchestrator.timing import ENV, read_spans, span
+from orchestrator.adapters.checks import run_check
+from orchestrator.adapters.timing import ENV, read_spans, span
 
 
 def test_spans_are_written_only_when_asked_for_and_name_their_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from orchestrator.loopback import LoopbackServer, QuietHandler
+from orchestrator.demo.loopback import LoopbackServer, QuietHandler
 
 HOOK_PATH = "/hooks/T000/B000/secret"
 """The path a Slack webhook URL has; its last part is the secret logs must not show."""

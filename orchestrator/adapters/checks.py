@@ -1,0 +1,92 @@
+"""Running a project's test and lint commands, failing closed.
+
+A command that cannot run (missing, not executable, exit 126/127) or that
+runs past its timeout is a failure, never a pass. A timed-out command is
+killed with its whole process group, so no stray test process lingers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from orchestrator.adapters.secrets import redact
+from orchestrator.adapters.timing import mark
+from orchestrator.domain.models import CheckResult
+
+_TAIL_CHARS = 4000
+_CANNOT_RUN = {126: "not executable", 127: "command not found"}
+
+# How the common runners name a failing test: pytest's summary lines,
+# unittest's headers, go test's and cargo test's markers.
+_FAILED_TEST = [
+    re.compile(r"^(?:FAILED|ERROR) (\S+::\S+)", re.MULTILINE),
+    re.compile(r"^(?:FAIL|ERROR): (\S+ \([\w.]+\))", re.MULTILINE),
+    re.compile(r"^\s*--- FAIL: (\S+)", re.MULTILINE),
+    re.compile(r"^test (\S+) \.\.\. FAILED$", re.MULTILINE),
+]
+
+
+def failed_tests(output: str) -> list[str] | None:
+    """The failing test ids named in a test run's output, or None if it names none."""
+    found = {m.group(1) for pattern in _FAILED_TEST for m in pattern.finditer(output)}
+    return sorted(found) or None
+
+
+def tail(text: str, limit: int = _TAIL_CHARS) -> str:
+    """The end of a long output, where test runners put their summary."""
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+def run_check(command: str, cwd: Path, timeout_s: float) -> CheckResult:
+    """Run one configured command through bash in ``cwd``.
+
+    The command comes from the user's own config; nothing an agent wrote is
+    ever part of it.
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,  # its own process group, so a timeout kills it all
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        output, _ = proc.communicate()
+        mark("check", command, started, time.monotonic())
+        output = redact(output)
+        return CheckResult(
+            command=command, ran=False, passed=False, exit_code=None, timed_out=True,
+            duration_s=round(time.monotonic() - started, 3),
+            output=tail(output + f"\n[timed out after {timeout_s:g}s and was killed]"),
+        )
+    mark("check", command, started, time.monotonic())
+    output = redact(output)  # it goes to the reviewer, the store and the UI
+    code = proc.returncode
+    ran = code not in _CANNOT_RUN
+    if not ran:
+        output += f"\n[exit {code}: {_CANNOT_RUN[code]}]"
+    return CheckResult(
+        command=command, ran=ran, passed=ran and code == 0, exit_code=code,
+        duration_s=round(time.monotonic() - started, 3), output=tail(output),
+        warnings=sum(1 for line in output.splitlines() if line.strip()),
+        # Read from the whole output: the stored tail may have lost the first failures.
+        failed_tests=None if code == 0 else failed_tests(output),
+    )
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

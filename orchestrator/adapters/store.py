@@ -1,0 +1,455 @@
+"""The project's state in SQLite: one file per project, WAL mode.
+
+With its migrations (:mod:`.store_migrations`), the only module that imports
+``sqlite_utils``. Tasks, results, cycles, approval requests and the project's
+state come out as models, read from their rows (and written to them) by
+:mod:`.store_rows`; merges and cost sums, with no JSON or status in them, stay
+rows. Every write is a single statement or inside ``db.atomic()``, and every
+recording method is an upsert keyed by what it records, so replaying a step
+after a crash writes the same rows again instead of new ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from orchestrator.adapters import store_rows as codec
+from orchestrator.adapters.secrets import redact_all
+from orchestrator.adapters.store_migrations import migrations
+from orchestrator.domain.errors import StoreError
+from orchestrator.domain.models import (
+    ApprovalStage,
+    ApprovalStatus,
+    CycleStatus,
+    CycleSummary,
+    Task,
+    TaskStatus,
+    TaskWait,
+    Verdict,
+    Wait,
+    WorkResult,
+    utcnow,
+)
+from orchestrator.domain.state import Approval, Cycle, ProjectState
+
+PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
+
+
+class Store:
+    """One project's SQLite database."""
+
+    def __init__(self, path: Path, project: str) -> None:
+        self.path = path
+        self.project = project
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(path)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.enable_wal()
+            migrations.apply(self.db)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
+
+    @classmethod
+    def for_project(cls, data_dir: Path, project: str) -> Store:
+        """The store of ``project`` under ``data_dir`` (``<data_dir>/<project>.db``)."""
+        return cls(data_dir / f"{project}.db", project)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- tasks -------------------------------------------------------------
+
+    def add_task(self, task: Task) -> Task:
+        """Insert a task, or leave it as it is if its id exists (replay-safe)."""
+        self.db.table("tasks").insert(codec.task_row(task), ignore=True)
+        return self.get_task(task.id)
+
+    def get_task(self, task_id: str) -> Task:
+        try:
+            return codec.task_from(self.db.table("tasks").get(task_id))
+        except sqlite_utils.db.NotFoundError:
+            raise StoreError(f"unknown task id {task_id!r} in project {self.project!r}: see `orch tasks`") from None
+
+    def has_task(self, task_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM tasks WHERE id = ?", [task_id]).fetchone() is not None
+
+    def list_tasks(self, status: TaskStatus | None = None, limit: int | None = None) -> list[Task]:
+        where, args = ("status = ?", [status.value]) if status else (None, [])
+        rows = self.db.table("tasks").rows_where(
+            where, args, order_by="priority, created_at", limit=limit
+        )
+        return [codec.task_from(r) for r in rows]
+
+    def tasks_page(self, status: TaskStatus | None = None, limit: int = 0) -> list[Task]:
+        """Up to ``limit`` tasks (0: all): in progress, then pending, failed, done; each by priority.
+
+        One index range per status, so a page costs the same in a store of any size.
+        """
+        found: list[Task] = []
+        for wanted in [status] if status else PAGE_ORDER:
+            if limit and len(found) == limit:
+                break
+            found += self.list_tasks(wanted, limit - len(found) if limit else None)
+        return found
+
+    def waiting_failure(self, kind: TaskWait) -> str:
+        """The last failure of a pending task whose work waits for ``kind`` ('' if none)."""
+        row = self.db.execute(
+            "SELECT last_failure FROM tasks WHERE status = 'pending' AND waiting = ? LIMIT 1", [kind.value],
+        ).fetchone()
+        return row[0] if row else ""
+
+    def tasks_of(self, ids: Iterable[str]) -> list[Task]:
+        return [self.get_task(i) for i in ids]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in TaskStatus}
+        for status, n in self.db.execute("SELECT status, count(*) FROM tasks GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def failed_fingerprints(self) -> set[str]:
+        """Content fingerprints of every task that failed at least once."""
+        rows = self.db.execute(
+            "SELECT fingerprint FROM tasks WHERE status = 'failed' OR last_failure != ''"
+        )
+        return {r[0] for r in rows}
+
+    def live_fingerprints(self) -> set[str]:
+        """Fingerprints of tasks that are open or done (re-planning them is a duplicate)."""
+        rows = self.db.execute(
+            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress', 'in_review', 'done')"
+        )
+        return {r[0] for r in rows}
+
+    def recent_failures(self, limit: int = 10) -> list[Task]:
+        rows = self.db.table("tasks").rows_where(
+            "last_failure != ''", order_by="updated_at desc", limit=limit
+        )
+        return [codec.task_from(r) for r in rows]
+
+    def claim_tasks(self, cycle_id: str, limit: int) -> list[Task]:
+        """Atomically take up to ``limit`` tasks for ``cycle_id``.
+
+        Tasks the cycle already holds (claimed before a crash) come first; then
+        pending ones by priority. The claim is one UPDATE statement, so two
+        processes can never take the same task.
+        """
+        held = list(self.db.table("tasks").rows_where(
+            "status = 'in_progress' AND claimed_by = ?", [cycle_id], order_by="priority, created_at"
+        ))
+        wanted = limit - len(held)
+        if wanted > 0:
+            now = utcnow()
+            with self.db.conn:
+                self.db.execute(
+                    """UPDATE tasks SET status = 'in_progress', claimed_by = ?,
+                           attempts = attempts + 1, updated_at = ?
+                       WHERE id IN (SELECT id FROM tasks WHERE status = 'pending'
+                                    ORDER BY priority, created_at LIMIT ?)
+                         AND status = 'pending'""",
+                    [cycle_id, now, wanted],
+                )
+            held = list(self.db.table("tasks").rows_where(
+                "status = 'in_progress' AND claimed_by = ?", [cycle_id],
+                order_by="priority, created_at",
+            ))
+        return [codec.task_from(r) for r in held[:limit]]
+
+    def update_task(self, task_id: str, **fields: Any) -> Task:
+        """Set fields of a task; a new ``last_failure`` ends a wait unless ``waiting`` is given too."""
+        if "last_failure" in fields:
+            fields.setdefault("waiting", None)
+        fields["updated_at"] = utcnow()
+        self.db.table("tasks").update(task_id, {k: codec.plain(v) for k, v in fields.items()})
+        return self.get_task(task_id)
+
+    def fail_attempt(self, task_id: str, reason: str) -> Task:
+        """An attempt failed: back to pending with the reason, or failed for good."""
+        task = self.get_task(task_id)
+        status = TaskStatus.failed if task.attempts >= task.max_attempts else TaskStatus.pending
+        with self.db.atomic():
+            if status is TaskStatus.failed and task.status is not TaskStatus.failed:
+                self._update_state(consecutive_failures=self.state().consecutive_failures + 1)
+            return self.update_task(
+                task_id, status=status, last_failure=reason, claimed_by=None
+            )
+
+    def retry_task(self, task_id: str) -> Task:
+        """Give a failed task a fresh set of attempts; its last failure still informs the worker."""
+        task = self.get_task(task_id)
+        if task.status is not TaskStatus.failed:
+            raise StoreError(
+                f"task {task_id!r} is {task.status.value}, not failed: only a failed task can be retried"
+            )
+        return self.update_task(task_id, status=TaskStatus.pending, attempts=0, claimed_by=None)
+
+    def release_task(self, task_id: str, wait: Wait | None = None) -> Task:
+        """Give a claimed task back without spending its attempt (nothing was judged of it).
+
+        With ``wait``, its finished work waits (it keeps its worktree) and its last
+        failure says why; otherwise it is back as it was, its last failure (and any
+        wait) kept for the next attempt.
+        """
+        task = self.get_task(task_id)
+        fields: dict[str, Any] = {"status": TaskStatus.pending, "claimed_by": None,
+                                  "attempts": max(0, task.attempts - 1)}
+        if wait is not None:
+            fields |= {"last_failure": wait.mark, "waiting": wait.kind}
+        return self.update_task(task_id, **fields)
+
+    def linked_tasks(self, backlog_item: str) -> list[Task]:
+        """Tasks that do one backlog item."""
+        return [codec.task_from(r) for r in self.db.table("tasks").rows_where("backlog_item = ?", [backlog_item])]
+
+    def unsynced_backlog(self) -> list[Task]:
+        """Done tasks whose backlog item was not closed or ticked yet."""
+        rows = self.db.table("tasks").rows_where(
+            "status = 'done' AND backlog_item IS NOT NULL AND backlog_item != '' AND NOT backlog_done",
+            order_by="updated_at",
+        )
+        return [codec.task_from(r) for r in rows]
+
+    def complete_task(self, task_id: str, merge_commit: str) -> Task:
+        with self.db.atomic():
+            self._update_state(consecutive_failures=0)  # a success ends a failure streak
+            return self.update_task(
+                task_id, status=TaskStatus.done, merge_commit=merge_commit, claimed_by=None
+            )
+
+    # -- results -------------------------------------------------------------
+
+    def record_work(self, result: WorkResult) -> None:
+        self.db.table("worker_results").upsert(codec.work_row(result), pk=("task_id", "attempt"))
+
+    def record_verdict(self, verdict: Verdict) -> None:
+        self.db.table("judge_verdicts").upsert(codec.verdict_row(verdict), pk=("task_id", "attempt"))
+
+    def record_merge(self, cycle_id: str, task_id: str, commit: str, resolved: bool) -> None:
+        self.db.table("merges").upsert(
+            {"cycle_id": cycle_id, "task_id": task_id, "commit": commit,
+             "resolved_conflict": resolved, "created_at": utcnow()},
+            pk=("cycle_id", "task_id"),
+        )
+
+    def record_cost(
+        self, session_id: str, cycle_id: str, task_id: str | None, role: str, model: str,
+        cost_usd: float,
+    ) -> None:
+        """One agent session's cost; keyed by session so a replay is not counted twice."""
+        if not session_id:
+            return
+        self.db.table("agent_costs").upsert(
+            {"session_id": session_id, "cycle_id": cycle_id, "task_id": task_id or "",
+             "role": role, "model": model, "cost_usd": cost_usd, "created_at": utcnow()},
+            pk="session_id",
+        )
+
+    def worker_result(self, task_id: str, attempt: int) -> WorkResult | None:
+        """The recorded result of one attempt, if any."""
+        try:
+            return codec.work_from(self.db.table("worker_results").get((task_id, attempt)))
+        except sqlite_utils.db.NotFoundError:
+            return None
+
+    def verdict(self, task_id: str, attempt: int) -> Verdict | None:
+        """The recorded verdict on one attempt, if any."""
+        try:
+            return codec.verdict_from(self.db.table("judge_verdicts").get((task_id, attempt)))
+        except sqlite_utils.db.NotFoundError:
+            return None
+
+    def verdicts(self, cycle_id: str | None = None) -> list[Verdict]:
+        """The verdicts recorded by one cycle (or by all), oldest first."""
+        where, args = ("cycle_id = ?", [cycle_id]) if cycle_id else (None, [])
+        rows = self.db.table("judge_verdicts").rows_where(where, args, order_by="created_at")
+        return [codec.verdict_from(r) for r in rows]
+
+    def merged_task_ids(self, cycle_id: str) -> list[str]:
+        rows = self.db.execute("SELECT task_id FROM merges WHERE cycle_id = ?", [cycle_id])
+        return [r[0] for r in rows]
+
+    def costs_by_role(self, cycle_id: str | None = None) -> dict[str, float]:
+        where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
+        rows = self.db.execute(
+            f"SELECT role, sum(cost_usd) FROM agent_costs {where} GROUP BY role", args
+        )
+        return {role: round(total, 6) for role, total in rows}
+
+    def total_cost(self) -> float:
+        return round(sum(self.costs_by_role().values()), 6)
+
+    def cycle_worker_results(self, cycle_id: str) -> list[WorkResult]:
+        """Worker results recorded by one cycle, oldest first."""
+        rows = self.db.table("worker_results").rows_where(
+            "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
+        )
+        return [codec.work_from(r) for r in rows]
+
+    def merges(self, cycle_id: str) -> list[dict[str, Any]]:
+        """The merges of one cycle: task id, merge commit, whether a conflict was resolved."""
+        return list(self.db.table("merges").rows_where(
+            "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
+        ))
+
+    def cycle_cost(self, cycle_id: str) -> float:
+        """What one cycle's recorded sessions cost."""
+        row = self.db.execute("SELECT sum(cost_usd) FROM agent_costs WHERE cycle_id = ?", [cycle_id]).fetchone()
+        return float(row[0] or 0.0)
+
+    def cost_since(self, since: str) -> float:
+        """What the sessions recorded at or after ``since`` (an ISO time) cost."""
+        row = self.db.execute("SELECT sum(cost_usd) FROM agent_costs WHERE created_at >= ?", [since]).fetchone()
+        return float(row[0] or 0.0)
+
+    def recorded_sessions(self, session_ids: Iterable[str]) -> set[str]:
+        """Which of ``session_ids`` have a recorded cost."""
+        ids = list(session_ids)
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT session_id FROM agent_costs WHERE session_id IN ({marks})", ids)
+        return {r[0] for r in rows}
+
+    def cost_breakdown(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
+        """Cost and session count by role, model and UTC day (``created_at``'s date)."""
+        where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
+        rows = self.db.execute(
+            f"""SELECT role, model, substr(created_at, 1, 10) AS day, sum(cost_usd), count(*)
+                FROM agent_costs {where} GROUP BY role, model, day ORDER BY day, role, model""",
+            args,
+        )
+        return [
+            {"role": role, "model": model, "day": day, "cost_usd": round(total, 6), "sessions": n}
+            for role, model, day, total, n in rows
+        ]
+
+    # -- cycles ------------------------------------------------------------------
+
+    def start_cycle(self, cycle_id: str, base_commit: str, flow_run_id: str = "") -> None:
+        """Record a new running cycle (nothing if ``cycle_id`` exists: replay-safe)."""
+        cycle = Cycle(id=cycle_id, status=CycleStatus.running, base_commit=base_commit,
+                      started_at=utcnow(), flow_run_id=flow_run_id)
+        self.db.table("cycles").insert(codec.cycle_row(cycle), ignore=True)
+
+    def get_cycle(self, cycle_id: str) -> Cycle:
+        """The one cycle whose id is or starts with ``cycle_id``; StoreError if none or several."""
+        found = self.find_cycles(cycle_id)
+        if len(found) != 1:
+            raise StoreError(f"unknown cycle id {cycle_id!r} in project {self.project!r}: see `orch cycles`")
+        return found[0]
+
+    def unfinished_cycle(self) -> Cycle | None:
+        """The cycle that was running when the orchestrator last stopped, if any."""
+        running = self.running_cycles()
+        return running[0] if running else None
+
+    def running_cycles(self) -> list[Cycle]:
+        """Cycles still marked running, newest first (all but one belong to dead runs)."""
+        return self._cycles("status = ?", [CycleStatus.running.value], order_by="started_at desc")
+
+    def update_cycle(self, cycle_id: str, **fields: Any) -> None:
+        """Set columns of a cycle; lists (``planned``, ``claimed``) are stored as JSON."""
+        self.db.table("cycles").update(cycle_id, {k: codec.plain(v) for k, v in fields.items()})
+
+    def finish_cycle(self, summary: CycleSummary) -> None:
+        """Close the summary's cycle with its status, message and the cost its sessions recorded."""
+        self.update_cycle(
+            summary.cycle_id, status=summary.status, finished_at=utcnow(),
+            summary=summary.model_dump(mode="json"), message=summary.message,
+            cost_usd=round(self.cycle_cost(summary.cycle_id), 6),
+        )
+        self._update_state(last_cycle_id=summary.cycle_id, last_cycle_at=utcnow())
+
+    def slot_wait_began(self, cycle_id: str) -> None:
+        """A session of ``cycle_id`` waits for a slot of the portfolio's agent cap."""
+        with self.db.atomic():
+            self.db.execute("UPDATE cycles SET slot_waiting = slot_waiting + 1, "
+                            "slot_waits = slot_waits + 1 WHERE id = ?", [cycle_id])
+
+    def slot_wait_ended(self, cycle_id: str, waited_s: float) -> None:
+        """That session got its slot after ``waited_s`` (or gave up waiting)."""
+        with self.db.atomic():
+            self.db.execute("UPDATE cycles SET slot_waiting = max(slot_waiting - 1, 0), "
+                            "slot_wait_s = slot_wait_s + ? WHERE id = ?", [round(waited_s, 3), cycle_id])
+
+    def list_cycles(self, limit: int = 20) -> list[Cycle]:
+        """The ``limit`` newest cycles, newest first."""
+        return self._cycles(None, [], order_by="started_at desc", limit=limit)
+
+    def find_cycles(self, prefix: str, limit: int = 2) -> list[Cycle]:
+        """Cycles whose id starts with ``prefix`` (exactly: ``_`` and ``%`` are not wildcards)."""
+        return self._cycles("substr(id, 1, length(?)) = ?", [prefix, prefix], order_by="id", limit=limit)
+
+    def _cycles(self, where: str | None, args: list[Any], order_by: str, limit: int | None = None) -> list[Cycle]:
+        rows = self.db.table("cycles").rows_where(where, args, order_by=order_by, limit=limit)
+        return [codec.cycle_from(r) for r in rows]
+
+    # -- approvals -------------------------------------------------------------------
+
+    def request_approval(self, cycle_id: str, stage: ApprovalStage, deadline: str,
+                         default: Literal["approve", "reject"], flow_run_id: str) -> Approval:
+        """Record that ``cycle_id`` waits for approval of ``stage``; the existing request if any."""
+        asked = Approval(cycle_id=cycle_id, stage=stage, status=ApprovalStatus.waiting, requested_at=utcnow(),
+                         deadline=deadline, default=default, flow_run_id=flow_run_id)
+        self.db.table("approvals").insert(codec.approval_row(asked), ignore=True)
+        request = self.approval(cycle_id, stage)
+        if request is None:  # only if another connection deleted it in between
+            raise StoreError(f"the approval request of cycle {cycle_id!r} ({stage}) vanished as it was made")
+        return request
+
+    def approval(self, cycle_id: str, stage: ApprovalStage) -> Approval | None:
+        """The request of ``cycle_id`` for ``stage``, decided or not; None if it never asked."""
+        try:
+            return codec.approval_from(self.db.table("approvals").get((cycle_id, stage.value)))
+        except sqlite_utils.db.NotFoundError:
+            return None
+
+    def waiting_approvals(self) -> list[Approval]:
+        """Requests nobody decided yet, oldest first."""
+        rows = self.db.table("approvals").rows_where(
+            "status = ?", [ApprovalStatus.waiting.value], order_by="requested_at"
+        )
+        return [codec.approval_from(r) for r in rows]
+
+    def decide_approval(self, cycle_id: str, stage: ApprovalStage, status: ApprovalStatus, reason: str,
+                        decided_by: str) -> bool:
+        """Decide a waiting request; False when it was decided already (the first decision stands)."""
+        with self.db.conn:
+            cursor = self.db.execute(
+                """UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
+                   WHERE cycle_id = ? AND stage = ? AND status = ?""",
+                [status.value, redact_all(reason), decided_by, utcnow(), cycle_id, stage.value,
+                 ApprovalStatus.waiting.value],
+            )
+        return cursor.rowcount == 1
+
+    # -- project state -------------------------------------------------------------
+
+    def state(self) -> ProjectState:
+        """The project's pause, failure streak, last cycle and budget stop (defaults if never set)."""
+        try:
+            return codec.state_from(self.db.table("project_state").get(self.project))
+        except sqlite_utils.db.NotFoundError:
+            return ProjectState(name=self.project)
+
+    def set_paused(self, paused: bool, reason: str = "") -> None:
+        """Pause or resume; resuming also forgives the failure streak that may have paused it."""
+        if paused:
+            self._update_state(paused=True, paused_reason=reason)
+        else:
+            self._update_state(paused=False, paused_reason="", consecutive_failures=0)
+
+    def set_budget_stop(self, message: str, resets_at: str | None) -> None:
+        """Which cap stopped the work and when it resets ('' clears it)."""
+        self._update_state(budget_stop=message, budget_resets_at=resets_at)
+
+    def _update_state(self, **fields: Any) -> None:
+        row = self.state().model_dump() | fields | {"updated_at": utcnow()}
+        self.db.table("project_state").upsert(row, pk="name")

@@ -1,0 +1,1 @@
+"""The `orch` command line and the read-only reports behind it."""

@@ -1,0 +1,1 @@
+"""The offline demo: the scripted model, loopback servers and the sample project."""

@@ -1,0 +1,1 @@
+"""The vocabulary: configuration, models, records and errors; no I/O."""

@@ -1,0 +1,1 @@
+"""The cycle's stages and the rules each owns, over the adapters."""

@@ -1,0 +1,139 @@
+"""Everything a step needs to act on one project, opened from its name.
+
+Prefect tasks receive a :class:`ProjectRef` (plain, picklable, part of no
+cache key) and reopen the context from it, so no live handle crosses a task
+boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from pydantic import BaseModel
+
+from orchestrator.adapters.agent import AgentSpec, effective_config_dir, session_uuid
+from orchestrator.adapters.fences import fence_for
+from orchestrator.adapters.git_repo import GitRepo
+from orchestrator.adapters.prompts import load_prompt
+from orchestrator.adapters.secret_scan import known_secrets
+from orchestrator.adapters.secrets import remember
+from orchestrator.adapters.store import Store
+from orchestrator.domain.config import PortfolioConfig, ProjectConfig, load_portfolio
+from orchestrator.domain.models import Role, TaskType
+from orchestrator.stages.budget import CycleBudget
+from orchestrator.stages.capacity import CycleSlotWatch
+
+T = TypeVar("T")
+
+
+class ProjectRef(BaseModel):
+    """Names a project in a portfolio file: what crosses task boundaries."""
+
+    project: str
+    config_path: str
+
+
+@dataclass
+class ProjectContext:
+    """Config, state and repository of one project."""
+
+    ref: ProjectRef
+    portfolio: PortfolioConfig
+    config: ProjectConfig
+    store: Store
+    repo: GitRepo
+
+    @classmethod
+    def open(cls, ref: ProjectRef) -> ProjectContext:
+        portfolio = load_portfolio(ref.config_path)
+        config = portfolio.project(ref.project)
+        repo = GitRepo(config.path, config.main_branch)
+        repo.ensure_excluded()
+        remember(s.value for s in known_secrets(portfolio, config))  # redacted whatever their names
+        store = Store.for_project(portfolio.data_dir, config.name)
+        return cls(ref=ref, portfolio=portfolio, config=config, store=store, repo=repo)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def orch_dir(self) -> Path:
+        return self.repo.orch_dir
+
+    @property
+    def results_dir(self) -> Path:
+        """Where Prefect persists step results (shared by all projects of the portfolio)."""
+        return self.portfolio.data_dir / "results"
+
+    @property
+    def claude_config_dir(self) -> Path:
+        """CLAUDE_CONFIG_DIR for agents unless the user set one: keeps sessions resumable."""
+        return self.portfolio.data_dir / "claude"
+
+    def branch(self, name: str) -> str:
+        return f"{self.config.git_branch_prefix}/{name}"
+
+    def base_worktree(self, cycle_id: str, base_commit: str) -> Path:
+        """A clean checkout of the cycle's base commit, made once per cycle."""
+        name = f"base-{cycle_id}"
+        path = self.orch_dir / "worktrees" / name
+        if self.repo.is_worktree(path) and self.repo.head_of(path) == base_commit:
+            return path
+        return self.repo.add_worktree(name, self.branch(name), base_commit)
+
+    def agent_spec(
+        self,
+        role: Role,
+        cwd: Path,
+        *,
+        cycle_id: str,
+        task_id: str | None = None,
+        task_type: TaskType | None = None,
+        attempt: int = 1,
+        output_model: type[BaseModel] | None = None,
+    ) -> AgentSpec:
+        """The agent settings of a role in this project, from its config."""
+        c = self.config
+        model, budget, timeout_s, turns = {
+            Role.planner: (c.planner_model, c.max_budget_per_plan, c.planner_timeout_seconds, c.planner_max_turns),
+            Role.worker: (c.model, c.max_budget_per_task, c.worker_timeout_seconds, c.worker_max_turns),
+            Role.judge: (c.judge_model, c.max_budget_per_review, c.judge_timeout_seconds, c.judge_max_turns),
+            Role.resolver: (c.resolver_model or c.model, c.max_budget_per_task, c.worker_timeout_seconds, c.worker_max_turns),
+        }[role]
+        return AgentSpec(
+            role=role,
+            model=model,
+            system_prompt=load_prompt(role, task_type),
+            cwd=cwd,
+            max_budget_usd=budget,
+            timeout_s=timeout_s,
+            max_turns=turns,
+            task_id=task_id,
+            output_model=output_model,
+            session_id=session_uuid(self.name, cycle_id, task_id or "", role.value, attempt),
+            config_dir=self.claude_config_dir,
+            slot_pool=self.portfolio.agent_pool if self.portfolio.max_total_workers else "",
+            slot_watch=CycleSlotWatch(self.store, cycle_id),
+            api_retries=c.api_retries,
+            retry_base_s=c.api_retry_base_seconds,
+            spend=self.budget(cycle_id),
+            fence=fence_for(self.portfolio, c, cwd, effective_config_dir(self.claude_config_dir)),
+        )
+
+    def budget(self, cycle_id: str) -> CycleBudget:
+        """The project's spend caps as seen by one cycle."""
+        return CycleBudget(self.config, self.store, cycle_id)
+
+
+async def in_thread(ref: ProjectRef, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(context, *args)`` in a worker thread, with a context opened there.
+
+    For blocking work (network, git) off the event loop: a store's SQLite
+    connection may only be used by the thread that opened it.
+    """
+    return await anyio.to_thread.run_sync(lambda: fn(ProjectContext.open(ref), *args))

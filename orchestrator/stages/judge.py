@@ -1,0 +1,186 @@
+"""The judge stage: a secret scan, an automated gate, then an AI review with the evidence.
+
+A branch that adds a secret (see :mod:`.secret_scan`) is rejected first: its
+tests do not run and no reviewer sees it. The gate fails closed. Tests that
+pass on the base and fail on the branch reject the branch whatever the
+reviewer says; when the base fails too, the failing tests are compared by
+id, and any new one rejects the branch (as do failures that cannot be told
+apart); a test command that cannot run is a failure; lint that was clean on
+the base and fails on the branch is a failure. Only a branch through the
+gate is shown to the reviewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from orchestrator.adapters.agent import run_agent
+from orchestrator.adapters.checks import run_check, tail
+from orchestrator.adapters.prompts import task_text, untrusted
+from orchestrator.adapters.secret_scan import known_secrets, scan_branch, secret_reason
+from orchestrator.domain.errors import AgentError, BudgetReached
+from orchestrator.domain.models import (
+    Baseline,
+    CheckResult,
+    Review,
+    Role,
+    Task,
+    Verdict,
+    WorkResult,
+)
+from orchestrator.stages.context import ProjectContext
+
+MAX_FILES = 15  # a small task touching more files than this is worth a look
+MAX_LINES = 400
+
+
+def run_checks(ctx: ProjectContext, cwd: Path) -> tuple[CheckResult | None, CheckResult | None]:
+    """The project's test and lint commands in ``cwd`` (None where not configured)."""
+    c = ctx.config
+    tests = run_check(c.test_command, cwd, c.test_timeout_seconds) if c.test_command else None
+    lint = run_check(c.lint_command, cwd, c.lint_timeout_seconds) if c.lint_command else None
+    return tests, lint
+
+
+def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Baseline:
+    """Test and lint results on the cycle's base commit, computed once per cycle."""
+    tests, lint = run_checks(ctx, ctx.base_worktree(cycle_id, base_commit))
+    return Baseline(commit=base_commit, tests=tests, lint=lint)
+
+
+def gate(base: Baseline, tests: CheckResult | None, lint: CheckResult | None) -> list[str]:
+    """Reasons the automated checks reject a branch (empty when they pass)."""
+    reasons = []
+    if tests is not None:
+        if not tests.ran:
+            why = "timed out" if tests.timed_out else f"could not run (exit {tests.exit_code})"
+            reasons.append(f"test command `{tests.command}` {why}")
+        elif not tests.passed:
+            if base.tests is None or base.tests.passed:
+                reasons.append(f"tests pass on the base but fail on the branch (exit {tests.exit_code})"
+                               + (f": {_listed(tests.failed_tests)}" if tests.failed_tests else ""))
+            else:
+                reasons += _new_failures(base.tests, tests)
+    if lint is not None:
+        if not lint.ran:
+            reasons.append(f"lint command `{lint.command}` could not run")
+        elif not lint.passed and (base.lint is None or base.lint.passed):
+            reasons.append(f"lint passes on the base but fails on the branch ({lint.warnings} lines)")
+    return reasons
+
+
+def _new_failures(base: CheckResult, branch: CheckResult) -> list[str]:
+    """Tests fail on the base too: the branch may fail only the tests the base fails."""
+    if base.failed_tests is None or branch.failed_tests is None:
+        return ["tests fail on the base and on the branch, and the failing tests cannot be told "
+                "apart by id: the branch cannot be shown not to break more"]
+    new = sorted(set(branch.failed_tests) - set(base.failed_tests))
+    if not new:
+        return []
+    return [f"tests that pass on the base fail on the branch: {_listed(new)}"]
+
+
+def _listed(test_ids: list[str], limit: int = 10) -> str:
+    return ", ".join(test_ids[:limit]) + (f" and {len(test_ids) - limit} more" if len(test_ids) > limit else "")
+
+
+def scope_warnings(ctx: ProjectContext, worktree: Path, base_commit: str) -> list[str]:
+    """Signs that a change is bigger or riskier than a small task should be."""
+    _, files, lines = ctx.repo.diff_summary(worktree, base_commit)
+    warnings = []
+    if len(files) > MAX_FILES:
+        warnings.append(f"touches {len(files)} files (more than {MAX_FILES})")
+    if lines > MAX_LINES:
+        warnings.append(f"changes {lines} lines (more than {MAX_LINES})")
+    deleted = ctx.repo.deleted_files(worktree, base_commit)
+    if deleted:
+        warnings.append("deletes " + ", ".join(deleted[:10]))
+    return warnings
+
+
+def _evidence(check: CheckResult | None, base: CheckResult | None, name: str) -> str:
+    if check is None:
+        return f"## {name}\n\nNot configured."
+    base_state = "not run" if base is None else ("passed" if base.passed else "failed")
+    return (
+        f"## {name}: {'passed' if check.passed else 'failed'} (base: {base_state}, "
+        f"{check.warnings} output lines vs {base.warnings if base else 0} on the base)\n\n"
+        + untrusted(tail(check.output, 2000), f"output of `{check.command}` on the branch (end)")
+    )
+
+
+def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckResult | None,
+                 base: Baseline, warnings: list[str]) -> str:
+    """The reviewer's user message: the task and all the evidence.
+
+    Everything but the orchestrator's own words is data: the task (unless its
+    owner wrote it), the check output, and the diff an agent wrote.
+    """
+    return "\n\n".join([
+        f"# Review of task {task.id}",
+        f"Type: {task.type.value}.",
+        task_text(task),
+        _evidence(tests, base.tests, "Tests"),
+        _evidence(lint, base.lint, "Lint"),
+        "## Scope warnings\n\n" + ("\n".join(f"- {w}" for w in warnings) or "None."),
+        "## Diff\n\n" + untrusted(f"```diff\n{tail(diff, 30_000)}\n```", "the branch's diff, written by the worker agent"),
+    ])
+
+
+def secret_gate(ctx: ProjectContext, work: WorkResult) -> list[str]:
+    """Why the branch may go no further because it adds a secret (empty when it adds none)."""
+    head = work.commit or ctx.repo.head_of(ctx.repo.worktree_path(work.task_id))
+    findings = scan_branch(ctx.repo, work.base_commit, head, known_secrets(ctx.portfolio, ctx.config))
+    return [secret_reason(findings, "the branch adds")] if findings else []
+
+
+async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline) -> Verdict:
+    """Judge one worker's branch in its worktree."""
+    worktree = ctx.repo.worktree_path(task.id)
+    verdict = Verdict(task_id=task.id, cycle_id=work.cycle_id, attempt=work.attempt,
+                      commit=work.commit or "", passed=False)
+    # First, and every time (the secrets known may have changed since a verdict that waited):
+    # a secret stops the branch before its tests run it or a reviewer is shown it.
+    leaks = await anyio.to_thread.run_sync(secret_gate, ctx, work)
+    if leaks:
+        return verdict.model_copy(update={"reasons": leaks})
+    previous = ctx.store.verdict(task.id, work.attempt)
+    if previous is not None and previous.passed and previous.commit == work.commit:
+        # Judged and passed before its merge had to wait: the same commit needs no new review.
+        return previous.model_copy(update={"cycle_id": work.cycle_id})
+    # In a thread: judges of several branches run their tests at the same time.
+    tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
+    warnings = scope_warnings(ctx, worktree, work.base_commit)
+    verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})
+    reasons = gate(base, tests, lint)
+    if reasons:  # the reviewer cannot overrule the gate, so do not pay for it
+        return verdict.model_copy(update={"reasons": reasons})
+    return await _review(ctx, task, work, base, verdict)
+
+
+async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline, verdict: Verdict) -> Verdict:
+    """Ask the AI reviewer about a branch through the gate."""
+    worktree = ctx.repo.worktree_path(task.id)
+    tests, lint, warnings = verdict.tests, verdict.lint, verdict.scope_warnings
+    spec = ctx.agent_spec(
+        Role.judge, worktree, cycle_id=work.cycle_id, task_id=task.id, attempt=work.attempt,
+        output_model=Review,
+    )
+    prompt = build_prompt(task, ctx.repo.diff_text(worktree, work.base_commit), tests, lint, base, warnings)
+    try:
+        run = await run_agent(spec, prompt)
+    except BudgetReached as exc:  # the work stands; it is judged when the budget allows
+        return verdict.model_copy(update={"reasons": [f"not reviewed: {exc}"], "budget_stop": str(exc)})
+    except AgentError as exc:
+        return verdict.model_copy(update={
+            "reasons": [f"review failed: {exc}"], "cost_usd": exc.cost_usd,
+            "session_id": exc.session_id or "",
+        })
+    review = Review.model_validate(run.structured)
+    reasons = list(review.reasons) if not review.approve else []
+    return verdict.model_copy(update={
+        "passed": review.approve, "reasons": reasons or ([] if review.approve else ["rejected by the reviewer"]),
+        "review": review, "cost_usd": run.cost_usd, "session_id": run.session_id,
+    })

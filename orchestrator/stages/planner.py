@@ -1,0 +1,160 @@
+"""The plan stage: ask the planner agent for a few small tasks, then check them.
+
+The planner's word is not final: the orchestrator caps the number of tasks,
+refuses one that repeats a failed task as is, and drops duplicates of open
+ones. Task ids are derived from the cycle, so recording a replayed plan
+inserts nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from orchestrator.adapters.agent import run_agent
+from orchestrator.adapters.github import GitHubError
+from orchestrator.adapters.prompts import untrusted
+from orchestrator.domain.errors import AgentError, BudgetReached
+from orchestrator.domain.models import CycleStatus, Plan, PlanOutput, Role, Task, TaskStatus
+from orchestrator.stages.backlog import backlog_text, open_items
+from orchestrator.stages.backlog_file import BacklogItem
+from orchestrator.stages.context import ProjectContext
+
+HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
+
+_CONTEXT_LIMIT = 20_000  # characters per context file given to the planner
+
+
+def open_slots(ctx: ProjectContext) -> int:
+    """How many tasks the planner may add: ``max_workers`` less those pending."""
+    pending = ctx.store.count_by_status()[TaskStatus.pending.value]
+    return max(0, ctx.config.max_workers - pending)
+
+
+def _read_limited(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    content = path.read_text(encoding="utf-8", errors="replace")
+    return content if len(content) <= _CONTEXT_LIMIT else content[:_CONTEXT_LIMIT] + "\n[truncated]"
+
+
+def build_prompt(ctx: ProjectContext, root: Path, max_tasks: int, items: list[BacklogItem]) -> str:
+    """The planner's user message: context, backlog, task state and the limit."""
+    parts = [f"# Planning a cycle of project {ctx.name}", ""]
+    parts.append(f"Emit at most {max_tasks} task(s).")
+    if ctx.config.test_command:
+        parts.append(f"The project's test command is `{ctx.config.test_command}`.")
+    parts += ["", "## Context files", ""]
+    for name in ctx.config.planner_context_files:
+        content = _read_limited(root / name)
+        parts.append(f"### {name}\n\n{content if content is not None else '(missing)'}\n")
+    parts += ["## Backlog", "", backlog_text(ctx, items), "", "## Open tasks", ""]
+    open_tasks = [t for s in (TaskStatus.pending, TaskStatus.in_progress, TaskStatus.in_review)
+                  for t in ctx.store.list_tasks(s)]
+    # Titles, reasons and test output were written by agents, issues and tests: data, not instructions.
+    listed = "\n".join(f"- [{t.status.value}] {t.title}" for t in open_tasks)
+    parts.append(untrusted(listed, "the open tasks' titles") if listed else "None.")
+    parts += ["", "## Recently failed attempts (do not re-emit these as they are)", ""]
+    failures = "\n".join(f"- {t.title} ({t.status.value}): {t.last_failure}" for t in ctx.store.recent_failures())
+    parts.append(untrusted(failures, "failed tasks and why: reviewers' reasons and test output") if failures else "None.")
+    parts += ["", "## Recent cycles (say in `lessons` what they teach)", "",
+              untrusted(recent_history(ctx), "the recent cycles' outcomes and rejection reasons")]
+    return "\n".join(parts)
+
+
+def recent_history(ctx: ProjectContext, cycles: int = HISTORY_CYCLES, before: str = "") -> str:
+    """What the last finished cycles (other than ``before``) merged and rejected, and why."""
+    finished = [c for c in ctx.store.list_cycles(limit=cycles + 5)
+                if c.status is not CycleStatus.running and c.id != before][:cycles]
+    if not finished:
+        return "None: this is the project's first cycle."
+    lines: list[str] = []
+    for cycle in finished:
+        merged = cycle.summary.merged if cycle.summary else []
+        rejected = cycle.summary.rejected if cycle.summary else {}
+        lines.append(f"### Cycle {cycle.id} ({cycle.status}, {cycle.finished_at or cycle.started_at})")
+        if cycle.message:
+            lines.append(f"Note: {cycle.message}")
+        titles = {t.id: t.title for t in ctx.store.tasks_of(list(merged) + list(rejected))}
+        lines += [f"- merged: {titles[t]}" for t in merged]
+        for task_id, why in rejected.items():
+            reason = " ".join(why.split())
+            lines.append(f"- not merged: {titles[task_id]}: {reason[:400]}")
+        if not merged and not rejected:
+            lines.append("- nothing merged or rejected")
+    return "\n".join(lines)
+
+
+def task_id_for(cycle_id: str, index: int) -> str:
+    """Stable id of the n-th task planned in a cycle."""
+    return hashlib.sha256(f"{cycle_id}:{index}".encode()).hexdigest()[:12]
+
+
+def accept_tasks(ctx: ProjectContext, plan: Plan, output: PlanOutput) -> tuple[list[Task], list[str]]:
+    """Turn planned tasks into store tasks, refusing what must not run.
+
+    A task linked to a backlog item the planner was not shown loses the link;
+    one whose item already has an open or finished task is a duplicate.
+    """
+    cycle_id, max_tasks = plan.cycle_id, plan.max_tasks
+    failed = ctx.store.failed_fingerprints()
+    seen = ctx.store.live_fingerprints()
+    shown = set(plan.backlog_ids)
+    linked = {i for i in shown if any(t.status is not TaskStatus.failed for t in ctx.store.linked_tasks(i))}
+    accepted: list[Task] = []
+    rejected: list[str] = []
+    for index, planned in enumerate(output.tasks):
+        item = planned.backlog_item if planned.backlog_item in shown else None
+        task = Task(
+            id=task_id_for(cycle_id, index),
+            title=planned.title,
+            description=planned.description,
+            type=planned.type,
+            priority=planned.priority,
+            cycle_id=cycle_id,
+            max_attempts=ctx.config.max_task_attempts,
+            backlog_item=item,
+            source="backlog" if item else "planner",
+        )
+        if ctx.store.has_task(task.id):  # recorded before a crash: keep it
+            accepted.append(ctx.store.get_task(task.id))
+        elif task.fingerprint in failed:
+            rejected.append(f"{planned.title}: repeats a failed task as is")
+        elif task.fingerprint in seen:
+            rejected.append(f"{planned.title}: duplicates an open or finished task")
+        elif item in linked:
+            rejected.append(f"{planned.title}: backlog item {item} already has a task")
+        elif len(accepted) >= max_tasks:
+            rejected.append(f"{planned.title}: over the limit of {max_tasks} task(s)")
+        else:
+            accepted.append(task)
+            seen.add(task.fingerprint)
+            if item:
+                linked.add(item)
+    return accepted, rejected
+
+
+async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
+    """Run the planner when there is room for tasks; otherwise plan nothing."""
+    slots = open_slots(ctx)
+    if slots == 0 or ctx.config.backlog_source == "manual":
+        return Plan(cycle_id=cycle_id, ran_planner=False)
+    root = ctx.base_worktree(cycle_id, base_commit)
+    try:
+        items = open_items(ctx, root)
+    except GitHubError as exc:  # the pending tasks can still be worked on
+        return Plan(cycle_id=cycle_id, ran_planner=False, max_tasks=slots, error=f"cannot read the backlog: {exc}")
+    prompt = build_prompt(ctx, root, slots, items)
+    spec = ctx.agent_spec(Role.planner, root, cycle_id=cycle_id, output_model=PlanOutput)
+    try:
+        run = await run_agent(spec, prompt)
+    except BudgetReached as exc:
+        return Plan(cycle_id=cycle_id, ran_planner=False, max_tasks=slots, budget_stop=str(exc))
+    except AgentError as exc:  # retried already if it was transient
+        return Plan(cycle_id=cycle_id, ran_planner=True, max_tasks=slots, error=str(exc),
+                    cost_usd=exc.cost_usd, session_id=exc.session_id or "")
+    output = PlanOutput.model_validate(run.structured)
+    return Plan(
+        cycle_id=cycle_id, ran_planner=True, max_tasks=slots, output=output, cost_usd=run.cost_usd,
+        session_id=run.session_id, backlog_ids=[i.id for i in items],
+    )

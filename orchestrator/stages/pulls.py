@@ -1,0 +1,137 @@
+"""``merge_strategy: "pr"``: passing branches become GitHub pull requests.
+
+Instead of merging into main here, each branch that passed the judge is
+pushed to ``origin`` and a pull request is opened against main (or the open
+one for that branch is reused); a branch, or a pull request's text, holding a
+secret is sent back instead and nothing of it is pushed. The task waits
+``in_review``; a later cycle asks GitHub about it (:func:`sync`): merged,
+the task is done and main is fast-forwarded from ``origin``; closed
+unmerged, the task fails with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from orchestrator.adapters.github import GitHub, GitHubError
+from orchestrator.adapters.secret_scan import (
+    Secret,
+    known_secrets,
+    scan_branch,
+    scan_text,
+    secret_reason,
+)
+from orchestrator.domain.errors import ConfigError, GitError
+from orchestrator.domain.models import MergeOutcome, Task, TaskStatus, TaskWait, Wait, WorkResult
+from orchestrator.stages.backlog import github, tick_item
+from orchestrator.stages.context import ProjectContext
+
+logger = logging.getLogger(__name__)
+
+
+def pull_body(task: Task, work: WorkResult) -> str:
+    """What a pull request says: the task, the worker's summary, and the issue it closes."""
+    parts = [task.description, "", "## What the worker did", "", work.summary or "(no summary)", "",
+             f"Orchestrator task `{task.id}`, attempt {work.attempt}, cycle `{work.cycle_id}`. "
+             "It passed the project's tests, lint and an AI review."]
+    if task.backlog_item and task.backlog_item.startswith("#"):
+        parts += ["", f"Closes {task.backlog_item}"]
+    return "\n".join(parts)
+
+
+def _open_one(ctx: ProjectContext, gh: GitHub, task: Task, work: WorkResult) -> str:
+    worktree = ctx.repo.worktree_path(task.id)
+    work_commit = ctx.repo.head_of(worktree)
+    # The tick merges with the pull request. It is pushed, not kept here: the
+    # worktree stays at the recorded work, so a retry after a failed push or
+    # request reuses that work instead of paying for it again.
+    ticked = tick_item(ctx, worktree, task) and ctx.repo.commit_all(
+        worktree, f"Tick backlog item {task.backlog_item}: {task.title}") is not None
+    try:
+        ctx.repo.push_branch(work.branch)
+    finally:
+        if ticked:
+            ctx.repo.reset_worktree_to(worktree, work_commit)
+    found = gh.find_pull(work.branch)
+    if found is not None and found.state == "open":
+        return found.url  # a retried task's push updated it
+    return gh.open_pull(work.branch, ctx.repo.main, task.title, pull_body(task, work)).url
+
+
+def publish(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]]) -> MergeOutcome:
+    """Push each passing branch and open its pull request; main does not move here."""
+    head = ctx.repo.head()
+    outcome = MergeOutcome(cycle_id=cycle_id, main_before=head, main_after=head)
+    if not candidates:
+        return outcome
+    secrets = known_secrets(ctx.portfolio, ctx.config)
+    with github(ctx) as gh:
+        for task, work in candidates:
+            try:
+                leaks = _leaks(ctx, task, work, secrets)
+                if leaks:  # nothing of it leaves this machine; its task goes back with the reason
+                    outcome.rejected[task.id] = leaks
+                    continue
+                outcome.pulls[task.id] = _open_one(ctx, gh, task, work)
+            except (GitError, GitHubError) as exc:  # the work is kept; the next cycle tries again
+                outcome.waiting[task.id] = Wait(kind=TaskWait.merge, reason=f"pull request not opened: {exc}")
+    return outcome
+
+
+def _leaks(ctx: ProjectContext, task: Task, work: WorkResult, secrets: list[Secret]) -> str:
+    """Why a branch may not be pushed because it, or its pull request's text, holds a secret ('' if not)."""
+    findings = scan_branch(ctx.repo, work.base_commit, ctx.repo.head(work.branch), secrets)
+    findings += scan_text(f"{task.title}\n{pull_body(task, work)}", "the pull request's text", secrets)
+    return secret_reason(findings, "the branch or its pull request adds") if findings else ""
+
+
+def pull_number(url: str) -> int:
+    """The number at the end of a pull request's URL (``.../pull/12``)."""
+    return int(url.rstrip("/").rsplit("/", 1)[1])
+
+
+def sync(ctx: ProjectContext) -> list[str]:
+    """Finish tasks whose pull requests merged or closed; fast-forward main from ``origin``.
+
+    Returns the ids of the tasks that merged. Never raises for GitHub or git
+    trouble: it is logged and asked again next cycle.
+    """
+    waiting = ctx.store.list_tasks(TaskStatus.in_review)
+    merged: list[str] = []
+    if waiting:
+        try:
+            with github(ctx) as gh:
+                for task in waiting:
+                    if _settle(ctx, gh, task):
+                        merged.append(task.id)
+        except (GitHubError, ConfigError) as exc:
+            logger.warning("Could not read the pull requests of %s (asked again next cycle): %s", ctx.name, exc)
+    if ctx.config.merge_strategy == "pr" or merged:
+        _follow_remote(ctx)
+    return merged
+
+
+def _settle(ctx: ProjectContext, gh: GitHub, task: Task) -> bool:
+    pull = gh.pull(task.pr_number or pull_number(task.pr_url or ""))
+    if pull.merged:
+        ctx.store.complete_task(task.id, pull.merge_commit_sha or "")
+        return True
+    if pull.state == "closed":
+        ctx.store.update_task(task.id, status=TaskStatus.failed,
+                              last_failure=f"pull request {pull.url} was closed without merging")
+    return False
+
+
+def _follow_remote(ctx: ProjectContext) -> None:
+    """Fast-forward main to ``origin``'s main, where the pull requests merge."""
+    if not ctx.repo.has_remote():
+        return
+    try:
+        remote = ctx.repo.fetch_main()
+        local = ctx.repo.head()
+        if remote != local and ctx.repo.is_ancestor(local, remote):
+            moved, why = ctx.repo.advance_main(remote, local)
+            if not moved:
+                logger.warning("Main of %s stays at %s: %s", ctx.name, local[:12], why)
+    except GitError as exc:
+        logger.warning("Could not follow origin's main of %s: %s", ctx.name, exc)

@@ -1,0 +1,235 @@
+"""The merge stage: passing branches into main, through a tested integration.
+
+Branches are merged into an integration worktree made from main, never in
+the user's checkout. A conflict goes to the resolver agent; conflict markers
+never get committed. The merged result is scanned for secrets and tested
+once as a whole (see :class:`MergeGate`); only if that fails does a binary
+search over the merges find the branch that fails it (see :func:`_bisect`),
+so what reaches main adds no secret and has passed the tests as merged, and
+N passing branches cost one test run, not N. Main then moves by fast-forward
+only (see :meth:`GitRepo.advance_main <orchestrator.adapters.git_repo.GitRepo.advance_main>`), and is pushed only after.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from orchestrator.adapters.agent import run_agent
+from orchestrator.adapters.checks import run_check
+from orchestrator.adapters.prompts import task_text
+from orchestrator.adapters.secret_scan import known_secrets, scan_branch, secret_reason
+from orchestrator.domain.errors import AgentError, BudgetReached, GitError
+from orchestrator.domain.models import (
+    MergeOutcome,
+    ResolverReport,
+    Role,
+    Task,
+    TaskWait,
+    Wait,
+    WorkResult,
+)
+from orchestrator.stages.backlog import tick_item
+from orchestrator.stages.context import ProjectContext
+
+
+def integration_name(cycle_id: str) -> str:
+    return f"integration-{cycle_id}"
+
+
+async def _resolve(
+    ctx: ProjectContext, worktree: Path, task: Task, conflicts: list[str], cycle_id: str,
+    outcome: MergeOutcome,
+) -> str | None:
+    """Ask the resolver to fix conflicts; returns why it failed, or None. Its cost goes on ``outcome``."""
+    spec = ctx.agent_spec(
+        Role.resolver, worktree, cycle_id=cycle_id, task_id=task.id, attempt=task.attempts,
+        output_model=ResolverReport,
+    )
+    prompt = "\n".join([
+        f"# Resolve the merge of task {task.id}",
+        "", task_text(task), "", "## Conflicted files", "",
+        *[f"- {path}" for path in conflicts],
+    ] + ([f"\nThe project's test command is `{ctx.config.test_command}`."] if ctx.config.test_command else []))
+    try:
+        run = await run_agent(spec, prompt)
+    except AgentError as exc:
+        outcome.resolver_costs[exc.session_id or spec.session_id or ""] = exc.cost_usd
+        return f"conflict in {', '.join(conflicts)}; resolver failed: {exc}"
+    outcome.resolver_costs[run.session_id] = run.cost_usd
+    report = ResolverReport.model_validate(run.structured)
+    left = ctx.repo.conflict_markers(worktree, conflicts)
+    if not report.resolved or left:
+        why = f"markers left in {', '.join(left)}" if left else report.summary
+        return f"conflict in {', '.join(conflicts)} not resolved: {why}"
+    return None
+
+
+async def _merge_all(
+    ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
+    outcome: MergeOutcome,
+) -> None:
+    """Merge each candidate into the integration worktree, resolving conflicts."""
+    for task, work in candidates:
+        message = f"Merge {work.branch}: {task.title}\n\norchestrator task {task.id}, cycle {cycle_id}"
+        conflicts = ctx.repo.merge_branch(worktree, work.branch, message)
+        if conflicts:
+            try:
+                failure = await _resolve(ctx, worktree, task, conflicts, cycle_id, outcome)
+            except BudgetReached as exc:  # the branch passed; it merges when the budget allows
+                ctx.repo.abort_merge(worktree)
+                outcome.waiting[task.id] = Wait(
+                    kind=TaskWait.budget, reason=f"conflict in {', '.join(conflicts)} waits for the resolver: {exc}")
+                continue
+            if failure:
+                ctx.repo.abort_merge(worktree)
+                outcome.rejected[task.id] = failure
+                continue
+            outcome.resolved_conflicts.append(task.id)
+            ctx.repo.conclude_merge(worktree)
+        if tick_item(ctx, worktree, task):  # the backlog's tick is part of the merge main receives
+            ctx.repo.commit_all(worktree, "", amend=True)
+        outcome.merged[task.id] = ctx.repo.head_of(worktree)
+
+
+class MergedTests:
+    """The test gate of a merged result: what main receives must pass as merged.
+
+    Tests main already fails do not block a merge, compared by test id as the
+    judge does; main's own failures are read once, and only when a merged
+    result fails, from a checkout of main as it was.
+    """
+
+    def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
+        self.ctx, self.cycle_id, self.main_before = ctx, cycle_id, main_before
+
+    def check(self, worktree: Path) -> tuple[bool, str]:
+        """(passes, the end of the test output when it does not)."""
+        c = self.ctx.config
+        if not c.test_command:
+            return True, ""
+        result = run_check(c.test_command, worktree, c.test_timeout_seconds)
+        if result.passed:
+            return True, ""
+        if result.ran and result.failed_tests is not None:
+            known = self.main_failures
+            if known is not None and set(result.failed_tests) <= set(known):
+                return True, ""
+        return False, result.output[-500:]
+
+    @cached_property
+    def main_failures(self) -> list[str] | None:
+        """The tests main fails by itself ([] when green, None when they cannot be told)."""
+        name = f"main-{self.cycle_id}"
+        path = self.ctx.repo.add_worktree(name, self.ctx.branch(name), self.main_before)
+        try:
+            c = self.ctx.config
+            result = run_check(c.test_command, path, c.test_timeout_seconds)
+        finally:
+            self.ctx.repo.remove_worktree(name, self.ctx.branch(name))
+        return [] if result.passed else (result.failed_tests if result.ran else None)
+
+
+class MergeGate:
+    """What main may receive: a merged result that adds no secret and passes its tests as merged."""
+
+    def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
+        self.ctx, self.main_before = ctx, main_before
+        self.tests = MergedTests(ctx, cycle_id, main_before)
+        self.secrets = known_secrets(ctx.portfolio, ctx.config)
+
+    def check(self, worktree: Path) -> str:
+        """Why the merged result in ``worktree`` may not reach main ('' when it may).
+
+        The secret scan comes first: it costs one diff, and a result that adds a
+        secret is not worth running. It also catches what no branch's own scan
+        could: a branch the judge never saw, or secrets known only since.
+        """
+        head = self.ctx.repo.head_of(worktree)
+        findings = scan_branch(self.ctx.repo, self.main_before, head, self.secrets)
+        if findings:
+            return secret_reason(findings, "merged with main and the branches before it, the result adds")
+        passed, output = self.tests.check(worktree)
+        return "" if passed else f"tests fail once merged with main and the branches before it: {output}"
+
+
+async def _bisect(
+    ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
+    outcome: MergeOutcome, gate: MergeGate, failure: str,
+) -> None:
+    """The merged result fails its gate: keep the longest passing start of it.
+
+    The merges made one after another form a chain; a binary search over it
+    (each step checks the chain up to one merge, reusing its commits, so no
+    conflict is resolved twice) finds the first merge that fails the gate: one
+    that adds a secret or breaks the tests. That branch is sent back; the
+    branches after it are merged again onto the passing part and checked once,
+    and searched the same way if that fails.
+    """
+    chain = list(outcome.merged.items())  # (task id, commit) in merge order
+    good, bad = -1, len(chain) - 1  # chain[:good + 1] passes, chain[:bad + 1] fails
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        ctx.repo.reset_worktree_to(worktree, chain[middle][1])
+        why = gate.check(worktree)
+        if not why:
+            good = middle
+        else:
+            bad, failure = middle, why
+    culprit = chain[bad][0]
+    outcome.rejected[culprit] = failure
+    outcome.merged = dict(chain[:bad])
+    ctx.repo.reset_worktree_to(worktree, chain[good][1] if good >= 0 else outcome.main_before)
+    after = {task_id for task_id, _ in chain[bad + 1 :]}
+    rest = [(t, w) for t, w in candidates if t.id in after]
+    if not rest:
+        return
+    trial = MergeOutcome(cycle_id=cycle_id, main_before=outcome.main_before, main_after=outcome.main_before)
+    await _merge_all(ctx, worktree, cycle_id, rest, trial)
+    outcome.resolver_costs.update(trial.resolver_costs)
+    outcome.rejected.update(trial.rejected)
+    outcome.waiting.update(trial.waiting)
+    outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
+    if not trial.merged:
+        return
+    failure = gate.check(worktree)
+    outcome.merged.update(trial.merged)
+    if failure:
+        await _bisect(ctx, worktree, cycle_id, rest, outcome, gate, failure)
+
+
+async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]]) -> MergeOutcome:
+    """Merge passing branches, test the result, and advance main if allowed."""
+    main_before = ctx.repo.head()
+    outcome = MergeOutcome(cycle_id=cycle_id, main_before=main_before, main_after=main_before)
+    if not candidates:
+        return outcome
+    name = integration_name(cycle_id)
+    worktree = ctx.repo.add_worktree(name, ctx.branch(name), main_before)
+    gate = MergeGate(ctx, cycle_id, main_before)
+    try:
+        await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
+        failure = gate.check(worktree) if outcome.merged else ""
+        if failure:  # what is left after the search passed the gate, or is main as it was
+            await _bisect(ctx, worktree, cycle_id, candidates, outcome, gate, failure)
+        new_head = ctx.repo.head_of(worktree)
+        if new_head != main_before:
+            moved, reason = ctx.repo.advance_main(new_head, main_before)
+            outcome.main_updated, outcome.waiting_reason = moved, reason
+            if moved:
+                outcome.main_after = new_head
+                outcome.pushed = _push(ctx, outcome)
+    finally:
+        ctx.repo.remove_worktree(name, ctx.branch(name))
+    return outcome
+
+
+def _push(ctx: ProjectContext, outcome: MergeOutcome) -> bool:
+    if not (ctx.config.push and ctx.repo.has_remote()):
+        return False
+    try:
+        ctx.repo.push_main()
+    except GitError as exc:
+        outcome.waiting_reason = f"main advanced locally but the push failed: {exc}"
+        return False
+    return True

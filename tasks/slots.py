@@ -14,6 +14,7 @@ again after a few milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
@@ -29,21 +30,23 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitUpdate,
 )
 from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
-from prefect.concurrency._leases import amaintain_concurrency_lease
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
 from orchestrator.adapters import agent
 from orchestrator.adapters.agent import SlotWatch
+from orchestrator.adapters.internals import prefect_http
 from orchestrator.adapters.retry import Again, RetryPolicy, acall, retry_after_s
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
 
 logger = logging.getLogger(__name__)
 LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process
+RENEW_EVERY_S = LEASE_S / 3
 BUSY_RETRIES = 50
 LIMIT_ATTEMPTS = 5  # reads and writes of the limit, while other callers race this one
 # A full pool is asked again when the server says (Retry-After, else 1 s), for as long as it stays full.
 _FULL = RetryPolicy(attempts=None, base_s=1.0, factor=1.0)
+_RENEW = RetryPolicy(attempts=4, base_s=1.0)
 
 
 async def gate_agents(portfolio: PortfolioConfig) -> str:
@@ -116,16 +119,41 @@ async def agent_slot(pool: str, watch: SlotWatch | None = None) -> AsyncIterator
                     wait.enter_context(watch.waiting())
 
             lease = await _acquire(client, pool, full)
+        renewal = asyncio.ensure_future(_keep_renewing(client, pool, lease))
         try:
-            async with amaintain_concurrency_lease(lease, LEASE_S):
-                yield
+            yield
         finally:
+            renewal.cancel()
             with anyio.CancelScope(shield=True):  # a cancelled session still gives its slot back
                 try:
                     await _post(client, "decrement-with-lease", {"lease_id": str(lease)})
                 except (httpx.HTTPError, OSError) as exc:  # the session's work stands; the lease runs out
                     logger.warning("Could not give back slot %s of %s (it frees itself within %d s): %s",
                                    lease, pool, LEASE_S, exc)
+
+
+async def _keep_renewing(client: PrefectClient, pool: str, lease: UUID) -> None:
+    """Renew the lease every ``RENEW_EVERY_S`` (a third of its length) while the session runs.
+
+    A renewal that keeps failing is logged, not raised: the session's work
+    stands, and at worst the slot frees itself early.
+    """
+    while True:
+        await anyio.sleep(RENEW_EVERY_S)
+        try:
+            await acall(lambda: client.renew_concurrency_lease(lease, LEASE_S), _RENEW, _transient)
+        except Exception as exc:  # never the session's end: it runs on without the renewal
+            logger.warning("Could not renew slot %s of %s (it may free itself within %d s): %s",
+                           lease, pool, LEASE_S, exc)
+
+
+def _transient(outcome: object) -> Again | None:
+    """A lost connection or a server error: try again; anything else (a lease gone) is final."""
+    if isinstance(outcome, httpx.TransportError):
+        return Again()
+    if isinstance(outcome, PrefectHTTPStatusError) and outcome.response.status_code >= 500:
+        return Again()
+    return None
 
 
 async def _acquire(client: PrefectClient, pool: str, on_full: Callable[[], None]) -> UUID:
@@ -153,7 +181,7 @@ async def _post(client: PrefectClient, action: str, body: dict[str, Any]) -> htt
     Sent with httpx's own ``send`` on Prefect's client (its URL, auth and
     headers): Prefect's ``send`` sleeps 2 s after a 503 even with retries off.
     """
-    http = client._client
+    http = prefect_http(client)
 
     async def send() -> httpx.Response:
         request = http.build_request("POST", f"/v2/concurrency_limits/{action}", json=body)

@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import anyio
 import postgres
 import pytest
 from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 
 from deployments import control
 from deployments.server import Server, free_port, start_server
@@ -156,3 +158,43 @@ def test_a_server_whose_database_is_down_is_one_error_line(tmp_path: Path) -> No
     assert lines[0].startswith(f"Error: the Prefect server at {running.api_url}"), lines[0]
     assert "orch doctor" in lines[0]
     assert time.monotonic() - started < 240
+
+
+def test_a_held_slot_is_renewed_while_its_session_runs_and_given_back(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Leases are renewed through Prefect's public API: a live one renews cleanly, a lost one is told."""
+    from orchestrator.domain.config import load_portfolio
+    from tasks import slots
+
+    monkeypatch.setattr(slots, "RENEW_EVERY_S", 0.3)
+    renewed = []
+    renew = PrefectClient.renew_concurrency_lease
+
+    async def counted(client: PrefectClient, lease_id: UUID, lease_duration: float) -> object:
+        renewed.append(lease_id)  # the real request still goes to the server
+        return await renew(client, lease_id, lease_duration)
+
+    monkeypatch.setattr(PrefectClient, "renew_concurrency_lease", counted)
+    config = load_portfolio(str(portfolio(tmp_path / "host", "leases", cap=1)))
+    assert control.set_agent_limit(server.api_url, config) == ""
+
+    async def active() -> int:
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name(config.agent_pool)).active_slots
+
+    async def session() -> tuple[int, int]:
+        async with slots.agent_slot(config.agent_pool):
+            await anyio.sleep(1.5)  # a few renewals
+            during = await active()
+        return during, await active()
+
+    async def lost_lease() -> None:
+        async with get_client() as client:
+            with anyio.move_on_after(1):
+                await slots._keep_renewing(client, config.agent_pool, uuid4())
+
+    with control.api(server.api_url), caplog.at_level("WARNING", logger=slots.__name__):
+        assert anyio.run(session) == (1, 0)
+        assert len(renewed) >= 3 and "Could not renew" not in caplog.text
+        anyio.run(lost_lease)
+    assert "Could not renew" in caplog.text and "410" in caplog.text

@@ -36,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 
 from orchestrator.adapters.fences import KEEP_ENV, keeps, parse_kept
+from orchestrator.adapters.internals import bundled_claude_cli
 
 CLI_ENV = "ORCH_LEASHED_CLI"
 """Names the real CLI for the leash (set by the agent runtime)."""
@@ -52,10 +53,8 @@ def leash_path() -> Path | None:
 
 def real_cli() -> str | None:
     """The CLI the SDK would run: the one bundled with it, else ``claude`` on the PATH."""
-    import claude_agent_sdk
-
-    bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-    return str(bundled) if bundled.is_file() else shutil.which("claude")
+    bundled = bundled_claude_cli()
+    return str(bundled) if bundled is not None else shutil.which("claude")
 
 
 def allowed_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """The ``orch`` command line.
 
-Read commands (``cli_read``) open the config and SQLite and ask a Prefect
+Read commands (:mod:`.read`) open the config and SQLite and ask a Prefect
 server only when one is already up, so they answer at once; the commands
-that serve and deploy are in ``cli_serve``. Errors print one ``Error: ...``
+that serve and deploy are in :mod:`.serve`. Errors print one ``Error: ...``
 line and exit 1; ``--debug`` shows the traceback.
 """
 
@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer._click import exceptions as click_errors  # Typer bundles its own click
 
 from orchestrator.adapters.checks import failed_tests
+from orchestrator.adapters.internals import click_exceptions
 from orchestrator.adapters.timing import mark
-from orchestrator.cli import read as cli_read
-from orchestrator.cli import serve as cli_serve
-from orchestrator.cli import setup as cli_setup
-from orchestrator.cli.read import (  # there: cli_read cannot import cli
+from orchestrator.cli import read, serve, setup
+from orchestrator.cli.read import (  # there: read cannot import main
     ConfigOpt,
     ProjectOpt,
     _print_tasks,
@@ -269,15 +267,15 @@ def headline(reason: str, limit: int = 400) -> str:
     return head if len(head) <= limit else head[: limit - 3] + "..."
 
 
-# The read commands live in cli_read.py.
-for _command in (cli_read.status, cli_read.tasks, cli_read.cycles, cli_read.show, cli_read.costs):
+# The read commands live in read.py.
+for _command in (read.status, read.tasks, read.cycles, read.show, read.costs):
     app.command()(_command)
-# Those that run the portfolio through a Prefect server live in cli_serve.py.
-for _serve_command in (cli_serve.start, cli_serve.deploy, cli_serve.pause, cli_serve.resume,
-                       cli_serve.approve, cli_serve.reject):
+# Those that run the portfolio through a Prefect server live in serve.py.
+for _serve_command in (serve.start, serve.deploy, serve.pause, serve.resume,
+                       serve.approve, serve.reject):
     app.command()(_serve_command)
-# Those that set a user up (init, doctor) live in cli_setup.py.
-for _setup_command in (cli_setup.init, cli_setup.doctor):
+# Those that set a user up (init, doctor) live in setup.py.
+for _setup_command in (setup.init, setup.doctor):
     app.command()(_setup_command)
 
 
@@ -306,6 +304,7 @@ def _hide_expected_tracebacks() -> None:
 
 def main() -> None:
     """Entry point: every error, ours or a usage error, is one ``Error:`` line and a non-zero exit."""
+    click_errors = click_exceptions()
     try:
         code = app(standalone_mode=False)
     except click_errors.NoArgsIsHelpError:

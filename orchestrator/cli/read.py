@@ -4,7 +4,7 @@ Each loads the portfolio, asks :mod:`orchestrator.cli.reports` for plain data an
 renders it as Rich tables, or with ``--json`` as one JSON document on stdout
 for scripts. Only ``status`` asks Prefect anything: the next scheduled runs,
 when a Prefect server is up.
-cli.py registers these functions as commands.
+main.py registers these functions as commands.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 writes them into a portfolio file: a new one, or with ``--add`` an existing
 one. Nothing is written until the whole portfolio has validated; then the
 file is replaced atomically. ``doctor`` checks the machine and the portfolio
-(:mod:`orchestrator.cli.doctor`). cli.py registers these functions as commands.
+(:mod:`orchestrator.cli.doctor`). main.py registers these functions as commands.
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""The only places the orchestrator reaches inside a dependency, each with its reason.
+
+A private name can change in any release without notice. Each one used is
+wrapped here, checked for the shape we rely on, and covered by
+``tests/test_internals.py``, so an upgrade that moves it fails that test (and
+a user gets one clear error) instead of breaking a cycle quietly. The
+layering test lets no other module import a private module or read a private
+attribute of a dependency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from orchestrator.domain.errors import OrchestratorError
+
+
+def click_exceptions() -> ModuleType:
+    """The exceptions of the click Typer bundles (``typer._click``).
+
+    ``orch`` runs Typer with ``standalone_mode=False`` to turn usage errors
+    into one ``Error:`` line; those errors are instances of the bundled
+    click's classes, which Typer exports only in part (``BadParameter``).
+    """
+    from typer._click import exceptions
+
+    return exceptions
+
+
+def bundled_claude_cli() -> Path | None:
+    """The Claude Code CLI shipped inside claude-agent-sdk's wheel (``_bundled/claude``), if present.
+
+    The SDK finds it itself only when it starts the CLI; ``orch-leash``
+    stands between the two, so it must name the same binary.
+    """
+    import claude_agent_sdk
+
+    path = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+    return path if path.is_file() else None
+
+
+def prefect_http(client: Any) -> httpx.AsyncClient:
+    """The httpx client inside a Prefect client (``PrefectClient._client``).
+
+    The agent limit's slot requests go through it (Prefect's URL, auth,
+    headers and CSRF token) but with httpx's own ``send``: Prefect's waits
+    2 s after every 503, which a SQLite server answers to requests that
+    arrive together.
+    """
+    http = getattr(client, "_client", None)
+    if not isinstance(http, httpx.AsyncClient):
+        raise OrchestratorError(
+            f"this Prefect ({type(client).__module__}) keeps no httpx client at PrefectClient._client: "
+            "install the Prefect version pyproject.toml names")
+    return http

@@ -44,7 +44,7 @@ class ApprovalInput(RunInput):
     reason: str = Field(default="", description="Why. A rejection's reason is given to the next attempt.")
 
 
-async def gate(ctx: ProjectContext, cycle_id: str, stage: ApprovalStage, what: str) -> approval.Decision | None:
+async def ask_approval(ctx: ProjectContext, cycle_id: str, stage: ApprovalStage, what: str) -> approval.Decision | None:
     """The decision on ``stage`` of the cycle; None when the cycle must stop and wait.
 
     ``what`` is the markdown shown to the approver (the plan, or the branches to merge).

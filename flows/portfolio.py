@@ -16,7 +16,7 @@ from prefect.artifacts import acreate_table_artifact
 from flows.project_cycle import artifact_key, project_cycle
 from orchestrator.domain.config import find_config, load_portfolio
 from orchestrator.domain.models import CycleStatus, CycleSummary
-from tasks.slots import gate_agents
+from tasks.slots import set_agent_limit
 
 
 @flow(name="portfolio", log_prints=True)
@@ -25,7 +25,7 @@ async def portfolio(config: str | None = None) -> list[CycleSummary]:
     path = str(find_config(config).resolve())
     the_portfolio = load_portfolio(path)
     logger = get_run_logger()
-    if note := await gate_agents(the_portfolio):
+    if note := await set_agent_limit(the_portfolio):
         logger.warning(note)
     projects = the_portfolio.enabled_projects()
     cap = the_portfolio.max_total_workers

@@ -48,10 +48,10 @@ from tasks.judge import baseline, judge
 from tasks.merge import merge, publish
 from tasks.patrol import patrol, stop_if_failing, sync
 from tasks.plan import plan
-from tasks.slots import gate_agents
+from tasks.slots import set_agent_limit
 from tasks.work import work
 
-from .approval_gate import gate
+from .approval_gate import ask_approval
 from .notices import cycle_ended, notify
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ async def _guarded_cycle(project: str, config: str | None, cycle_id: str | None,
 async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None) -> CycleSummary:
     logger = get_run_logger()
     backlog.check_github(ctx.config, ctx.repo)
-    if note := await gate_agents(ctx.portfolio):
+    if note := await set_agent_limit(ctx.portfolio):
         logger.warning(note)
     start = cycle.begin(ctx, cycle_id, flow_run_id=str(flow_run.get_id() or ""))
     if start is None:
@@ -223,7 +223,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     note = f"planner failed: {the_plan.error}" if the_plan.error else the_plan.budget_stop
     if c.require_approval == "plan" and ctx.store.count_by_status()[TaskStatus.pending.value]:
         what = plan_file.read_text() if plan_file is not None else "No new plan: the pending tasks are worked on."
-        decision = await gate(ctx, cycle_id, ApprovalStage.plan, what)
+        decision = await ask_approval(ctx, cycle_id, ApprovalStage.plan, what)
         if decision is None:
             return cycle.summarize(ctx, cycle_id, CycleStatus.waiting, _waiting(ctx, cycle_id, ApprovalStage.plan))
         if not decision.approved:
@@ -233,7 +233,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     await progress.expect(2 * len(tasks))
     passing = await _work_and_judge(ctx, ref, cycle_id, base, tasks, progress)
     if passing and c.require_approval == "merge":
-        decision = await gate(ctx, cycle_id, ApprovalStage.merge, _merge_request(passing))
+        decision = await ask_approval(ctx, cycle_id, ApprovalStage.merge, _merge_request(passing))
         if decision is None:
             return cycle.summarize(ctx, cycle_id, CycleStatus.waiting, _waiting(ctx, cycle_id, ApprovalStage.merge))
         if not decision.approved:

@@ -11,6 +11,7 @@ from prefect.context import TaskRunContext
 from orchestrator.domain.models import MergeOutcome, Task, WorkResult
 from orchestrator.stages import pulls, refinery
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
+from tasks.slots import services
 
 
 def merge_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -26,7 +27,7 @@ async def merge(
     ref: ProjectRef, cycle_id: str, main_head: str, candidates: list[tuple[Task, WorkResult]]
 ) -> MergeOutcome:
     """Merge the passing branches into main through a tested integration."""
-    return await refinery.merge(ProjectContext.open(ref), cycle_id, candidates)
+    return await refinery.merge(ProjectContext.open(ref, services()), cycle_id, candidates)
 
 
 @task(name="publish", cache_key_fn=merge_key, persist_result=True, task_run_name="pull requests: {ref.project}")

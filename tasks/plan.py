@@ -10,6 +10,7 @@ from prefect.context import TaskRunContext
 from orchestrator.domain.models import Plan
 from orchestrator.stages import planner
 from orchestrator.stages.context import ProjectContext, ProjectRef
+from tasks.slots import services
 
 
 def plan_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -20,4 +21,4 @@ def plan_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 @task(name="plan", cache_key_fn=plan_key, persist_result=True, task_run_name="plan: {ref.project}")
 async def plan(ref: ProjectRef, cycle_id: str, base_commit: str) -> Plan:
     """Ask the planner for tasks when there is room for them."""
-    return await planner.plan(ProjectContext.open(ref), cycle_id, base_commit)
+    return await planner.plan(ProjectContext.open(ref, services()), cycle_id, base_commit)

@@ -32,12 +32,12 @@ from prefect.client.schemas.actions import (
 from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
-from orchestrator.adapters import agent
 from orchestrator.adapters.agent import SlotWatch
 from orchestrator.adapters.internals import prefect_http
 from orchestrator.adapters.retry import Again, RetryPolicy, acall, retry_after_s
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
+from orchestrator.stages.context import Services
 
 logger = logging.getLogger(__name__)
 LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process
@@ -49,26 +49,16 @@ _FULL = RetryPolicy(attempts=None, base_s=1.0, factor=1.0)
 _RENEW = RetryPolicy(attempts=4, base_s=1.0)
 
 
-async def gate_agents(portfolio: PortfolioConfig) -> str:
-    """Create or resize the portfolio's limit and make every session take a slot.
-
-    The limit is made here, before any session asks for a slot, and sessions
-    ask strictly: a missing limit is an error, not an unlimited pool. A
-    portfolio without ``max_total_workers`` has no limit: each project's
-    ``max_workers`` is its only bound. Returns a warning when the limit had
-    another size (hosts sharing the portfolio's name disagree), else ''.
-    """
-    note = await set_agent_limit(portfolio)
-    agent.use_gate(agent_slot if portfolio.max_total_workers is not None else None)
-    return note
-
-
 async def set_agent_limit(portfolio: PortfolioConfig) -> str:
     """Make the portfolio's limit exist with ``max_total_workers`` slots: the last writer wins.
 
-    Safe with any number of callers at once (cycles, hosts): a create that
-    meets one made meanwhile reads it again. A Prefect API failure is one
-    OrchestratorError naming the server. A portfolio without a cap has no limit.
+    Made before any session asks for a slot (every cycle calls this first),
+    as sessions ask strictly: a missing limit is an error, not an unlimited
+    pool. Safe with any number of callers at once (cycles, hosts): a create
+    that meets one made meanwhile reads it again. A Prefect API failure is one
+    OrchestratorError naming the server. A portfolio without a cap has no
+    limit. Returns a warning when the limit had another size (hosts sharing
+    the portfolio's name disagree), else ''.
     """
     name, size = portfolio.agent_pool, portfolio.max_total_workers
     if size is None:
@@ -106,6 +96,11 @@ async def _ensure_limit(client: PrefectClient, name: str, size: int) -> int | No
         return current.limit
     raise OrchestratorError(f"the agent limit {name!r} changed under {LIMIT_ATTEMPTS} attempts to set it to "
                             f"{size}: run again")
+
+
+def services() -> Services:
+    """What the tasks' project contexts use: this process's ledger, and slots of the agent limit."""
+    return Services(slots=agent_slot)
 
 
 @asynccontextmanager

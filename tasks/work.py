@@ -10,6 +10,7 @@ from prefect.context import TaskRunContext
 from orchestrator.domain.models import Task, WorkResult
 from orchestrator.stages import worker
 from orchestrator.stages.context import ProjectContext, ProjectRef
+from tasks.slots import services
 
 
 def work_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -21,4 +22,4 @@ def work_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 @task(name="work", cache_key_fn=work_key, persist_result=True, task_run_name="work: {task.title}")
 async def work(ref: ProjectRef, cycle_id: str, base_commit: str, task: Task) -> WorkResult:
     """Run one worker on its own branch and commit its change."""
-    return await worker.work(ProjectContext.open(ref), cycle_id, base_commit, task)
+    return await worker.work(ProjectContext.open(ref, services()), cycle_id, base_commit, task)

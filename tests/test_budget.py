@@ -16,7 +16,8 @@ from orchestrator.demo.scripted import ScriptedModel
 from orchestrator.domain.config import load_portfolio
 from orchestrator.domain.errors import BudgetReached
 from orchestrator.domain.models import BUDGET_WAITED, TaskStatus, TaskWait
-from orchestrator.stages.budget import CycleBudget, day_start
+from orchestrator.stages.budget import CycleBudget, SpendLedger, day_start
+from orchestrator.stages.context import ProjectContext, ProjectRef, Services
 
 CAPS = {"max_budget_per_plan": 0.05, "max_budget_per_task": 0.05, "max_budget_per_review": 0.05}
 
@@ -51,6 +52,21 @@ def test_the_day_cap_counts_today_only_and_says_when_it_resets(tmp_path: Path) -
     reached = caps.stop(0.25)
     assert reached is not None and reached.cap == "max_budget_per_day"
     assert reached.resets_at == (day_start() + timedelta(days=1)).isoformat(timespec="seconds")
+
+
+def test_a_context_passes_its_clock_and_ledger_to_the_caps(tmp_path: Path) -> None:
+    """Services come in through the project context: a clock just past midnight and a ledger of its own."""
+    config = sample_config(tmp_path, max_budget_per_day=1.0)
+    ref = ProjectRef(project="calc", config_path=str(config))
+    clock = lambda: datetime(2031, 5, 4, 0, 0, 1, tzinfo=UTC)  # noqa: E731
+    ctx = ProjectContext.open(ref, Services(ledger=SpendLedger(), clock=clock))
+    ctx.store.record_cost("late", "c0", None, "worker", "sonnet", 0.9)  # now, i.e. 2026: another day
+    with ctx.budget("c1").session("a", 0.7):
+        assert ctx.budget("c1").stop(0.3) is None  # 0.7 held + 0.3 fits the day of 2031-05-04
+        reached = ctx.budget("c1").stop(0.4)
+        assert reached is not None and reached.resets_at == "2031-05-05T00:00:00+00:00"
+        other = ProjectContext.open(ref, Services(ledger=SpendLedger(), clock=clock))
+        assert other.budget("c1").stop(1.0) is None  # its own ledger holds nothing
 
 
 def test_no_cap_means_no_stop(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     assert {r.key for r in workers} == set(tasks)
     assert model.max_in_flight() >= 2
 
-    # The branch that broke the tests was rejected by the gate and not merged.
+    # The branch that broke the tests was rejected by the checks and not merged.
     bad = tasks["Make add faster"]
     assert bad.status is TaskStatus.pending and bad.attempts == 1
     assert "tests pass on the base but fail on the branch" in bad.last_failure
@@ -103,7 +103,7 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     for role in ("planner", "worker", "judge"):
         assert summary.cost_by_role[role] == pytest.approx(model.cost_usd(role), abs=1e-9)
     assert store.total_cost() == pytest.approx(model.cost_usd(), abs=1e-9)
-    # The judge was never asked about the branch that failed the gate.
+    # The judge was never asked about the branch that failed the checks.
     assert {r.task for r in model.requests if r.role == "judge"} == {
         tasks["Add shout helper"].id, tasks["Add mean function"].id
     }

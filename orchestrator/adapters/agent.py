@@ -72,7 +72,7 @@ def session_uuid(*parts: object) -> str:
 
 
 class SpendGuard(Protocol):
-    """Holds a session's cap against the project's spend caps while it runs (see :mod:`.budget`)."""
+    """Holds a session's cap against the project's spend caps while it runs (see :mod:`orchestrator.stages.budget`)."""
 
     def session(self, session_id: str, cap_usd: float) -> AbstractContextManager[Callable[[float], None]]:
         """Raises BudgetReached if the session may not start; yields a setter for its final cost."""
@@ -80,11 +80,17 @@ class SpendGuard(Protocol):
 
 
 class SlotWatch(Protocol):
-    """Told while a session waits for a slot of the portfolio's agent cap (see :mod:`.capacity`)."""
+    """Told while a session waits for a slot of the portfolio's agent cap (see :mod:`orchestrator.stages.capacity`)."""
 
     def waiting(self) -> AbstractContextManager[object]:
         """Entered when the cap is full and the session has to wait; left once it has a slot."""
         ...
+
+
+AgentSlots = Callable[[str, SlotWatch | None], AbstractAsyncContextManager[object]]
+"""One slot of the named limit for the length of a session (the Prefect layer provides it)."""
+SlotHolder = Callable[[SlotWatch | None], AbstractAsyncContextManager[object]]
+"""One slot of the portfolio's limit for the length of a session."""
 
 
 @dataclass
@@ -108,8 +114,8 @@ class AgentSpec:
     config_dir: Path | None = None
     """CLAUDE_CONFIG_DIR for the CLI, unless the user set one: keeps transcripts together."""
     extra_env: dict[str, str] = field(default_factory=dict)
-    slot_pool: str = ""
-    """The portfolio-wide limit this session holds one slot of while it runs ('' = none)."""
+    slot: SlotHolder | None = None
+    """Holds one slot of the portfolio's agent limit while the session runs (None = no limit)."""
     slot_watch: SlotWatch | None = None
     """Records the session's wait when that limit is full, for the live line and status."""
     api_retries: int = 0
@@ -120,20 +126,6 @@ class AgentSpec:
     """The project's cycle and day caps; None = only ``max_budget_usd`` applies."""
     fence: Fence = field(default_factory=Fence)
     """The tools' environment and the paths the session may not read."""
-
-
-AgentGate = Callable[[str, SlotWatch | None], AbstractAsyncContextManager[object]]
-_gate: AgentGate | None = None
-
-
-def use_gate(gate: AgentGate | None) -> None:
-    """Make every session wait for a slot of its ``slot_pool`` before it starts.
-
-    The Prefect layer installs a global concurrency limit here; the core runs
-    ungated, so it tests without a server.
-    """
-    global _gate
-    _gate = gate
 
 
 def role_line(role: Role, task_id: str | None) -> str:
@@ -220,9 +212,9 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     failures that another try may get past.
     """
     # Waiting for a slot is not part of the session's timeout.
-    gate = _gate(spec.slot_pool, spec.slot_watch) if _gate is not None and spec.slot_pool else nullcontext()
+    slot = spec.slot(spec.slot_watch) if spec.slot is not None else nullcontext()
     asked = time.monotonic()
-    async with gate:
+    async with slot:
         mark("slot", spec.session_id or "", asked, time.monotonic())
         # Checked once the slot is ours: sessions that ended meanwhile have their costs in.
         held = spec.spend.session(spec.session_id or "", spec.max_budget_usd) if spec.spend else None

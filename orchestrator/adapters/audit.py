@@ -143,7 +143,7 @@ def verdict_markdown(task: Task, verdict: Verdict) -> str:
     review = verdict.review
     review_text = (
         f"{'Approved' if review.approve else 'Rejected'}: {review.summary}\n\n{_bullets(review.reasons)}"
-        if review else "Not run (the automated gate had already failed)."
+        if review else "Not run (the automated checks had already failed)."
     )
     return f"""# Verdict: {task.title}
 

@@ -5,8 +5,8 @@ Next to :mod:`.store`, this is the only other module that imports
 earlier schema is brought up to date by applying the ones it lacks, in order,
 each in its own transaction (``tests/test_store_migrations.py`` builds a
 store at each earlier step and opens it). Column types are SQLite's; what
-the columns mean is documented on the models of :mod:`.models` and
-:mod:`.state` that the store reads them into.
+the columns mean is documented on the models of :mod:`orchestrator.domain.models` and
+:mod:`orchestrator.domain.state` that the store reads them into.
 """
 
 from __future__ import annotations

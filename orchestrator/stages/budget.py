@@ -9,10 +9,13 @@ session can overshoot its own cap by one response, as the CLI checks after
 each). Running sessions are never stopped; a session that may not start
 raises :class:`BudgetReached`, and its task waits without spending an attempt.
 
-Only one cycle of a project runs at a time (see :mod:`.lock`), in one
-process, so the sessions in flight are known here: a ledger per project
-keeps each one's cap while it runs and its cost once it ends, until the
-flow records that cost in the store.
+Only one cycle of a project runs at a time (see :mod:`orchestrator.adapters.lock`), in one
+process, so the sessions in flight are known to that process: a
+:class:`SpendLedger` keeps each one's cap while it runs and its cost once it
+ends, until the flow records that cost in the store. Each step reopens its
+project, so the ledger comes with the project context (see
+:class:`~orchestrator.stages.context.Services`), one per process unless a
+test passes its own.
 """
 
 from __future__ import annotations
@@ -28,15 +31,41 @@ from orchestrator.adapters.store import Store
 from orchestrator.domain.config import ProjectConfig
 from orchestrator.domain.errors import BudgetReached
 
-_lock = threading.RLock()
-# Per store file: session id -> (cycle id, USD it may spend or did spend).
-_ledgers: dict[Path, dict[str, tuple[str, float]]] = {}
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def day_start(now: datetime | None = None) -> datetime:
     """Midnight UTC of ``now``'s day: where the per-day cap starts counting."""
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class SpendLedger:
+    """Sessions that ran in this process and whose cost is not in the store yet, per store file."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        # Per store file: session id -> (cycle id, USD it may spend or did spend).
+        self._sessions: dict[Path, dict[str, tuple[str, float]]] = {}
+
+    def in_flight(self, store: Store) -> dict[str, tuple[str, float]]:
+        """The project's sessions not recorded yet (those recorded meanwhile are dropped)."""
+        with self.lock:
+            sessions = self._sessions.setdefault(store.path, {})
+            for session_id in store.recorded_sessions(sessions):
+                sessions.pop(session_id, None)
+            return dict(sessions)
+
+    def hold(self, store: Store, session_id: str, cycle_id: str, usd: float) -> None:
+        """Count ``usd`` for the session: its cap while it runs, its cost once it ends."""
+        with self.lock:
+            self._sessions.setdefault(store.path, {})[session_id] = (cycle_id, usd)
+
+
+PROCESS_LEDGER = SpendLedger()
+"""The ledger of this process: every context opened here shares it unless given another."""
 
 
 @dataclass(frozen=True)
@@ -46,22 +75,15 @@ class CycleBudget:
     config: ProjectConfig
     store: Store
     cycle_id: str
-
-    def _in_flight(self) -> dict[str, tuple[str, float]]:
-        """Sessions of this project that ran here and are not recorded yet."""
-        with _lock:
-            ledger = _ledgers.setdefault(self.store.path, {})
-            recorded = self.store.recorded_sessions(ledger)
-            for session_id in recorded:
-                ledger.pop(session_id, None)
-            return dict(ledger)
+    ledger: SpendLedger = PROCESS_LEDGER
+    now: Callable[[], datetime] = utc_now
 
     def stop(self, cap_usd: float = 0.0) -> BudgetReached | None:
         """Why a session that may spend ``cap_usd`` must not start now, or None."""
         c = self.config
         if c.max_budget_per_cycle is None and c.max_budget_per_day is None:
             return None
-        flight = self._in_flight()
+        flight = self.ledger.in_flight(self.store)
         if c.max_budget_per_cycle is not None:
             spent = self.store.cycle_cost(self.cycle_id) + sum(
                 amount for cycle_id, amount in flight.values() if cycle_id == self.cycle_id)
@@ -70,7 +92,7 @@ class CycleBudget:
                     f"per-cycle cap ${c.max_budget_per_cycle:.2f} reached (spent or committed "
                     f"${spent:.4f}); it resets with the next cycle", cap="max_budget_per_cycle")
         if c.max_budget_per_day is not None:
-            start = day_start()
+            start = day_start(self.now())
             spent = self.store.cost_since(start.isoformat(timespec="seconds")) + sum(
                 amount for _, amount in flight.values())
             if spent + cap_usd > c.max_budget_per_day + 1e-9:
@@ -87,10 +109,10 @@ class CycleBudget:
 
         Raises BudgetReached (and records it for ``orch status``) when it may not start.
         """
-        with _lock:  # check and reserve as one step: parallel sessions cannot both pass
+        with self.ledger.lock:  # check and reserve as one step: parallel sessions cannot both pass
             reached = self.stop(cap_usd)
             if reached is None:
-                _ledgers.setdefault(self.store.path, {})[session_id] = (self.cycle_id, cap_usd)
+                self.ledger.hold(self.store, session_id, self.cycle_id, cap_usd)
         if reached is not None:
             self.store.set_budget_stop(str(reached), reached.resets_at or None)
             raise reached
@@ -98,5 +120,4 @@ class CycleBudget:
         try:
             yield lambda cost: final.__setitem__(0, cost)
         finally:
-            with _lock:
-                _ledgers.setdefault(self.store.path, {})[session_id] = (self.cycle_id, final[0])
+            self.ledger.hold(self.store, session_id, self.cycle_id, final[0])

@@ -8,14 +8,21 @@ boundary.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
 
-from orchestrator.adapters.agent import AgentSpec, effective_config_dir, session_uuid
+from orchestrator.adapters.agent import (
+    AgentSlots,
+    AgentSpec,
+    SlotHolder,
+    effective_config_dir,
+    session_uuid,
+)
 from orchestrator.adapters.fences import fence_for
 from orchestrator.adapters.git_repo import GitRepo
 from orchestrator.adapters.prompts import load_prompt
@@ -24,7 +31,7 @@ from orchestrator.adapters.secrets import remember
 from orchestrator.adapters.store import Store
 from orchestrator.domain.config import PortfolioConfig, ProjectConfig, load_portfolio
 from orchestrator.domain.models import Role, TaskType
-from orchestrator.stages.budget import CycleBudget
+from orchestrator.stages.budget import PROCESS_LEDGER, CycleBudget, SpendLedger, utc_now
 from orchestrator.stages.capacity import CycleSlotWatch
 
 T = TypeVar("T")
@@ -37,25 +44,39 @@ class ProjectRef(BaseModel):
     config_path: str
 
 
+@dataclass(frozen=True)
+class Services:
+    """What the steps of a process share beyond the project, passed in so tests pick their own."""
+
+    slots: AgentSlots | None = None
+    """Slots of the portfolio's agent limit (``max_total_workers``); None runs sessions without one."""
+    ledger: SpendLedger = PROCESS_LEDGER
+    """Sessions in flight against the spend caps (see :mod:`.budget`)."""
+    clock: Callable[[], datetime] = utc_now
+    """Now, in UTC: when the per-day cap resets."""
+
+
 @dataclass
 class ProjectContext:
-    """Config, state and repository of one project."""
+    """Config, state and repository of one project, and the services its steps use."""
 
     ref: ProjectRef
     portfolio: PortfolioConfig
     config: ProjectConfig
     store: Store
     repo: GitRepo
+    services: Services = field(default_factory=Services)
 
     @classmethod
-    def open(cls, ref: ProjectRef) -> ProjectContext:
+    def open(cls, ref: ProjectRef, services: Services | None = None) -> ProjectContext:
         portfolio = load_portfolio(ref.config_path)
         config = portfolio.project(ref.project)
         repo = GitRepo(config.path, config.main_branch)
         repo.ensure_excluded()
         remember(s.value for s in known_secrets(portfolio, config))  # redacted whatever their names
         store = Store.for_project(portfolio.data_dir, config.name)
-        return cls(ref=ref, portfolio=portfolio, config=config, store=store, repo=repo)
+        return cls(ref=ref, portfolio=portfolio, config=config, store=store, repo=repo,
+                   services=services or Services())
 
     @property
     def name(self) -> str:
@@ -117,7 +138,7 @@ class ProjectContext:
             output_model=output_model,
             session_id=session_uuid(self.name, cycle_id, task_id or "", role.value, attempt),
             config_dir=self.claude_config_dir,
-            slot_pool=self.portfolio.agent_pool if self.portfolio.max_total_workers else "",
+            slot=self._slot(),
             slot_watch=CycleSlotWatch(self.store, cycle_id),
             api_retries=c.api_retries,
             retry_base_s=c.api_retry_base_seconds,
@@ -125,15 +146,21 @@ class ProjectContext:
             fence=fence_for(self.portfolio, c, cwd, effective_config_dir(self.claude_config_dir)),
         )
 
+    def _slot(self) -> SlotHolder | None:
+        slots, pool = self.services.slots, self.portfolio.agent_pool
+        if slots is None or self.portfolio.max_total_workers is None:
+            return None
+        return lambda watch: slots(pool, watch)
+
     def budget(self, cycle_id: str) -> CycleBudget:
         """The project's spend caps as seen by one cycle."""
-        return CycleBudget(self.config, self.store, cycle_id)
+        return CycleBudget(self.config, self.store, cycle_id, self.services.ledger, self.services.clock)
 
 
-async def in_thread(ref: ProjectRef, fn: Callable[..., T], *args: Any) -> T:
+async def in_thread(ref: ProjectRef, fn: Callable[..., T], *args: Any, services: Services | None = None) -> T:
     """``fn(context, *args)`` in a worker thread, with a context opened there.
 
     For blocking work (network, git) off the event loop: a store's SQLite
     connection may only be used by the thread that opened it.
     """
-    return await anyio.to_thread.run_sync(lambda: fn(ProjectContext.open(ref), *args))
+    return await anyio.to_thread.run_sync(lambda: fn(ProjectContext.open(ref, services), *args))

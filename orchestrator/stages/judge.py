@@ -1,13 +1,13 @@
-"""The judge stage: a secret scan, an automated gate, then an AI review with the evidence.
+"""The judge stage: a secret scan, automated checks, then an AI review with the evidence.
 
-A branch that adds a secret (see :mod:`.secret_scan`) is rejected first: its
-tests do not run and no reviewer sees it. The gate fails closed. Tests that
+A branch that adds a secret (see :mod:`orchestrator.adapters.secret_scan`) is rejected first: its
+tests do not run and no reviewer sees it. The checks fail closed. Tests that
 pass on the base and fail on the branch reject the branch whatever the
 reviewer says; when the base fails too, the failing tests are compared by
 id, and any new one rejects the branch (as do failures that cannot be told
 apart); a test command that cannot run is a failure; lint that was clean on
 the base and fails on the branch is a failure. Only a branch through the
-gate is shown to the reviewer.
+checks is shown to the reviewer.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Baseline:
     return Baseline(commit=base_commit, tests=tests, lint=lint)
 
 
-def gate(base: Baseline, tests: CheckResult | None, lint: CheckResult | None) -> list[str]:
+def failed_checks(base: Baseline, tests: CheckResult | None, lint: CheckResult | None) -> list[str]:
     """Reasons the automated checks reject a branch (empty when they pass)."""
     reasons = []
     if tests is not None:
@@ -129,7 +129,7 @@ def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckRe
     ])
 
 
-def secret_gate(ctx: ProjectContext, work: WorkResult) -> list[str]:
+def leaked_secrets(ctx: ProjectContext, work: WorkResult) -> list[str]:
     """Why the branch may go no further because it adds a secret (empty when it adds none)."""
     head = work.commit or ctx.repo.head_of(ctx.repo.worktree_path(work.task_id))
     findings = scan_branch(ctx.repo, work.base_commit, head, known_secrets(ctx.portfolio, ctx.config))
@@ -143,7 +143,7 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
                       commit=work.commit or "", passed=False)
     # First, and every time (the secrets known may have changed since a verdict that waited):
     # a secret stops the branch before its tests run it or a reviewer is shown it.
-    leaks = await anyio.to_thread.run_sync(secret_gate, ctx, work)
+    leaks = await anyio.to_thread.run_sync(leaked_secrets, ctx, work)
     if leaks:
         return verdict.model_copy(update={"reasons": leaks})
     previous = ctx.store.verdict(task.id, work.attempt)
@@ -154,14 +154,14 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
     tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
     warnings = scope_warnings(ctx, worktree, work.base_commit)
     verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})
-    reasons = gate(base, tests, lint)
-    if reasons:  # the reviewer cannot overrule the gate, so do not pay for it
+    reasons = failed_checks(base, tests, lint)
+    if reasons:  # the reviewer cannot overrule the checks, so do not pay for it
         return verdict.model_copy(update={"reasons": reasons})
     return await _review(ctx, task, work, base, verdict)
 
 
 async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline, verdict: Verdict) -> Verdict:
-    """Ask the AI reviewer about a branch through the gate."""
+    """Ask the AI reviewer about a branch that passed the checks."""
     worktree = ctx.repo.worktree_path(task.id)
     tests, lint, warnings = verdict.tests, verdict.lint, verdict.scope_warnings
     spec = ctx.agent_spec(

@@ -1,6 +1,6 @@
 """Patrol: tidy up after dead runs and stop a project that keeps failing.
 
-A cycle patrols right after it takes the project's lock (see :mod:`.lock`),
+A cycle patrols right after it takes the project's lock (see :mod:`orchestrator.adapters.lock`),
 so no other cycle of the project is alive. The newest cycle still marked
 running is about to be re-entered and is left as it is; every older one, and
 every task or worktree that no live cycle holds, belongs to a run that died.

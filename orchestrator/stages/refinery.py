@@ -3,7 +3,7 @@
 Branches are merged into an integration worktree made from main, never in
 the user's checkout. A conflict goes to the resolver agent; conflict markers
 never get committed. The merged result is scanned for secrets and tested
-once as a whole (see :class:`MergeGate`); only if that fails does a binary
+once as a whole (see :class:`MergeCheck`); only if that fails does a binary
 search over the merges find the branch that fails it (see :func:`_bisect`),
 so what reaches main adds no secret and has passed the tests as merged, and
 N passing branches cost one test run, not N. Main then moves by fast-forward
@@ -93,7 +93,7 @@ async def _merge_all(
 
 
 class MergedTests:
-    """The test gate of a merged result: what main receives must pass as merged.
+    """The test check of a merged result: what main receives must pass as merged.
 
     Tests main already fails do not block a merge, compared by test id as the
     judge does; main's own failures are read once, and only when a merged
@@ -130,7 +130,7 @@ class MergedTests:
         return [] if result.passed else (result.failed_tests if result.ran else None)
 
 
-class MergeGate:
+class MergeCheck:
     """What main may receive: a merged result that adds no secret and passes its tests as merged."""
 
     def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
@@ -138,7 +138,7 @@ class MergeGate:
         self.tests = MergedTests(ctx, cycle_id, main_before)
         self.secrets = known_secrets(ctx.portfolio, ctx.config)
 
-    def check(self, worktree: Path) -> str:
+    def failure(self, worktree: Path) -> str:
         """Why the merged result in ``worktree`` may not reach main ('' when it may).
 
         The secret scan comes first: it costs one diff, and a result that adds a
@@ -155,13 +155,13 @@ class MergeGate:
 
 async def _bisect(
     ctx: ProjectContext, worktree: Path, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
-    outcome: MergeOutcome, gate: MergeGate, failure: str,
+    outcome: MergeOutcome, check: MergeCheck, failure: str,
 ) -> None:
-    """The merged result fails its gate: keep the longest passing start of it.
+    """The merged result fails its check: keep the longest passing start of it.
 
     The merges made one after another form a chain; a binary search over it
     (each step checks the chain up to one merge, reusing its commits, so no
-    conflict is resolved twice) finds the first merge that fails the gate: one
+    conflict is resolved twice) finds the first merge that fails the check: one
     that adds a secret or breaks the tests. That branch is sent back; the
     branches after it are merged again onto the passing part and checked once,
     and searched the same way if that fails.
@@ -171,7 +171,7 @@ async def _bisect(
     while bad - good > 1:
         middle = (good + bad) // 2
         ctx.repo.reset_worktree_to(worktree, chain[middle][1])
-        why = gate.check(worktree)
+        why = check.failure(worktree)
         if not why:
             good = middle
         else:
@@ -192,10 +192,10 @@ async def _bisect(
     outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
     if not trial.merged:
         return
-    failure = gate.check(worktree)
+    failure = check.failure(worktree)
     outcome.merged.update(trial.merged)
     if failure:
-        await _bisect(ctx, worktree, cycle_id, rest, outcome, gate, failure)
+        await _bisect(ctx, worktree, cycle_id, rest, outcome, check, failure)
 
 
 async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]]) -> MergeOutcome:
@@ -206,12 +206,12 @@ async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task,
         return outcome
     name = integration_name(cycle_id)
     worktree = ctx.repo.add_worktree(name, ctx.branch(name), main_before)
-    gate = MergeGate(ctx, cycle_id, main_before)
+    check = MergeCheck(ctx, cycle_id, main_before)
     try:
         await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
-        failure = gate.check(worktree) if outcome.merged else ""
-        if failure:  # what is left after the search passed the gate, or is main as it was
-            await _bisect(ctx, worktree, cycle_id, candidates, outcome, gate, failure)
+        failure = check.failure(worktree) if outcome.merged else ""
+        if failure:  # what is left after the search passed the check, or is main as it was
+            await _bisect(ctx, worktree, cycle_id, candidates, outcome, check, failure)
         new_head = ctx.repo.head_of(worktree)
         if new_head != main_before:
             moved, reason = ctx.repo.advance_main(new_head, main_before)

@@ -12,7 +12,7 @@ from orchestrator.adapters.checks import run_check
 from orchestrator.adapters.git_repo import init_repo
 from orchestrator.domain.models import Baseline
 from orchestrator.stages.context import ProjectContext, ProjectRef
-from orchestrator.stages.judge import gate
+from orchestrator.stages.judge import failed_checks
 from orchestrator.stages.refinery import MergedTests
 
 pytestmark = pytest.mark.guarantee
@@ -48,15 +48,15 @@ def test_failing_tests_are_read_from_real_runs(tmp_path: Path, command: str, ids
 def test_old_failures_do_not_block_and_new_ones_do(tmp_path: Path) -> None:
     base = Baseline(commit="b", tests=checked(tmp_path / "base", UNITTEST, "test_b"))
     same = checked(tmp_path / "same", UNITTEST, "test_b")
-    assert gate(base, same, None) == []
+    assert failed_checks(base, same, None) == []
     worse = checked(tmp_path / "worse", UNITTEST, "test_b", "test_c")
-    assert gate(base, worse, None) == ["tests that pass on the base fail on the branch: test_c (test_x.T.test_c)"]
+    assert failed_checks(base, worse, None) == ["tests that pass on the base fail on the branch: test_c (test_x.T.test_c)"]
 
 
 def test_failures_that_cannot_be_told_apart_fail_closed(tmp_path: Path) -> None:
     opaque = "echo something broke; exit 1"
     base = Baseline(commit="b", tests=run_check(opaque, tmp_path, 60))
-    [reason] = gate(base, run_check(opaque, tmp_path, 60), None)
+    [reason] = failed_checks(base, run_check(opaque, tmp_path, 60), None)
     assert "cannot be told apart" in reason
 
 

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.demo.scripted import Scenario, Script, bash, read, structured, text, tool, write
 
 PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2

@@ -15,7 +15,7 @@ from typing import cast
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.project_cycle import project_cycle
-from orchestrator.domain.config import find_config, load_portfolio
+from orchestrator.adapters.portfolio_file import find_config, load_portfolio
 
 FLOW_NAME = "project-cycle"
 

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
 from flows.project_cycle import artifact_key, project_cycle
-from orchestrator.domain.config import find_config, load_portfolio
+from orchestrator.adapters.portfolio_file import find_config, load_portfolio
 from orchestrator.domain.models import CycleStatus, CycleSummary
 from tasks.slots import set_agent_limit
 

@@ -28,9 +28,10 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 
 from orchestrator.adapters.lock import CycleLock
+from orchestrator.adapters.portfolio_file import find_config
 from orchestrator.adapters.timing import span
 from orchestrator.adapters.webhooks import Event
-from orchestrator.domain.config import find_config
+from orchestrator.domain.config import slug
 from orchestrator.domain.models import (
     ApprovalStage,
     Baseline,
@@ -38,11 +39,10 @@ from orchestrator.domain.models import (
     CycleSummary,
     MergeOutcome,
     Task,
-    TaskStatus,
     Verdict,
     WorkResult,
 )
-from orchestrator.stages import approval, backlog, cycle
+from orchestrator.stages import approval, backlog, budget, cycle, planner
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 from tasks.judge import baseline, judge
 from tasks.merge import merge, publish
@@ -59,8 +59,7 @@ T = TypeVar("T")
 
 def artifact_key(kind: str, project: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
-    slug = "".join(c if c.isalnum() else "-" for c in project.lower()).strip("-")
-    return f"{kind}-{slug}"
+    return f"{kind}-{slug(project)}"
 
 
 # Runs are named after their project, so the UI's run lists read by project.
@@ -123,8 +122,6 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     logger.info("%s cycle %s of %s from %s", "Resuming" if start.resumed else "Starting",
                 start.cycle_id, ctx.name, start.base_commit[:12])
     before = ctx.store.state()
-    if not start.resumed:
-        ctx.store.set_budget_stop("", None)  # a new cycle: the per-cycle cap starts again
     try:
         summary = await _run(ctx, ref, start)
     except Exception as exc:
@@ -137,11 +134,8 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     cycle.finish(ctx, summary)
     await _publish_summary(ctx, summary)
     await cycle_ended(ctx, summary)
-    after = ctx.store.state()
-    # A day's cap is announced once, not by every cycle it stops until midnight.
-    known = bool(before.budget_stop) and after.budget_resets_at and before.budget_resets_at == after.budget_resets_at
-    if after.budget_stop and not known:
-        await notify(ctx, Event.budget_reached, f"Budget reached: {after.budget_stop}", {"cycle": summary.cycle_id})
+    if stop := budget.newly_reached(before, ctx.store.state()):
+        await notify(ctx, Event.budget_reached, f"Budget reached: {stop}", {"cycle": summary.cycle_id})
     reason = await stop_if_failing(ctx)
     if reason:
         logger.warning("Project %s paused: %s", ctx.name, reason)
@@ -200,13 +194,8 @@ async def _recorded(progress: Progress, step: Awaitable[T], record: Callable[[T]
 
 async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) -> CycleSummary:
     cycle_id, base = start.cycle_id, start.base_commit
-    c = ctx.config
-    if not start.resumed:
-        cheapest = min(c.max_budget_per_plan, c.max_budget_per_task, c.max_budget_per_review)
-        reached = ctx.budget(cycle_id).stop(cheapest)
-        if reached is not None:  # not even one session fits: nothing is claimed or planned
-            ctx.store.set_budget_stop(str(reached), reached.resets_at or None)
-            return cycle.summarize(ctx, cycle_id, CycleStatus.budget, str(reached))
+    if not start.resumed and (reached := ctx.budget(cycle_id).open_cycle()) is not None:
+        return cycle.summarize(ctx, cycle_id, CycleStatus.budget, str(reached))
     progress = Progress(ctx)
     await progress.start()
     with span("step", "plan"):
@@ -214,14 +203,14 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     await progress.step()
     if the_plan.error:
         get_run_logger().warning("The planner failed: %s", the_plan.error)
-    plan_file = cycle.record_plan(ctx, the_plan)
+    plan_file = planner.adopt(ctx, the_plan)
     if plan_file is not None:  # the artifact shows the same document as the audit trail
         await acreate_markdown_artifact(
             key=artifact_key("plan", ctx.name), markdown=plan_file.read_text(),
             description=f"Plan of cycle {cycle_id}",
         )
     note = f"planner failed: {the_plan.error}" if the_plan.error else the_plan.budget_stop
-    if c.require_approval == "plan" and ctx.store.count_by_status()[TaskStatus.pending.value]:
+    if approval.asks(ctx, ApprovalStage.plan):
         what = plan_file.read_text() if plan_file is not None else "No new plan: the pending tasks are worked on."
         decision = await ask_approval(ctx, cycle_id, ApprovalStage.plan, what)
         if decision is None:
@@ -232,7 +221,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
     await progress.expect(2 * len(tasks))
     passing = await _work_and_judge(ctx, ref, cycle_id, base, tasks, progress)
-    if passing and c.require_approval == "merge":
+    if approval.asks(ctx, ApprovalStage.merge, len(passing)):
         decision = await ask_approval(ctx, cycle_id, ApprovalStage.merge, _merge_request(passing))
         if decision is None:
             return cycle.summarize(ctx, cycle_id, CycleStatus.waiting, _waiting(ctx, cycle_id, ApprovalStage.merge))

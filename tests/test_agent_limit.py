@@ -108,7 +108,7 @@ def test_many_callers_at_once_all_succeed_and_make_one_limit(server: Server, tmp
 def test_hosts_that_disagree_last_writer_wins_and_is_told(server: Server, tmp_path: Path) -> None:
     first = portfolio(tmp_path / "a", "shared", cap=2, project="a")
     second = portfolio(tmp_path / "b", "shared", cap=5, project="b")
-    from orchestrator.domain.config import load_portfolio
+    from orchestrator.adapters.portfolio_file import load_portfolio
 
     assert control.set_agent_limit(server.api_url, load_portfolio(first)) == ""
     note = control.set_agent_limit(server.api_url, load_portfolio(second))
@@ -163,7 +163,7 @@ def test_a_server_whose_database_is_down_is_one_error_line(tmp_path: Path) -> No
 def test_a_held_slot_is_renewed_while_its_session_runs_and_given_back(
         server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Leases are renewed through Prefect's public API: a live one renews cleanly, a lost one is told."""
-    from orchestrator.domain.config import load_portfolio
+    from orchestrator.adapters.portfolio_file import load_portfolio
     from tasks import slots
 
     monkeypatch.setattr(slots, "RENEW_EVERY_S", 0.3)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from orch_cli import orch
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.store import Store
 from orchestrator.demo.scripted import Scenario, ScriptedModel, bash, structured, text, write
 from orchestrator.domain.models import Task, TaskStatus

@@ -10,10 +10,10 @@ from cycles import run_cycle, sample_config, use_model
 from orch_cli import orch
 from webhook_receiver import WebhookReceiver
 
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario
 from orchestrator.demo.scripted import ScriptedModel
-from orchestrator.domain.config import load_portfolio
 from orchestrator.domain.errors import BudgetReached
 from orchestrator.domain.models import BUDGET_WAITED, TaskStatus, TaskWait
 from orchestrator.stages.budget import CycleBudget, SpendLedger, day_start

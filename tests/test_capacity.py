@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.store import Store
 from orchestrator.domain.config import portfolio_from_dict
 from orchestrator.stages.capacity import CycleSlotWatch, cap_note

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from orch_cli import orch
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
 from orchestrator.demo.scripted import ScriptedModel

@@ -13,13 +13,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.domain.config import (
-    CONFIG_ENV,
-    PortfolioConfig,
-    ProjectConfig,
-    load_portfolio,
-    portfolio_from_dict,
-)
+from orchestrator.adapters.portfolio_file import CONFIG_ENV, load_portfolio
+from orchestrator.domain.config import PortfolioConfig, ProjectConfig, portfolio_from_dict
 from orchestrator.domain.errors import ConfigError
 
 # The example from the seed's README, byte for byte except "path".

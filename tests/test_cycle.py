@@ -164,8 +164,8 @@ def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
         assert all(t.waiting is TaskWait.merge for t in waiting.values())
         assert first.merged == [] and git(project, "rev-parse", "HEAD").strip() == main_before
         assert (project / "stats.py").read_text() == "# the user's draft, not committed\n"
+        from orchestrator.adapters.portfolio_file import load_portfolio
         from orchestrator.cli.reports import status_rows
-        from orchestrator.domain.config import load_portfolio
         assert "stats.py" in status_rows(load_portfolio(config), {})[0].merge_waiting
 
         (project / "stats.py").unlink()  # the user is done with it

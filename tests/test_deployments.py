@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from deployments.from_portfolio import project_deployments
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 
 
 def test_one_deployment_per_enabled_project_with_its_interval(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from orch_cli import orch
 from test_bad_input import snapshot
 
 from deployments.server import free_port
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 
 CALC = "def add(a, b):\n    return a + b\n"
 TESTS = ("import unittest\n\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n"

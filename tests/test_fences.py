@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from orchestrator.adapters.agent import AgentSpec, run_agent, session_uuid
 from orchestrator.adapters.fences import fence_for
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.demo.scripted import Scenario, ScriptedModel, bash, read, structured, tool
 from orchestrator.domain.config import portfolio_from_dict
 from orchestrator.domain.models import Role

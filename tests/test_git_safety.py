@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.git_repo import GitRepo, init_repo
+from orchestrator.adapters.git_commands import init_repo
+from orchestrator.adapters.git_repo import GitRepo
 from orchestrator.domain.errors import GitError
 
 pytestmark = pytest.mark.guarantee

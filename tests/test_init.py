@@ -14,9 +14,10 @@ import pytest
 from orch_cli import orch
 from test_bad_input import snapshot
 
-from orchestrator.adapters.git_repo import GitRepo, init_repo
+from orchestrator.adapters.git_commands import init_repo
+from orchestrator.adapters.git_repo import GitRepo
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.demo.scripted import Scenario, ScriptedModel, structured, write
-from orchestrator.domain.config import load_portfolio
 
 PYTHON = "python3" if shutil.which("python3") else "python"
 CALC = "def add(a, b):\n    return a + b\n"

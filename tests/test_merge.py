@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.store import Store
 from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured, write
 from orchestrator.domain.models import TaskStatus

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.domain.models import Task, TaskStatus
 from orchestrator.stages.context import ProjectContext, ProjectRef
 from orchestrator.stages.patrol import patrol, pause_if_failing

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.domain.models import MergeOutcome, Task, WorkResult
 from orchestrator.stages.context import ProjectContext, ProjectRef
 from orchestrator.stages.refinery import merge

@@ -19,7 +19,8 @@ import pytest
 from orch_cli import orch
 
 from deployments import server
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.adapters.store import Store
 from orchestrator.cli.reports import (
     CostDimension,
@@ -28,7 +29,6 @@ from orchestrator.cli.reports import (
     cycle_story,
     status_rows,
 )
-from orchestrator.domain.config import load_portfolio
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
     CycleStatus,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cycles import artifacts_and_logs, bare_origin, git, run_cycle, sample_config, use_model
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.secret_scan import (
     Finding,
     known_secrets,

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator.adapters.git_repo import GitRepo, branches
+from orchestrator.adapters.git_commands import branches
+from orchestrator.adapters.git_repo import GitRepo
 from orchestrator.domain.errors import ConfigError, GitError
 
 __all__ = ["Detection", "detect", "project_name"]

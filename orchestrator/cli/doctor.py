@@ -26,7 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 from orchestrator.adapters.checks import run_check
 from orchestrator.adapters.git_repo import GitRepo
 from orchestrator.adapters.leash import leash_path, real_cli
-from orchestrator.domain.config import PortfolioConfig, ProjectConfig, find_config, load_portfolio
+from orchestrator.adapters.portfolio_file import find_config, load_portfolio
+from orchestrator.domain.config import PortfolioConfig, ProjectConfig
 from orchestrator.domain.errors import ConfigError, GitError
 from orchestrator.domain.models import CheckResult
 

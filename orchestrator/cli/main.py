@@ -55,8 +55,8 @@ def _options(debug: Annotated[bool, typer.Option("--debug", help="Show traceback
 
 def _store(project: str, config: str | None, check_repo: bool = False):
     from orchestrator.adapters.git_repo import GitRepo
+    from orchestrator.adapters.portfolio_file import load_portfolio
     from orchestrator.adapters.store import Store
-    from orchestrator.domain.config import load_portfolio
 
     portfolio = load_portfolio(config)
     project_config = portfolio.project(project)
@@ -73,8 +73,8 @@ def _store(project: str, config: str | None, check_repo: bool = False):
 
 def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSummary:
     """One cycle of ``project`` through the ``project-cycle`` flow, with a live progress line."""
+    from orchestrator.adapters.portfolio_file import load_portfolio
     from orchestrator.cli.progress import live_progress
-    from orchestrator.domain.config import load_portfolio
 
     store = _store(project, config, check_repo=True)  # before Prefect starts
     use_running_server(store.path.parent)
@@ -217,7 +217,7 @@ def add_task(project: ProjectOpt, title: Annotated[str, typer.Option(help="Short
              priority: Annotated[int, typer.Option(min=1, max=5, help="1 is most urgent.")] = 3,
              config: ConfigOpt = None) -> None:
     """Add a task by hand; the next cycle works on it."""
-    from orchestrator.domain.config import load_portfolio
+    from orchestrator.adapters.portfolio_file import load_portfolio
 
     if not title.strip():
         raise OrchestratorError("--title must not be empty")

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.cli.reports import (
     CostDimension,
     CostReport,
@@ -32,7 +33,7 @@ from orchestrator.cli.reports import (
     open_store,
     status_rows,
 )
-from orchestrator.domain.config import PortfolioConfig, load_portfolio
+from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
 from orchestrator.domain.models import Task, TaskStatus
 

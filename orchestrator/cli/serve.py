@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.adapters.store import Store
 from orchestrator.cli.read import ConfigOpt, ProjectOpt
-from orchestrator.domain.config import PortfolioConfig, load_portfolio
+from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
 
 console = Console()

@@ -22,10 +22,11 @@ from rich.console import Console
 from rich.text import Text
 
 from orchestrator.adapters.git_repo import GitRepo
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.cli.detect import Detection, detect
 from orchestrator.cli.doctor import diagnose
 from orchestrator.cli.read import ConfigOpt
-from orchestrator.domain.config import ProjectConfig, load_portfolio, portfolio_from_dict
+from orchestrator.domain.config import ProjectConfig, portfolio_from_dict
 from orchestrator.domain.errors import ConfigError, GitError
 
 DEFAULT_CONFIG = Path("orch.json")

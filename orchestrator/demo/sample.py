@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from orchestrator.adapters.git_repo import init_repo
+from orchestrator.adapters.git_commands import init_repo
 from orchestrator.demo.scripted import Scenario, bash, edit, read, structured, text, tool, write
 from orchestrator.domain.errors import OrchestratorError
 from orchestrator.domain.models import CycleStatus, CycleSummary

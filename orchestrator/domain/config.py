@@ -9,8 +9,6 @@ and the field.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -27,24 +25,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orchestrator.domain.config_errors import describe, json_type
 from orchestrator.domain.errors import ConfigError
 
 __all__ = [
-    "CONFIG_ENV",
-    "DEFAULT_CONFIG_PATHS",
     "LOG_LEVELS",
     "PortfolioConfig",
     "ProjectConfig",
-    "find_config",
-    "load_portfolio",
     "portfolio_from_dict",
 ]
-
-CONFIG_ENV = "ORCH_CONFIG"
-"""Environment variable naming the portfolio file when no path is given."""
-
-DEFAULT_CONFIG_PATHS = (Path("orch.json"), Path("config/portfolio.json"))
-"""Files tried, relative to the current directory, when nothing else names one."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 """Accepted values of ``log_level`` (case-insensitive in the file)."""
@@ -52,22 +41,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # A project name becomes a file name (its SQLite store) and a Prefect
 # deployment name, so it is kept to characters safe in both.
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-# Error types raised by the validators below; their messages already say
-# what the value was, so the renderer does not append it again.
-_OWN_ERRORS = frozenset(
-    {
-        "empty_path",
-        "git_ref",
-        "project_name",
-        "path",
-        "missing_backlog_file",
-        "log_level",
-        "duplicate_name",
-        "github_repo",
-        "url",
-        "env_name",
-    }
-)
 _GITHUB_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 # Characters git refuses anywhere in a ref (see git-check-ref-format).
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -425,8 +398,7 @@ class PortfolioConfig(BaseModel):
     @property
     def agent_pool(self) -> str:
         """Name of the Prefect global concurrency limit of ``max_total_workers`` agent slots."""
-        slug = "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-") or "default"
-        return f"orch-agents-{slug}"
+        return f"orch-agents-{slug(self.name) or 'default'}"
 
     def webhook_for(self, project: ProjectConfig) -> str | None:
         """Where ``project``'s notices go: its own webhook, else the portfolio's."""
@@ -437,6 +409,11 @@ class PortfolioConfig(BaseModel):
         return sorted((p for p in self.projects if p.enabled), key=lambda p: (p.priority, p.name))
 
 
+def slug(name: str) -> str:
+    """``name`` in lowercase letters, digits and dashes: what Prefect's limit and artifact keys allow."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
 def portfolio_from_dict(data: dict[str, Any], source: Path) -> PortfolioConfig:
     """Validate a parsed portfolio as if it had been read from ``source``.
 
@@ -445,101 +422,10 @@ def portfolio_from_dict(data: dict[str, Any], source: Path) -> PortfolioConfig:
     """
     source = Path(source).expanduser().absolute()
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a JSON object, not {_json_type(data)}")
+        raise ConfigError(f"{source}: the top level must be a JSON object, not {json_type(data)}")
     try:
         portfolio = PortfolioConfig.model_validate(data, context={"base_dir": source.parent})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc, data)}") from exc
+        raise ConfigError(f"{source}: {describe(exc, data)}") from exc
     portfolio._source = source
     return portfolio
-
-
-def find_config(path: str | Path | None = None) -> Path:
-    """The portfolio file to use: ``path``, else $ORCH_CONFIG, else a default file.
-
-    The returned path may not exist when it was named explicitly; the loader
-    reports that. Raises ConfigError when nothing names a file.
-    """
-    if path is not None and str(path):
-        return Path(path).expanduser()
-    env = os.environ.get(CONFIG_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    for candidate in DEFAULT_CONFIG_PATHS:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(
-        f"no config file: pass --config FILE, set {CONFIG_ENV}, or create ./orch.json"
-    )
-
-
-def load_portfolio(path: str | Path | None = None) -> PortfolioConfig:
-    """Read and validate a portfolio file (see :func:`find_config` for lookup)."""
-    source = find_config(path).absolute()
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{source}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from exc
-    return portfolio_from_dict(data, source)
-
-
-def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
-    """Render pydantic's errors as one line: the first in full, then a count."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    text = f"{_location(first['loc'], data)}: {_message(first)}"
-    if len(errors) > 1:
-        text += f" (and {len(errors) - 1} more)"
-    return text
-
-
-def _location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    """``('projects', 0, 'max_workers')`` -> ``projects[0] (my-app).max_workers``."""
-    out = ""
-    node: Any = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            name = node.get("name") if isinstance(node, dict) else None
-            if isinstance(name, str) and name:
-                out += f" ({name})"
-        else:
-            out += f".{part}" if out else part
-            node = node.get(part) if isinstance(node, dict) else None
-    return out or "(top level)"
-
-
-def _message(error: Any) -> str:
-    """A short lowercase message; the offending value when it helps."""
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "greater_than":
-        return f"must be greater than {ctx.get('gt')}"
-    if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}"
-    msg = str(error["msg"])
-    msg = msg.removeprefix("Value error, ")
-    msg = msg[:1].lower() + msg[1:]
-    value = error.get("input")
-    # Our own messages already quote the value; pydantic's type errors do not.
-    if kind not in _OWN_ERRORS and (isinstance(value, str | int | float | bool) or value is None):
-        msg += f" (got {json.dumps(value)[:60]})"
-    return msg

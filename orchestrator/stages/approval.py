@@ -106,24 +106,30 @@ def blocking(ctx: ProjectContext, flow_run_id: str) -> Approval | None:
     return None
 
 
+def asks(ctx: ProjectContext, stage: ApprovalStage, passing: int = 0) -> bool:
+    """Whether the cycle stops at ``stage`` for a person: only when ``require_approval`` names it
+    and there is something to decide (pending tasks to work on; ``passing`` branches to merge)."""
+    if ctx.config.require_approval != stage:
+        return False
+    if stage is ApprovalStage.plan:
+        return ctx.store.count_by_status()[TaskStatus.pending.value] > 0
+    return passing > 0
+
+
 def reject_plan(ctx: ProjectContext, cycle_id: str, decision: Decision) -> None:
     """The plan was turned down: its new tasks fail with the reason, so it is not planned again as is."""
-    from orchestrator.stages.cycle import planned_tasks
-
     why = f"plan rejected ({decision.decided_by}): {decision.reason or 'no reason given'}"
-    for task in planned_tasks(ctx, cycle_id):
+    for task in ctx.store.tasks_of(ctx.store.get_cycle(cycle_id).planned):
         if task.status is TaskStatus.pending:
             ctx.store.update_task(task.id, status=TaskStatus.failed, last_failure=why)
 
 
 def reject_merge(ctx: ProjectContext, task_ids: list[str], decision: Decision) -> None:
     """The merge was turned down: each branch goes back with the reason for its next attempt."""
-    from orchestrator.stages.cycle import send_back
-
     why = f"merge rejected ({decision.decided_by}): {decision.reason or 'no reason given'}"
     for task in ctx.store.tasks_of(task_ids):
         if task.status is TaskStatus.in_progress:
-            send_back(ctx, task, why)
+            ctx.send_back(task, why)
 
 
 def describe(asked: Approval) -> str:

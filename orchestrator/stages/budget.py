@@ -30,6 +30,7 @@ from pathlib import Path
 from orchestrator.adapters.store import Store
 from orchestrator.domain.config import ProjectConfig
 from orchestrator.domain.errors import BudgetReached
+from orchestrator.domain.state import ProjectState
 
 
 def utc_now() -> datetime:
@@ -103,6 +104,18 @@ class CycleBudget:
                     cap="max_budget_per_day", resets_at=resets)
         return None
 
+    def open_cycle(self) -> BudgetReached | None:
+        """A new cycle starts: the per-cycle stop is cleared, then why not even its cheapest session fits.
+
+        When none fits, nothing is claimed or planned, and the stop is recorded for ``orch status``.
+        """
+        self.store.set_budget_stop("", None)
+        c = self.config
+        reached = self.stop(min(c.max_budget_per_plan, c.max_budget_per_task, c.max_budget_per_review))
+        if reached is not None:
+            self.store.set_budget_stop(str(reached), reached.resets_at or None)
+        return reached
+
     @contextmanager
     def session(self, session_id: str, cap_usd: float) -> Iterator[Callable[[float], None]]:
         """Hold ``cap_usd`` for a session while it runs; yields a setter for its final cost.
@@ -121,3 +134,10 @@ class CycleBudget:
             yield lambda cost: final.__setitem__(0, cost)
         finally:
             self.ledger.hold(self.store, session_id, self.cycle_id, final[0])
+
+
+def newly_reached(before: ProjectState, after: ProjectState) -> str:
+    """The budget stop a cycle should announce ('' for none): a day's cap once, not by every
+    cycle it stops until midnight."""
+    known = bool(before.budget_stop) and after.budget_resets_at and before.budget_resets_at == after.budget_resets_at
+    return after.budget_stop if after.budget_stop and not known else ""

@@ -25,12 +25,13 @@ from orchestrator.adapters.agent import (
 )
 from orchestrator.adapters.fences import fence_for
 from orchestrator.adapters.git_repo import GitRepo
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.adapters.prompts import load_prompt
 from orchestrator.adapters.secret_scan import known_secrets
 from orchestrator.adapters.secrets import remember
 from orchestrator.adapters.store import Store
-from orchestrator.domain.config import PortfolioConfig, ProjectConfig, load_portfolio
-from orchestrator.domain.models import Role, TaskType
+from orchestrator.domain.config import PortfolioConfig, ProjectConfig
+from orchestrator.domain.models import Role, Task, TaskType
 from orchestrator.stages.budget import PROCESS_LEDGER, CycleBudget, SpendLedger, utc_now
 from orchestrator.stages.capacity import CycleSlotWatch
 
@@ -98,6 +99,11 @@ class ProjectContext:
 
     def branch(self, name: str) -> str:
         return f"{self.config.git_branch_prefix}/{name}"
+
+    def send_back(self, task: Task, reason: str) -> None:
+        """An attempt failed: the task goes back (or fails for good) and its branch goes."""
+        self.store.fail_attempt(task.id, reason)
+        self.repo.remove_worktree(task.id, self.branch(task.id))
 
     def base_worktree(self, cycle_id: str, base_commit: str) -> Path:
         """A clean checkout of the cycle's base commit, made once per cycle."""

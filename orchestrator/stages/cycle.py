@@ -9,12 +9,9 @@ idempotent: calling it again with the same result changes nothing more.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from orchestrator.adapters.audit import (
-    write_failed_plan,
     write_merge,
-    write_plan,
     write_verdict,
     write_worker,
 )
@@ -22,7 +19,6 @@ from orchestrator.domain.models import (
     CycleStatus,
     CycleSummary,
     MergeOutcome,
-    Plan,
     Role,
     Task,
     TaskStatus,
@@ -33,7 +29,6 @@ from orchestrator.domain.models import (
     new_id,
 )
 from orchestrator.stages.context import ProjectContext
-from orchestrator.stages.planner import accept_tasks, recent_history
 from orchestrator.stages.pulls import pull_number
 
 
@@ -64,34 +59,6 @@ def begin(ctx: ProjectContext, cycle_id: str | None = None, flow_run_id: str = "
     return start
 
 
-def record_plan(ctx: ProjectContext, plan: Plan) -> Path | None:
-    """Store the planned tasks and write the plan document; returns its path."""
-    accepted: list[Task] = []
-    if plan.budget_stop:
-        path = write_failed_plan(ctx.orch_dir, plan.cycle_id, f"the planner did not start: {plan.budget_stop}")
-    elif plan.error:
-        path = write_failed_plan(ctx.orch_dir, plan.cycle_id, plan.error)
-    elif plan.output is None:
-        return None
-    else:
-        accepted, rejected = accept_tasks(ctx, plan, plan.output)
-        for task in accepted:
-            ctx.store.add_task(task)
-        history = recent_history(ctx, before=plan.cycle_id)
-        path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected, history)
-    ctx.store.update_cycle(
-        plan.cycle_id, planned=[t.id for t in accepted], plan_path=str(path),
-        session_id=plan.session_id,
-    )
-    ctx.store.record_cost(plan.session_id, plan.cycle_id, None, Role.planner, ctx.config.planner_model, plan.cost_usd)
-    return path
-
-
-def planned_tasks(ctx: ProjectContext, cycle_id: str) -> list[Task]:
-    """The tasks the cycle's planner added."""
-    return ctx.store.tasks_of(ctx.store.get_cycle(cycle_id).planned)
-
-
 def claim(ctx: ProjectContext, cycle_id: str) -> list[Task]:
     """The tasks this cycle works on: claimed once, the same ones after a crash."""
     claimed = ctx.store.get_cycle(cycle_id).claimed
@@ -108,12 +75,6 @@ def still_held(ctx: ProjectContext, cycle_id: str, task: Task) -> bool:
     return current.status is TaskStatus.in_progress and current.claimed_by == cycle_id
 
 
-def send_back(ctx: ProjectContext, task: Task, reason: str) -> None:
-    """An attempt failed: the task goes back (or fails for good) and its branch goes."""
-    ctx.store.fail_attempt(task.id, reason)
-    ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
-
-
 def record_work(ctx: ProjectContext, task: Task, result: WorkResult) -> None:
     ctx.store.record_work(result)
     ctx.store.record_cost(result.session_id, result.cycle_id, task.id, Role.worker, ctx.config.model, result.cost_usd)
@@ -122,7 +83,7 @@ def record_work(ctx: ProjectContext, task: Task, result: WorkResult) -> None:
         ctx.store.release_task(task.id)  # nothing was done: back as it was
         ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
     elif not result.success and still_held(ctx, result.cycle_id, task):
-        send_back(ctx, task, f"worker failed: {result.error}")
+        ctx.send_back(task, f"worker failed: {result.error}")
 
 
 def rejection_reasons(verdict: Verdict) -> str:
@@ -141,7 +102,7 @@ def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
     if verdict.budget_stop and still_held(ctx, verdict.cycle_id, task):
         ctx.store.release_task(task.id, Wait(kind=TaskWait.budget, reason=verdict.budget_stop))  # keeps its worktree
     elif not verdict.passed and still_held(ctx, verdict.cycle_id, task):
-        send_back(ctx, task, rejection_reasons(verdict))
+        ctx.send_back(task, rejection_reasons(verdict))
 
 
 def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) -> None:
@@ -155,7 +116,7 @@ def record_merge(ctx: ProjectContext, outcome: MergeOutcome, tasks: list[Task]) 
             ctx.store.record_merge(cycle_id, task.id, outcome.merged[task.id], task.id in outcome.resolved_conflicts)
             ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
         elif task.id in outcome.rejected:
-            send_back(ctx, task, "merge failed: " + outcome.rejected[task.id])
+            ctx.send_back(task, "merge failed: " + outcome.rejected[task.id])
         elif task.id in outcome.pulls:
             url = outcome.pulls[task.id]
             ctx.store.update_task(task.id, status=TaskStatus.in_review, claimed_by=None, pr_url=url,
@@ -182,7 +143,7 @@ def abandon(ctx: ProjectContext, cycle_id: str, summary: CycleSummary) -> None:
     """A step raised: give the cycle's tasks back and close it as failed."""
     for task in ctx.store.tasks_of(ctx.store.get_cycle(cycle_id).claimed or []):
         if still_held(ctx, cycle_id, task):
-            send_back(ctx, task, f"cycle {cycle_id} failed: {summary.message}")
+            ctx.send_back(task, f"cycle {cycle_id} failed: {summary.message}")
     finish(ctx, summary)
 
 

@@ -44,7 +44,7 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
             report.abandoned_cycles.append(found.id)
     for task in ctx.store.list_tasks(TaskStatus.in_progress):
         if task.claimed_by != resumable:
-            cycle.send_back(ctx, task, "its cycle's run died before finishing it")
+            ctx.send_back(task, "its cycle's run died before finishing it")
             report.sent_back.append(task.id)
     _remove_orphans(ctx, resumable, report)
     return report

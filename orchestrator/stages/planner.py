@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from orchestrator.adapters.agent import run_agent
+from orchestrator.adapters.audit import write_failed_plan, write_plan
 from orchestrator.adapters.github import GitHubError
 from orchestrator.adapters.prompts import untrusted
 from orchestrator.domain.errors import AgentError, BudgetReached
@@ -158,3 +159,31 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
         cycle_id=cycle_id, ran_planner=True, max_tasks=slots, output=output, cost_usd=run.cost_usd,
         session_id=run.session_id, backlog_ids=[i.id for i in items],
     )
+
+
+def adopt(ctx: ProjectContext, plan: Plan) -> Path | None:
+    """Take a plan's result: store the tasks it may add, record its cost, write the plan document.
+
+    Called by the flow after the plan step, so a plan replayed from Prefect's
+    cache is adopted too; adopting it again changes nothing more. Returns the
+    document's path (None when there is no plan).
+    """
+    accepted: list[Task] = []
+    if plan.budget_stop:
+        path = write_failed_plan(ctx.orch_dir, plan.cycle_id, f"the planner did not start: {plan.budget_stop}")
+    elif plan.error:
+        path = write_failed_plan(ctx.orch_dir, plan.cycle_id, plan.error)
+    elif plan.output is None:
+        return None
+    else:
+        accepted, rejected = accept_tasks(ctx, plan, plan.output)
+        for task in accepted:
+            ctx.store.add_task(task)
+        history = recent_history(ctx, before=plan.cycle_id)
+        path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected, history)
+    ctx.store.update_cycle(
+        plan.cycle_id, planned=[t.id for t in accepted], plan_path=str(path),
+        session_id=plan.session_id,
+    )
+    ctx.store.record_cost(plan.session_id, plan.cycle_id, None, Role.planner, ctx.config.planner_model, plan.cost_usd)
+    return path

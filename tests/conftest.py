@@ -16,6 +16,9 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="orch-prefect-home
 # (pyenv, nvm or conda set-up, or a lock a killed shell left behind) must not slow the tests.
 os.environ["HOME"] = tempfile.mkdtemp(prefix="orch-test-home-")
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+# The CLI's consoles read their width once, when first imported: wide enough that no table
+# cell wraps, whichever test imports them first (and in every worker of a parallel run).
+os.environ["COLUMNS"] = "250"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -46,6 +47,18 @@ def run_cycle(config: Path, project: str = "calc", **params: Any) -> CycleSummar
     from flows.project_cycle import project_cycle
 
     return asyncio.run(project_cycle(project=project, config=str(config), **params))
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder`` or inside it (the CLI runs in its cwd)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def git(path: Path, *args: str) -> str:

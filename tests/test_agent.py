@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import needs
 import pytest
+from cycles import processes_under
 from pydantic import BaseModel, field_validator
 
 from orchestrator.adapters.agent import AgentSpec, run_agent, session_uuid
@@ -217,16 +218,4 @@ def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:
     with ScriptedModel(slow) as model, pytest.raises(AgentError) as info:
         run(model, monkeypatch, spec(tmp_path, timeout_s=2))
     assert info.value.subtype == "timeout"
-    assert processes_in(tmp_path) == []
-
-
-def processes_in(folder: Path) -> list[int]:
-    """Processes whose working directory is ``folder`` (the CLI runs in its cwd)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == folder:
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    assert processes_under(tmp_path) == []

@@ -9,7 +9,6 @@ task with a reason, and main keeps only what passed.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cycles import run_cycle, use_model
 from orch_cli import orch
 
 from orchestrator.adapters.git_commands import init_repo
@@ -213,14 +213,6 @@ def _cycle_project(tmp_path: Path, **fields: Any) -> tuple[Path, Path, Store]:
     return path, config, Store.for_project(tmp_path / "data", "calc")
 
 
-def _run_cycle(model: ScriptedModel, config: Path, monkeypatch: pytest.MonkeyPatch):
-    from flows.project_cycle import project_cycle
-
-    for key, value in model.env().items():
-        monkeypatch.setenv(key, value)
-    return asyncio.run(project_cycle(project="calc", config=str(config)))
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness", "agent_env")
 def test_bad_planner_worker_and_judge_output_each_fail_only_their_task(tmp_path: Path, monkeypatch) -> None:
@@ -243,7 +235,8 @@ def test_bad_planner_worker_and_judge_output_each_fail_only_their_task(tmp_path:
         judge=[[text("Looks good to me!")]],  # no verdict
     )
     with ScriptedModel(scenario) as model:
-        summary = _run_cycle(model, config, monkeypatch)
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
 
     assert summary.status == "done" and summary.merged == []
     tasks = {t.title: t for t in store.list_tasks()}
@@ -277,7 +270,8 @@ def test_a_planner_without_output_costs_its_run_and_the_cycle_still_works(tmp_pa
                                   _done("Added subtract.")]},
     )
     with ScriptedModel(scenario) as model:
-        summary = _run_cycle(model, config, monkeypatch)
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
 
     assert summary.status == "done" and summary.message.startswith("planner failed: ")
     assert summary.merged == ["mine"]  # the pending task was worked on and merged all the same

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cycles import run_cycle
 
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
@@ -35,12 +36,6 @@ async def artifacts_of_latest_run() -> dict[str, object]:
     return {a.key: a.data for a in artifacts if a.key}
 
 
-def run_cycle(project: str, config: Path):
-    from flows.project_cycle import project_cycle
-
-    return asyncio.run(project_cycle(project=project, config=str(config)))
-
-
 @pytest.fixture
 def sample(tmp_path: Path) -> tuple[Path, Path]:
     project = make_sample_project(tmp_path)
@@ -58,7 +53,7 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     with ScriptedModel(demo_scenario(latency_s=0.4)) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
-        summary = run_cycle("calc", config)
+        summary = run_cycle(config)
 
     assert summary.status == "done"
     store = Store.for_project(config.parent / "data", "calc")
@@ -127,8 +122,8 @@ def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     with ScriptedModel(demo_scenario()) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
-        first = run_cycle("calc", config)
-        second = run_cycle("calc", config)
+        first = run_cycle(config)
+        second = run_cycle(config)
 
     store = Store.for_project(config.parent / "data", "calc")
     bad = next(t for t in store.list_tasks() if t.title == "Make add faster")
@@ -157,7 +152,7 @@ def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
     with ScriptedModel(demo_scenario()) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
-        first = run_cycle("calc", config)
+        first = run_cycle(config)
         store = Store.for_project(config.parent / "data", "calc")
         waiting = {t.title: t for t in store.list_tasks(TaskStatus.pending) if t.last_failure.startswith("merge waited")}
         assert set(waiting) == {"Add shout helper", "Add mean function"}
@@ -170,7 +165,7 @@ def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
 
         (project / "stats.py").unlink()  # the user is done with it
         seen = len(model.requests)
-        second = run_cycle("calc", config)
+        second = run_cycle(config)
         again = model.requests[seen:]
     assert set(second.merged) == {t.id for t in waiting.values()}
     # Neither the work nor the review of the waiting branches was paid for again.

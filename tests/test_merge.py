@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cycles import run_cycle, use_model
 
 from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.store import Store
@@ -49,14 +49,6 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     return project, config
 
 
-def run_cycle(model: ScriptedModel, config: Path, monkeypatch: pytest.MonkeyPatch):
-    from flows.project_cycle import project_cycle
-
-    for key, value in model.env().items():
-        monkeypatch.setenv(key, value)
-    return asyncio.run(project_cycle(project="calc", config=str(config)))
-
-
 def conflicting(resolver: list) -> Scenario:
     """Two tasks that append to the same place in calc.py: the second merge conflicts."""
     return Scenario(
@@ -80,7 +72,8 @@ def test_conflict_goes_to_the_resolver_and_both_branches_merge(tmp_path: Path, m
     project, config = setup(tmp_path)
     scenario = conflicting(resolver=[resolve_both, [structured({"summary": "kept both", "resolved": True})]])
     with ScriptedModel(scenario) as model:
-        summary = run_cycle(model, config, monkeypatch)
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
 
     assert len(summary.merged) == 2
     main_calc = git(project, "show", "main:calc.py")
@@ -96,7 +89,8 @@ def test_unresolved_conflict_is_sent_back_and_never_reaches_main(tmp_path: Path,
     # A resolver that claims success but leaves the markers in place.
     scenario = conflicting(resolver=[[structured({"summary": "done", "resolved": True})]])
     with ScriptedModel(scenario) as model:
-        summary = run_cycle(model, config, monkeypatch)
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
 
     store = Store.for_project(tmp_path / "data", "calc")
     tasks = {t.title: t for t in store.list_tasks()}
@@ -119,7 +113,8 @@ def test_branches_that_break_main_together_are_not_both_merged(tmp_path: Path, m
         },
     )
     with ScriptedModel(scenario) as model:
-        summary = run_cycle(model, config, monkeypatch)
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
 
     store = Store.for_project(tmp_path / "data", "calc")
     tasks = {t.title: t for t in store.list_tasks()}

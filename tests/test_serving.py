@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import needs
 import pytest
+from cycles import processes_under
 from prefect import get_client
 
 from deployments import control
@@ -254,18 +255,6 @@ def test_stopping_orch_start_mid_cycle_stops_its_agents_and_the_cycle_resumes(se
 
 def orch_prefect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "prefect"), *args], env=env, capture_output=True, text=True, timeout=120)
-
-
-def processes_under(folder: Path) -> list[int]:
-    """Processes whose working directory is in ``folder``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(folder):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_deployment_runs_through_a_process_worker(server: Server, tmp_path: Path) -> None:

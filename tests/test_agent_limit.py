@@ -34,7 +34,7 @@ CALLER = """
 import os, sys, time
 from pathlib import Path
 from deployments import control
-from orchestrator.domain.config import load_portfolio
+from orchestrator.adapters.portfolio_file import load_portfolio
 portfolio, go = load_portfolio(sys.argv[1]), Path(sys.argv[2])
 print("ready", flush=True)
 while not go.exists():

@@ -323,11 +323,11 @@ def test_store_queries_behind_the_reports(tmp_path: Path) -> None:
     _cost(store, "s1", "ab_1", "t", "worker", "sonnet", 0.25, "2030-02-01")
     _cost(store, "s2", "ab_1", "t", "worker", "sonnet", 0.5, "2030-02-01")
     _cost(store, "s3", "abc1", None, "planner", "opus", 1.0, "2030-02-02")
-    assert store.cost_breakdown("ab_1") == [
+    assert [row.model_dump() for row in store.cost_breakdown("ab_1")] == [
         {"role": "worker", "model": "sonnet", "day": "2030-02-01", "cost_usd": 0.75, "sessions": 2}]
     assert len(store.cost_breakdown()) == 2
     store.record_merge("ab_1", "t", "m", resolved=False)
-    assert [(m["task_id"], m["commit"], m["resolved_conflict"]) for m in store.merges("ab_1")] == [("t", "m", 0)]
+    assert [(m.task_id, m.commit, m.resolved_conflict) for m in store.merges("ab_1")] == [("t", "m", False)]
     store.record_work(WorkResult(task_id="t", cycle_id="ab_1", attempt=1, branch="b", base_commit="x", success=True))
     store.record_work(WorkResult(task_id="t", cycle_id="abc1", attempt=2, branch="b", base_commit="x", success=False))
     assert [r.attempt for r in store.cycle_worker_results("abc1")] == [2]

@@ -35,7 +35,7 @@ from orchestrator.domain.models import (
     WorkResult,
     utcnow,
 )
-from orchestrator.domain.state import Approval, Cycle, ProjectState
+from orchestrator.domain.state import Approval, CostRow, Cycle, MergeRecord, ProjectState
 
 PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
 
@@ -292,11 +292,10 @@ class Store:
         )
         return [codec.work_from(r) for r in rows]
 
-    def merges(self, cycle_id: str) -> list[dict[str, Any]]:
-        """The merges of one cycle: task id, merge commit, whether a conflict was resolved."""
-        return list(self.db.table("merges").rows_where(
-            "cycle_id = ?", [cycle_id], order_by="created_at, task_id"
-        ))
+    def merges(self, cycle_id: str) -> list[MergeRecord]:
+        """The merges of one cycle, in the order they were made."""
+        rows = self.db.table("merges").rows_where("cycle_id = ?", [cycle_id], order_by="created_at, task_id")
+        return [MergeRecord.model_validate(r) for r in rows]
 
     def cycle_cost(self, cycle_id: str) -> float:
         """What one cycle's recorded sessions cost."""
@@ -317,7 +316,7 @@ class Store:
         rows = self.db.execute(f"SELECT session_id FROM agent_costs WHERE session_id IN ({marks})", ids)
         return {r[0] for r in rows}
 
-    def cost_breakdown(self, cycle_id: str | None = None) -> list[dict[str, Any]]:
+    def cost_breakdown(self, cycle_id: str | None = None) -> list[CostRow]:
         """Cost and session count by role, model and UTC day (``created_at``'s date)."""
         where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
         rows = self.db.execute(
@@ -325,10 +324,8 @@ class Store:
                 FROM agent_costs {where} GROUP BY role, model, day ORDER BY day, role, model""",
             args,
         )
-        return [
-            {"role": role, "model": model, "day": day, "cost_usd": round(total, 6), "sessions": n}
-            for role, model, day, total, n in rows
-        ]
+        return [CostRow(role=role, model=model, day=day, cost_usd=round(total, 6), sessions=n)
+                for role, model, day, total, n in rows]
 
     # -- cycles ------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -27,7 +26,7 @@ from orchestrator.domain.models import (
     Verdict,
     WorkResult,
 )
-from orchestrator.domain.state import Cycle, ProjectState
+from orchestrator.domain.state import CostRow, Cycle, MergeRecord, ProjectState
 from orchestrator.stages.approval import describe
 from orchestrator.stages.capacity import cap_note
 
@@ -307,7 +306,7 @@ def _title(store: Store, task_id: str) -> str:
 
 
 def _task_story(store: Store, task_id: str, work: WorkResult | None,
-                verdict: Verdict | None, merge: dict[str, Any] | None) -> TaskStory:
+                verdict: Verdict | None, merge: MergeRecord | None) -> TaskStory:
     task = _task(store, task_id)
     return TaskStory(
         task_id=task_id, title=task.title if task else "(unknown task)",
@@ -316,17 +315,17 @@ def _task_story(store: Store, task_id: str, work: WorkResult | None,
         verdict=VerdictView(
             passed=verdict.passed, reasons=verdict.reasons, cost_usd=verdict.cost_usd,
         ) if verdict else None,
-        merged=merge is not None, merge_commit=merge["commit"] if merge else None,
-        resolved_conflict=bool(merge["resolved_conflict"]) if merge else False,
+        merged=merge is not None, merge_commit=merge.commit if merge else None,
+        resolved_conflict=merge.resolved_conflict if merge else False,
     )
 
 
-def _cost_lines(breakdown: list[dict[str, Any]]) -> list[CostLine]:
+def _cost_lines(breakdown: list[CostRow]) -> list[CostLine]:
     """Role-and-model totals of a cost breakdown (its days summed)."""
     totals: dict[tuple[str, str], tuple[float, int]] = {}
     for row in breakdown:
-        cost, sessions = totals.get((row["role"], row["model"]), (0.0, 0))
-        totals[row["role"], row["model"]] = (cost + row["cost_usd"], sessions + row["sessions"])
+        cost, sessions = totals.get((row.role, row.model), (0.0, 0))
+        totals[row.role, row.model] = (cost + row.cost_usd, sessions + row.sessions)
     return [
         CostLine(role=role, model=model, cost_usd=round(cost, 6), sessions=sessions)
         for (role, model), (cost, sessions) in sorted(totals.items())
@@ -344,7 +343,7 @@ def cycle_story(
         # Keyed by task: a task has one attempt per cycle, so the last row is the one.
         work = {r.task_id: r for r in store.cycle_worker_results(cid)}
         verdicts = {v.task_id: v for v in store.verdicts(cid)}
-        merges = {m["task_id"]: m for m in store.merges(cid)}
+        merges = {m.task_id: m for m in store.merges(cid)}
         touched = dict.fromkeys([*(cycle.claimed or []), *work, *verdicts, *merges])
         costs = _cost_lines(store.cost_breakdown(cid))
         return CycleStory(
@@ -378,14 +377,14 @@ def cost_report(
         if CostDimension.project in totals:  # listed even when it has cost nothing yet
             totals[CostDimension.project].setdefault(name, [0.0, 0])
         for row in store.cost_breakdown():
-            values = {CostDimension.project: name, CostDimension.role: row["role"],
-                      CostDimension.model: row["model"], CostDimension.day: row["day"]}
+            values = {CostDimension.project: name, CostDimension.role: row.role,
+                      CostDimension.model: row.model, CostDimension.day: row.day}
             for dimension in dimensions:
                 group = totals[dimension].setdefault(values[dimension], [0.0, 0])
-                group[0] += row["cost_usd"]
-                group[1] += row["sessions"]
-            total += row["cost_usd"]
-            sessions += row["sessions"]
+                group[0] += row.cost_usd
+                group[1] += row.sessions
+            total += row.cost_usd
+            sessions += row.sessions
     return CostReport(
         project=project,
         groups={d.value: _sorted_groups(d, totals[d]) for d in dimensions},

@@ -69,3 +69,26 @@ class ProjectState(BaseModel):
     budget_stop: str = ""  # which cap stopped the work, and when it resets ('' when none)
     budget_resets_at: str | None = None
     updated_at: str | None = None
+
+
+class MergeRecord(BaseModel):
+    """A branch merged into main by a cycle (a row of ``merges``)."""
+
+    cycle_id: str
+    task_id: str
+    commit: str
+    """The merge commit on main."""
+    resolved_conflict: bool = False
+    """Whether the resolver agent settled a conflict on the way."""
+    created_at: str
+
+
+class CostRow(BaseModel):
+    """Recorded agent cost of one role and model on one UTC day."""
+
+    role: str
+    model: str
+    day: str
+    """``YYYY-MM-DD``, the date of the sessions' ``created_at``."""
+    cost_usd: float
+    sessions: int

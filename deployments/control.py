@@ -28,10 +28,11 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.from_portfolio import FLOW_NAME, project_deployments
+from deployments.from_portfolio import project_deployments
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
-from tasks import slots
+from tasks import runs, slots
+from tasks.runs import FLOW_NAME
 
 
 @contextmanager
@@ -77,21 +78,8 @@ def next_runs(api_url: str, projects: list[str]) -> dict[str, datetime]:
 
 def set_schedule_paused(api_url: str, project: str, paused: bool) -> bool:
     """Pause or resume ``project-cycle/<project>``'s schedule; False if it is not deployed there."""
-
-    async def apply() -> bool:
-        async with get_client() as client:
-            try:
-                deployment = await client.read_deployment_by_name(f"{FLOW_NAME}/{project}")
-            except ObjectNotFound:
-                return False
-            if paused:
-                await client.pause_deployment(deployment.id)
-            else:
-                await client.resume_deployment(deployment.id)
-            return True
-
     with api(api_url):
-        return anyio.run(apply)
+        return anyio.run(runs.set_schedule_paused, project, paused)
 
 
 def resume_waiting(api_url: str, flow_run_id: str, approve: bool, reason: str) -> bool:

@@ -17,8 +17,6 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from flows.project_cycle import project_cycle
 from orchestrator.adapters.portfolio_file import find_config, load_portfolio
 
-FLOW_NAME = "project-cycle"
-
 
 def project_deployments(
     config: str | Path | None = None, paused: set[str] | frozenset[str] = frozenset()

@@ -20,8 +20,7 @@ from uuid import UUID
 
 from prefect import get_client, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.client.schemas.objects import StateType
-from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.objects import State, StateType
 from prefect.flow_runs import asuspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
@@ -33,6 +32,7 @@ from orchestrator.domain.models import ApprovalStage, ApprovalStatus
 from orchestrator.domain.state import Approval
 from orchestrator.stages import approval
 from orchestrator.stages.context import ProjectContext
+from tasks.runs import force_state
 
 from .notices import notify
 
@@ -116,15 +116,6 @@ async def _schedule_deadline_run(deployment_id: str, asked: Approval) -> None:
 
 async def _cancel_suspended(old_run_id: str, current: str) -> None:
     """The waiting run will never resume usefully: this run decided its cycle."""
-    if not old_run_id or old_run_id == current:
-        return
-    async with get_client() as client:
-        try:
-            run = await client.read_flow_run(UUID(old_run_id))
-        except ObjectNotFound:
-            return
-        if run.state is not None and run.state.type is StateType.PAUSED:
-            await client.set_flow_run_state(
-                run.id, Cancelled(message=f"the approval was decided while it waited; run {current} went on"),
-                force=True,
-            )
+    if old_run_id and old_run_id != current:
+        cancelled: State[None] = Cancelled(message=f"the approval was decided while it waited; run {current} went on")
+        await force_state(old_run_id, cancelled, lambda run: run.state is not None and run.state.type is StateType.PAUSED)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from uuid import UUID
-
-from prefect import get_client, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
 from orchestrator.stages import backlog, pulls
 from orchestrator.stages import patrol as core
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
+from tasks.runs import force_state, set_schedule_paused
 
 
 # Never cached: it looks at the project as it is now, every cycle.
@@ -48,26 +47,12 @@ async def stop_if_failing(ctx: ProjectContext) -> str:
 async def mark_crashed(run_ids: list[str]) -> None:
     """Mark flow runs whose process died (and that Prefect still shows running) as crashed."""
     current = str(flow_run.get_id() or "")
-    async with get_client() as client:
-        for run_id in run_ids:
-            if run_id == current:
-                continue
-            try:
-                run = await client.read_flow_run(UUID(run_id))
-            except ObjectNotFound:  # recorded by another Prefect server
-                continue
-            if run.state is not None and not run.state.is_final():
-                await client.set_flow_run_state(
-                    run.id, Crashed(message="its process died; a later cycle took over"), force=True
-                )
+    crashed: State[None] = Crashed(message="its process died; a later cycle took over")
+    for run_id in run_ids:
+        if run_id != current:
+            await force_state(run_id, crashed, lambda run: run.state is not None and not run.state.is_final())
 
 
 async def pause_schedule(project: str) -> bool:
     """Pause ``project-cycle/<project>``'s schedule if it is deployed here."""
-    async with get_client() as client:
-        try:
-            deployment = await client.read_deployment_by_name(f"project-cycle/{project}")
-        except ObjectNotFound:
-            return False
-        await client.pause_deployment(deployment.id)
-        return True
+    return await set_schedule_paused(project, paused=True)

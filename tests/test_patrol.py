@@ -89,6 +89,7 @@ def test_a_failure_streak_pauses_the_project_until_resumed(ctx: ProjectContext) 
     assert store.state().consecutive_failures == 0 and pause_if_failing(ctx) == ""
 
 
+@pytest.mark.slow  # it starts a Prefect server, as the slow tier's tests do (they share it)
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_dead_runs_flow_run_is_marked_crashed() -> None:
     from prefect import flow, get_client

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.domain.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def click_exceptions() -> ModuleType:
@@ -51,6 +52,8 @@ def prefect_http(client: Any) -> httpx.AsyncClient:
     2 s after every 503, which a SQLite server answers to requests that
     arrive together.
     """
+    import httpx
+
     http = getattr(client, "_client", None)
     if not isinstance(http, httpx.AsyncClient):
         raise OrchestratorError(

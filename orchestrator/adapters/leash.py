@@ -36,7 +36,6 @@ from pathlib import Path
 from types import FrameType
 
 from orchestrator.adapters.fences import KEEP_ENV, keeps, parse_kept
-from orchestrator.adapters.internals import bundled_claude_cli
 
 CLI_ENV = "ORCH_LEASHED_CLI"
 """Names the real CLI for the leash (set by the agent runtime)."""
@@ -53,6 +52,9 @@ def leash_path() -> Path | None:
 
 def real_cli() -> str | None:
     """The CLI the SDK would run: the one bundled with it, else ``claude`` on the PATH."""
+    # Imported here, not at the top: the leash starts once per session and never needs it.
+    from orchestrator.adapters.internals import bundled_claude_cli
+
     bundled = bundled_claude_cli()
     return str(bundled) if bundled is not None else shutil.which("claude")
 

@@ -113,8 +113,12 @@ class CycleBudget:
         c = self.config
         reached = self.stop(min(c.max_budget_per_plan, c.max_budget_per_task, c.max_budget_per_review))
         if reached is not None:
-            self.store.set_budget_stop(str(reached), reached.resets_at or None)
+            self._record(reached)
         return reached
+
+    def _record(self, reached: BudgetReached) -> None:
+        """Keep why sessions may not start, for ``orch status`` and the announcement."""
+        self.store.set_budget_stop(str(reached), reached.resets_at or None)
 
     @contextmanager
     def session(self, session_id: str, cap_usd: float) -> Iterator[Callable[[float], None]]:
@@ -127,7 +131,7 @@ class CycleBudget:
             if reached is None:
                 self.ledger.hold(self.store, session_id, self.cycle_id, cap_usd)
         if reached is not None:
-            self.store.set_budget_stop(str(reached), reached.resets_at or None)
+            self._record(reached)
             raise reached
         final = [cap_usd]
         try:

@@ -163,10 +163,10 @@ class ProjectContext:
         return CycleBudget(self.config, self.store, cycle_id, self.services.ledger, self.services.clock)
 
 
-async def in_thread(ref: ProjectRef, fn: Callable[..., T], *args: Any, services: Services | None = None) -> T:
+async def in_thread(ref: ProjectRef, fn: Callable[..., T], *args: Any) -> T:
     """``fn(context, *args)`` in a worker thread, with a context opened there.
 
     For blocking work (network, git) off the event loop: a store's SQLite
     connection may only be used by the thread that opened it.
     """
-    return await anyio.to_thread.run_sync(lambda: fn(ProjectContext.open(ref, services), *args))
+    return await anyio.to_thread.run_sync(lambda: fn(ProjectContext.open(ref), *args))

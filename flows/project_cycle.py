@@ -78,7 +78,12 @@ async def project_cycle(
 
 async def _guarded_cycle(project: str, config: str | None, cycle_id: str | None, wait: bool) -> CycleSummary:
     ref = ProjectRef(project=project, config_path=str(find_config(config).resolve()))
-    ctx = ProjectContext.open(ref)
+    with ProjectContext.open(ref) as ctx:
+        return await _open_cycle(ctx, ref, cycle_id, wait)
+
+
+async def _open_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None, wait: bool) -> CycleSummary:
+    project = ref.project
     logger = get_run_logger()
     state = ctx.store.state()
     if state.paused:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from prefect import task
 from prefect.context import TaskRunContext
 
 from orchestrator.domain.models import Baseline, Task, Verdict, WorkResult
 from orchestrator.stages import judge as core
-from orchestrator.stages.context import ProjectContext, ProjectRef
+from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 from tasks.slots import services
 
 
@@ -27,11 +26,12 @@ def judge_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 @task(name="baseline", cache_key_fn=baseline_key, persist_result=True, task_run_name="baseline: {ref.project}")
 async def baseline(ref: ProjectRef, cycle_id: str, base_commit: str) -> Baseline:
     """Run the tests and lint on the cycle's base commit."""
-    ctx = ProjectContext.open(ref, services())
-    return await anyio.to_thread.run_sync(core.baseline, ctx, cycle_id, base_commit)
+    # The store is used in the thread that opened it, so the context opens there.
+    return await in_thread(ref, core.baseline, cycle_id, base_commit)
 
 
 @task(name="judge", cache_key_fn=judge_key, persist_result=True, task_run_name="judge: {task.title}")
 async def judge(ref: ProjectRef, task: Task, work: WorkResult, base: Baseline) -> Verdict:
     """Gate and review one branch."""
-    return await core.judge(ProjectContext.open(ref, services()), task, work, base)
+    with ProjectContext.open(ref, services()) as ctx:
+        return await core.judge(ctx, task, work, base)

@@ -27,7 +27,8 @@ async def merge(
     ref: ProjectRef, cycle_id: str, main_head: str, candidates: list[tuple[Task, WorkResult]]
 ) -> MergeOutcome:
     """Merge the passing branches into main through a tested integration."""
-    return await refinery.merge(ProjectContext.open(ref, services()), cycle_id, candidates)
+    with ProjectContext.open(ref, services()) as ctx:
+        return await refinery.merge(ctx, cycle_id, candidates)
 
 
 @task(name="publish", cache_key_fn=merge_key, persist_result=True, task_run_name="pull requests: {ref.project}")

@@ -18,11 +18,11 @@ from tasks.runs import force_state, set_schedule_paused
 @task(name="patrol", cache_policy=NO_CACHE, persist_result=False, task_run_name="patrol: {ref.project}")
 async def patrol(ref: ProjectRef) -> core.PatrolReport:
     """Tidy up after dead runs; pause the project and its schedule if it keeps failing."""
-    ctx = ProjectContext.open(ref)
-    report = core.patrol(ctx)
-    await mark_crashed(report.dead_flow_runs)
-    # Patrol may fail tasks for good (a dead run's last attempt): check the streak here too.
-    return report.model_copy(update={"paused_reason": await stop_if_failing(ctx)})
+    with ProjectContext.open(ref) as ctx:
+        report = core.patrol(ctx)
+        await mark_crashed(report.dead_flow_runs)
+        # Patrol may fail tasks for good (a dead run's last attempt): check the streak here too.
+        return report.model_copy(update={"paused_reason": await stop_if_failing(ctx)})
 
 
 @task(name="sync", cache_policy=NO_CACHE, persist_result=False, task_run_name="sync: {ref.project}")

@@ -21,4 +21,5 @@ def plan_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 @task(name="plan", cache_key_fn=plan_key, persist_result=True, task_run_name="plan: {ref.project}")
 async def plan(ref: ProjectRef, cycle_id: str, base_commit: str) -> Plan:
     """Ask the planner for tasks when there is room for them."""
-    return await planner.plan(ProjectContext.open(ref, services()), cycle_id, base_commit)
+    with ProjectContext.open(ref, services()) as ctx:
+        return await planner.plan(ctx, cycle_id, base_commit)

@@ -22,4 +22,5 @@ def work_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 @task(name="work", cache_key_fn=work_key, persist_result=True, task_run_name="work: {task.title}")
 async def work(ref: ProjectRef, cycle_id: str, base_commit: str, task: Task) -> WorkResult:
     """Run one worker on its own branch and commit its change."""
-    return await worker.work(ProjectContext.open(ref, services()), cycle_id, base_commit, task)
+    with ProjectContext.open(ref, services()) as ctx:
+        return await worker.work(ctx, cycle_id, base_commit, task)

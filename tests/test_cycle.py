@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +54,15 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     with ScriptedModel(demo_scenario(latency_s=0.4)) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
-        summary = run_cycle(config)
+        gc.disable()  # a connection left open would otherwise close at some later collection
+        try:
+            summary = run_cycle(config)
+        finally:
+            gc.enable()
 
     assert summary.status == "done"
+    # Every step closed its database connection: SQLite removes the WAL files with the last one.
+    assert not list((config.parent / "data").glob("calc.db-*"))
     store = Store.for_project(config.parent / "data", "calc")
     tasks = {t.title: t for t in store.list_tasks()}
     assert set(tasks) == {"Add shout helper", "Add mean function", "Make add faster"}

@@ -128,18 +128,35 @@ def test_remove_worktree_and_again(project: GitRepo) -> None:
     assert project.list_worktrees() == [] and project.list_orch_branches("orch") == []
 
 
-def test_removing_branches_leaves_git_config_alone(project: GitRepo, tmp_path: Path) -> None:
-    """Workers' sandboxes start commands next to .git/config: a config.lock appearing for a moment
-    (as ``git branch -D`` makes one) fails them, so dropping a branch must not touch the config."""
+def test_worktrees_have_a_git_dir_of_their_own(project: GitRepo) -> None:
+    """Claude Code's Bash sandbox makes and removes placeholders (config.lock among them) in the
+    ``.git`` of the folder a command runs in, around every command. Sharing the project's ``.git``,
+    parallel workers broke each other's sandbox start-up; the user's config writes failed meanwhile."""
     config = project.path / ".git" / "config"
     before = config.stat().st_mtime_ns, config.read_bytes()
-    change(project, "t1", {"a.txt": "x\n"})
-    project.remove_worktree("t1", "orch/t1")
-    project.add_worktree("t2", "orch/t2", project.head())
-    project.remove_worktree("t2")
-    assert project.delete_branch("orch/t2")
+    lock = project.path / ".git" / "config.lock"
+    lock.touch()  # as a sandbox (or the user's `git config`) holds it for a moment
+    worktree, commit = change(project, "t1", {"a.txt": "x\n"})
+    assert (worktree / ".git").is_dir() and project.branch_exists("orch/t1")
+    assert project.head("orch/t1") == commit  # the project holds the worktree's commit
+    sh(worktree, "config", "user.name", "an agent")  # the worktree's own config, not the project's
+    integration = project.add_worktree("int", "orch/int", project.head())
+    assert project.merge_branch(integration, "orch/t1", "merge t1") == []
+    assert project.head("orch/int") == project.head_of(integration)
+    assert len(sh(project.path, "worktree", "list").splitlines()) == 1  # no linked worktrees
+    for name in ("t1", "int"):
+        project.remove_worktree(name, f"orch/{name}")
+    lock.unlink()
     assert (config.stat().st_mtime_ns, config.read_bytes()) == before
-    assert project.list_orch_branches("orch") == []
+    assert project.list_orch_branches("orch") == [] and project.list_worktrees() == []
+
+
+def test_a_linked_worktree_of_an_older_version_is_still_removed(project: GitRepo) -> None:
+    old = project.worktree_path("t0")
+    sh(project.path, "worktree", "add", "-q", "-b", "orch/t0", str(old))
+    assert project.list_worktrees() == [old] and project.is_worktree(old)
+    project.remove_worktree("t0", "orch/t0")
+    assert not old.exists() and project.list_worktrees() == [] and not project.branch_exists("orch/t0")
 
 
 def test_delete_branch_keeps_one_checked_out_elsewhere(project: GitRepo, tmp_path: Path) -> None:
@@ -241,7 +258,7 @@ def test_merge_of_unknown_branch_raises(project: GitRepo) -> None:
     integration = project.add_worktree("int", "orch/int", project.head())
     with pytest.raises(GitError) as exc:
         project.merge_branch(integration, "orch/nope", "merge")
-    assert "git merge" in one_line_naming(exc, integration)
+    assert "orch/nope" in one_line_naming(exc, project.path)
 
 
 def test_conflict_markers_each_kind(project: GitRepo, tmp_path: Path) -> None:
@@ -347,7 +364,8 @@ def test_advance_main_waits_for_untracked_or_ignored_file_it_would_add(
     worktree = project.add_worktree("t1", "orch/t1", old)
     (worktree / name).write_text("from the branch\n")
     sh(worktree, "add", "-f", name)
-    sh(worktree, "commit", "-q", "-m", "add file")
+    sh(worktree, "commit", "-q", "-m", "add file")  # as an agent may, ignored file and all
+    assert project.commit_all(worktree, "nothing left") is None  # the project gets the commit
     (project.path / name).write_text("the user's own\n")
     moved, reason = project.advance_main(project.head_of(worktree), old)
     assert not moved and name in reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import subprocess
 from pathlib import Path
@@ -107,8 +108,15 @@ def test_a_worker_told_to_steal_gets_nothing_and_the_rest_merges(tmp_path: Path,
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("ANTHROPIC_API_KEY", model_key)
         monkeypatch.setenv("GITHUB_TOKEN", github_token)
-        summary = asyncio.run(project_cycle(project="calc", config=str(config)))
+        gc.disable()  # a connection left open would otherwise close at some later collection
+        try:
+            summary = asyncio.run(project_cycle(project="calc", config=str(config)))
+        finally:
+            gc.enable()
     assert summary.status == "done" and len(summary.merged) == 3  # the thief's harmless files too
+    # Every step closed its database connection (SQLite removes the WAL files with the last one),
+    # so the files read below stay put.
+    assert not list((tmp_path / "data").glob("calc.db-*"))
     assert (project / "strings.py").exists() and (project / "stats.py").exists()
     assert (project / "docs-key.txt").read_text().strip() == ""  # the tools never had them
     assert (project / "stolen.txt").read_text().count("No such file or directory") == 3  # fenced off

@@ -4,12 +4,24 @@ Commands run through :mod:`orchestrator.adapters.git_commands`. Nothing
 here checks out, resets or merges in the user's own working tree: workers,
 the judge and the refinery work in worktrees under ``.orch/worktrees``. Main moves only by fast-forward,
 and only when that cannot touch the user's uncommitted changes.
+
+Our worktrees are not git's linked worktrees but repositories of their own
+that borrow the project's objects (``objects/info/alternates``) and read its
+config. Claude Code's Bash sandbox guards a linked worktree's shared ``.git``
+by briefly creating and removing placeholder files there (``config.lock``
+among them) around every command: parallel sessions sharing one ``.git``
+then break each other's sandbox start-up, and the user's own config writes
+fail meanwhile. In a repository of its own, each session guards only its
+own ``.git``. Every commit made in a worktree is fetched into the project at
+once, as the worktree's branch, so the project always holds the work.
 """
 
 from __future__ import annotations
 
 import shutil
 import threading
+from contextlib import suppress
+from functools import cached_property
 from pathlib import Path
 
 from orchestrator.adapters.git_commands import IDENTITY, branches, names_of, run, run_bytes, status
@@ -64,9 +76,17 @@ class GitRepo:
             return _REPO_LOCKS.setdefault(str(self.path.resolve()), threading.Lock())
 
     def is_worktree(self, path: Path) -> bool:
-        """Whether ``path`` is one of ours: a linked worktree under .orch/worktrees."""
+        """Whether ``path`` is one of ours: a repository under .orch/worktrees.
+
+        (A ``.git`` file rather than a folder: a linked worktree left by an older version.)
+        """
         resolved = Path(path).resolve()
-        return self._worktrees_dir.resolve() in resolved.parents and (resolved / ".git").is_file()
+        return self._worktrees_dir.resolve() in resolved.parents and (resolved / ".git").exists()
+
+    @cached_property
+    def _common_dir(self) -> Path:
+        common = Path(run(self.path, "rev-parse", "--git-common-dir").strip())
+        return common if common.is_absolute() else (self.path / common).resolve()
 
     def _own(self, worktree: Path) -> Path:
         """``worktree`` if it is one of ours, else a GitError."""
@@ -82,8 +102,7 @@ class GitRepo:
 
     def exclude(self, pattern: str) -> None:
         """Add ``pattern`` to the repository's ``info/exclude`` unless it is there already."""
-        common = Path(run(self.path, "rev-parse", "--git-common-dir"))
-        exclude = (common if common.is_absolute() else self.path / common) / "info" / "exclude"
+        exclude = self._common_dir / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
         current = exclude.read_text() if exclude.exists() else ""
         if pattern in (line.strip() for line in current.splitlines()):
@@ -139,10 +158,12 @@ class GitRepo:
         return entries
 
     def list_worktrees(self) -> list[Path]:
-        """The orchestrator's worktrees registered in the repository."""
-        root = self._worktrees_dir.resolve()
-        paths = [Path(e["worktree"]) for e in self._worktree_entries()]
-        return [p for p in paths if root in p.resolve().parents]
+        """The orchestrator's worktrees (and linked worktrees of older versions still registered)."""
+        root = self._worktrees_dir
+        found = {p for p in root.iterdir() if self.is_worktree(p)} if root.is_dir() else set()
+        linked = [Path(e["worktree"]) for e in self._worktree_entries()]
+        found |= {root / p.name for p in linked if root.resolve() in p.resolve().parents}
+        return sorted(found)
 
     def add_worktree(self, name: str, branch: str, start: str) -> Path:
         """A fresh worktree at ``.orch/worktrees/<name>`` on a new ``branch`` from ``start``.
@@ -153,9 +174,30 @@ class GitRepo:
         path = self.worktree_path(name)
         with self._lock():
             self._remove(path, branch)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            run(self.path, "worktree", "add", "-q", "-b", branch, str(path), start)
+            commit = self.head(start)
+            path.mkdir(parents=True)
+            run(path, "init", "-q", f"--object-format={self._object_format}")
+            git_dir = path / ".git"
+            (git_dir / "objects" / "info" / "alternates").write_text(f"{self._common_dir / 'objects'}\n")
+            # The project's settings (filters, merge drivers, line endings) hold here as in a linked
+            # worktree. The lines after the include win: a core.worktree set in the project must not
+            # send this repository's resets and cleans to the user's own files.
+            with (git_dir / "config").open("a") as config:
+                config.write(f"[include]\n\tpath = {self._common_dir / 'config'}\n"
+                             f"[core]\n\tbare = false\n\tworktree = {path}\n")
+            run(path, "checkout", "-q", "-b", branch, commit)
+            run(self.path, "update-ref", f"refs/heads/{branch}", commit)
         return path
+
+    @cached_property
+    def _object_format(self) -> str:
+        return run(self.path, "rev-parse", "--show-object-format").strip()
+
+    def _publish(self, worktree: Path) -> None:
+        """Fetch the worktree's HEAD into the project as its branch: the project holds every commit."""
+        branch = run(worktree, "symbolic-ref", "--short", "HEAD").strip()
+        run(self.path, "fetch", "-q", "--no-tags", "--no-write-fetch-head", str(worktree),
+            f"+HEAD:refs/heads/{branch}")
 
     def remove_worktree(self, name: str, branch: str | None = None) -> None:
         """Remove a worktree (and its branch); nothing happens if already gone."""
@@ -163,12 +205,20 @@ class GitRepo:
             self._remove(self.worktree_path(name), branch)
 
     def _remove(self, path: Path, branch: str | None) -> None:
-        if path.exists() or path.is_symlink():
-            try:
+        if (path / ".git").is_file():  # a linked worktree of an older version
+            with suppress(GitError):  # a folder git no longer knows as a worktree goes below
                 run(self.path, "worktree", "remove", "--force", "--force", str(path))
-            except GitError:  # a folder git no longer knows as a worktree
-                shutil.rmtree(path, ignore_errors=True)
-        run(self.path, "worktree", "prune")
+        if path.is_symlink():
+            path.unlink()
+        elif path.exists():
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:
+                raise GitError(f"{path}: cannot remove this worktree: {exc}; delete the folder") from exc
+        if (self._common_dir / "worktrees").is_dir():  # registrations whose folder is gone
+            run(self.path, "worktree", "prune")
+        if branch and self.branch_exists(branch):
+            self._drop_branch(branch)
         if branch and self.branch_exists(branch):
             self._drop_branch(branch)
 
@@ -200,9 +250,11 @@ class GitRepo:
         self._own(worktree)
         self._stage_all(worktree)
         if status(worktree, "diff", "--cached", "--quiet") == 0:
+            self._publish(worktree)  # commits an agent made itself
             return None
         how = ["--amend", "--no-edit"] if amend else ["-m", message]
         run(worktree, "commit", "-q", "--no-verify", *how, config=IDENTITY)
+        self._publish(worktree)
         return self.head_of(worktree)
 
     def diff_summary(self, worktree: Path, base: str) -> tuple[str, list[str], int]:
@@ -255,22 +307,15 @@ class GitRepo:
         On conflicts the merge is left in progress so a resolver can edit the files.
         """
         self._own(worktree)
+        commit = self.head(branch)  # the branch lives in the project; its objects are shared
         try:
-            run(
-                worktree,
-                "merge",
-                "--no-ff",
-                "--no-edit",
-                "-m",
-                message,
-                branch,
-                config=_MERGE_CONFIG,
-            )
+            run(worktree, "merge", "--no-ff", "--no-edit", "-m", message, commit, config=_MERGE_CONFIG)
         except GitError:
             conflicts = names_of(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
             if not conflicts:
                 raise
             return conflicts
+        self._publish(worktree)
         return []
 
     def conflict_markers(self, worktree: Path, paths: list[str]) -> list[str]:
@@ -295,6 +340,7 @@ class GitRepo:
             raise GitError(f"{worktree}: no merge in progress to conclude")
         self._stage_all(worktree)
         run(worktree, "commit", "-q", "--no-edit", "--no-verify", config=IDENTITY)
+        self._publish(worktree)
         return self.head_of(worktree)
 
     def abort_merge(self, worktree: Path) -> None:
@@ -308,6 +354,7 @@ class GitRepo:
         self._own(worktree)
         run(worktree, "reset", "-q", "--hard", commit)
         run(worktree, "clean", "-q", "-fdx")
+        self._publish(worktree)
 
     def _main_checkout(self) -> Path | None:
         """The working tree that has main checked out, if any (usually the user's)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from contextlib import closing
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -208,7 +209,8 @@ def _print_schedules(portfolio: PortfolioConfig) -> None:
     for column in ("deployment", "every", "priority", "schedule"):
         table.add_column(column)
     for p in portfolio.enabled_projects():
-        paused = Store.for_project(portfolio.data_dir, p.name).state().paused
+        with closing(Store.for_project(portfolio.data_dir, p.name)) as store:  # `orch start` lives on
+            paused = store.state().paused
         table.add_row(f"project-cycle/{p.name}", f"{p.cycle_interval_minutes} min", str(p.priority),
                       "paused (orch resume)" if paused else "active")
     console.print(table)

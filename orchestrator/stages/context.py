@@ -79,6 +79,16 @@ class ProjectContext:
         return cls(ref=ref, portfolio=portfolio, config=config, store=store, repo=repo,
                    services=services or Services())
 
+    def close(self) -> None:
+        """Close the store now: an open SQLite connection otherwise lives until garbage collection."""
+        self.store.close()
+
+    def __enter__(self) -> ProjectContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def name(self) -> str:
         return self.config.name
@@ -169,4 +179,8 @@ async def in_thread(ref: ProjectRef, fn: Callable[..., T], *args: Any) -> T:
     For blocking work (network, git) off the event loop: a store's SQLite
     connection may only be used by the thread that opened it.
     """
-    return await anyio.to_thread.run_sync(lambda: fn(ProjectContext.open(ref), *args))
+    def call() -> T:
+        with ProjectContext.open(ref) as ctx:
+            return fn(ctx, *args)
+
+    return await anyio.to_thread.run_sync(call)

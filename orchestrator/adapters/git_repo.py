@@ -195,9 +195,12 @@ class GitRepo:
 
     def _publish(self, worktree: Path) -> None:
         """Fetch the worktree's HEAD into the project as its branch: the project holds every commit."""
-        branch = run(worktree, "symbolic-ref", "--short", "HEAD").strip()
+        head = Path(worktree) / ".git" / "HEAD"  # "ref: refs/heads/<branch>", read without a git process
+        ref = head.read_text().strip() if head.is_file() else ""
+        if not ref.startswith("ref: refs/heads/"):  # a linked worktree of an older version
+            ref = "ref: " + run(worktree, "symbolic-ref", "HEAD").strip()
         run(self.path, "fetch", "-q", "--no-tags", "--no-write-fetch-head", str(worktree),
-            f"+HEAD:refs/heads/{branch}")
+            f"+HEAD:{ref.removeprefix('ref: ')}")
 
     def remove_worktree(self, name: str, branch: str | None = None) -> None:
         """Remove a worktree (and its branch); nothing happens if already gone."""

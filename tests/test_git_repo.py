@@ -155,6 +155,8 @@ def test_a_linked_worktree_of_an_older_version_is_still_removed(project: GitRepo
     old = project.worktree_path("t0")
     sh(project.path, "worktree", "add", "-q", "-b", "orch/t0", str(old))
     assert project.list_worktrees() == [old] and project.is_worktree(old)
+    (old / "a.txt").write_text("resumed\n")  # a worker resumed in it after the upgrade
+    assert project.commit_all(old, "resumed work") == project.head("orch/t0")
     project.remove_worktree("t0", "orch/t0")
     assert not old.exists() and project.list_worktrees() == [] and not project.branch_exists("orch/t0")
 
@@ -505,3 +507,12 @@ def test_command_failure_names_repo_and_command(project: GitRepo) -> None:
         project.head("no-such-branch")
     message = one_line_naming(exc, project.path)
     assert "git rev-parse" in message and "failed:" in message
+
+
+def test_a_worktree_left_off_its_branch_is_one_error_naming_it(project: GitRepo) -> None:
+    worktree = project.add_worktree("t1", "orch/t1", project.head())
+    sh(worktree, "checkout", "-q", "--detach")  # as an agent might
+    (worktree / "a.txt").write_text("lost?\n")
+    with pytest.raises(GitError) as exc:
+        project.commit_all(worktree, "change")
+    assert "HEAD is not on the worktree's branch" in one_line_naming(exc, worktree)

@@ -195,12 +195,14 @@ class GitRepo:
 
     def _publish(self, worktree: Path) -> None:
         """Fetch the worktree's HEAD into the project as its branch: the project holds every commit."""
-        head = Path(worktree) / ".git" / "HEAD"  # "ref: refs/heads/<branch>", read without a git process
-        ref = head.read_text().strip() if head.is_file() else ""
-        if not ref.startswith("ref: refs/heads/"):  # a linked worktree of an older version
-            ref = "ref: " + run(worktree, "symbolic-ref", "HEAD").strip()
+        git_dir = Path(worktree) / ".git"
+        if git_dir.is_file():  # a linked worktree of an older version: its branch is the project's
+            return
+        head = (git_dir / "HEAD").read_text().strip()  # "ref: refs/heads/<branch>", without a git process
+        if not head.startswith("ref: refs/heads/"):
+            raise GitError(f"{worktree}: HEAD is not on the worktree's branch ({head[:40]}); its work cannot be kept")
         run(self.path, "fetch", "-q", "--no-tags", "--no-write-fetch-head", str(worktree),
-            f"+HEAD:{ref.removeprefix('ref: ')}")
+            f"+HEAD:{head.removeprefix('ref: ')}")
 
     def remove_worktree(self, name: str, branch: str | None = None) -> None:
         """Remove a worktree (and its branch); nothing happens if already gone."""

@@ -119,3 +119,10 @@ def m005_task_waits(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("waiting", str)  # NULL: its last failure is no wait
     for kind, words in (("merge", "merge waited: "), ("budget", "budget waited: ")):
         db.execute("UPDATE tasks SET waiting = ? WHERE substr(last_failure, 1, ?) = ?", [kind, len(words), words])
+
+
+@migrations()
+def m006_api_faults(db: sqlite_utils.Database) -> None:
+    # A session the model API kept failing gives its task back instead of spending its attempt.
+    db.table("worker_results").add_column("api_fault", str, not_null_default="")
+    db.table("judge_verdicts").add_column("api_fault", str, not_null_default="")

@@ -62,6 +62,7 @@ class TaskWait(StrEnum):
 
     merge = "merge"  # its passing branch could not reach main yet
     budget = "budget"  # it waits for budget to be judged or merged
+    api = "api"  # its worker's or reviewer's session met API faults past its retries: resumed later
 
 
 class ApprovalStage(StrEnum):
@@ -135,6 +136,9 @@ MERGE_WAITED = "merge waited: "
 BUDGET_WAITED = "budget waited: "
 """How the last failure of a task whose finished work waits for budget begins."""
 
+API_WAITED = "API failed: "
+"""How the last failure of a task whose session the model API kept failing begins."""
+
 
 def keeps_work(task: Task) -> bool:
     """Whether a pending task keeps its worktree: its paid-for work waits for main or for budget."""
@@ -150,7 +154,8 @@ class Wait(BaseModel):
     @property
     def mark(self) -> str:
         """What the task's ``last_failure`` says: the reason after its kind's words."""
-        return (MERGE_WAITED if self.kind is TaskWait.merge else BUDGET_WAITED) + self.reason
+        words = {TaskWait.merge: MERGE_WAITED, TaskWait.budget: BUDGET_WAITED, TaskWait.api: API_WAITED}
+        return words[self.kind] + self.reason
 
 
 class PlannedTask(BaseModel):
@@ -237,6 +242,7 @@ class WorkResult(BaseModel):
     num_turns: int = 0
     session_id: str = ""
     budget_stop: str = ""  # the budget cap that kept the worker from starting: no attempt spent
+    api_fault: str = ""  # the API kept failing past the session's retries: no attempt spent
 
 
 class CheckResult(BaseModel):
@@ -286,6 +292,7 @@ class Verdict(BaseModel):
     cost_usd: float = 0.0
     session_id: str = ""
     budget_stop: str = ""  # the budget cap that kept the reviewer from starting: judged again later
+    api_fault: str = ""  # the API kept failing past the review's retries: judged again later
 
 
 class MergeOutcome(BaseModel):

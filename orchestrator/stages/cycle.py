@@ -82,6 +82,9 @@ def record_work(ctx: ProjectContext, task: Task, result: WorkResult) -> None:
     if result.budget_stop and still_held(ctx, result.cycle_id, task):
         ctx.store.release_task(task.id)  # nothing was done: back as it was
         ctx.repo.remove_worktree(task.id, ctx.branch(task.id))
+    elif result.api_fault and still_held(ctx, result.cycle_id, task):
+        # Not the agent's failure: the attempt is unspent, and the worktree stays for its session to resume.
+        ctx.store.release_task(task.id, Wait(kind=TaskWait.api, reason=result.api_fault))
     elif not result.success and still_held(ctx, result.cycle_id, task):
         ctx.send_back(task, f"worker failed: {result.error}")
 
@@ -101,6 +104,8 @@ def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
     write_verdict(ctx.orch_dir, task, verdict)
     if verdict.budget_stop and still_held(ctx, verdict.cycle_id, task):
         ctx.store.release_task(task.id, Wait(kind=TaskWait.budget, reason=verdict.budget_stop))  # keeps its worktree
+    elif verdict.api_fault and still_held(ctx, verdict.cycle_id, task):  # the work stands; judged again later
+        ctx.store.release_task(task.id, Wait(kind=TaskWait.api, reason=verdict.api_fault))
     elif not verdict.passed and still_held(ctx, verdict.cycle_id, task):
         ctx.send_back(task, rejection_reasons(verdict))
 

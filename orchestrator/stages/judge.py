@@ -12,6 +12,7 @@ checks is shown to the reviewer.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -168,6 +169,9 @@ async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Basel
         Role.judge, worktree, cycle_id=work.cycle_id, task_id=task.id, attempt=work.attempt,
         output_model=Review,
     )
+    previous = ctx.store.verdict(task.id, work.attempt)
+    if previous is not None and previous.api_fault and previous.session_id:
+        spec = replace(spec, session_id=previous.session_id)  # the API cut this review: go on with it
     prompt = build_prompt(task, ctx.repo.diff_text(worktree, work.base_commit), tests, lint, base, warnings)
     try:
         run = await run_agent(spec, prompt)
@@ -176,7 +180,7 @@ async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Basel
     except AgentError as exc:
         return verdict.model_copy(update={
             "reasons": [f"review failed: {exc}"], "cost_usd": exc.cost_usd,
-            "session_id": exc.session_id or "",
+            "session_id": exc.session_id or "", "api_fault": str(exc) if exc.transient else "",
         })
     review = Review.model_validate(run.structured)
     reasons = list(review.reasons) if not review.approve else []

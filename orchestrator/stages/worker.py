@@ -7,6 +7,7 @@ commits half its work still yields exactly what is in its worktree.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.adapters.agent import run_agent, session_exists
@@ -62,6 +63,10 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
         Role.worker, worktree, cycle_id=cycle_id, task_id=task.id, task_type=task.type,
         attempt=task.attempts, output_model=WorkerReport,
     )
+    previous = ctx.store.worker_result(task.id, task.attempts)
+    if previous is not None and previous.api_fault and previous.session_id:
+        # The API cut this attempt's session in an earlier cycle: go on with it, its turns are paid for.
+        spec = replace(spec, session_id=previous.session_id)
     # A session a crash cut off is resumed in the worktree it left, so the
     # files match what the agent remembers; otherwise start from a clean one.
     if not (session_exists(spec) and ctx.repo.is_worktree(worktree)):
@@ -73,6 +78,7 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
     except AgentError as exc:
         return result.model_copy(update={
             "error": str(exc), "cost_usd": exc.cost_usd, "session_id": exc.session_id or "",
+            "api_fault": str(exc) if exc.transient else "",
         })
     report = WorkerReport.model_validate(run.structured)
     result = result.model_copy(update={

@@ -233,6 +233,7 @@ def test_merge_with_conflict_then_conclude(project: GitRepo) -> None:
     assert project.merge_branch(integration, "orch/t1", "merge t1") == []
     assert project.merge_branch(integration, "orch/t2", "merge t2") == ["a.txt"]
     assert project.conflict_markers(integration, ["a.txt", "d.txt", "gone.txt"]) == ["a.txt"]
+    assert ">>>>>>> orch/t2\n" in (integration / "a.txt").read_text()  # as the resolver is told
     (integration / "a.txt").write_text("from t1\nfrom t2\n")
     assert project.conflict_markers(integration, ["a.txt"]) == []
     sha = project.conclude_merge(integration)

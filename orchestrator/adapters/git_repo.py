@@ -224,8 +224,6 @@ class GitRepo:
             run(self.path, "worktree", "prune")
         if branch and self.branch_exists(branch):
             self._drop_branch(branch)
-        if branch and self.branch_exists(branch):
-            self._drop_branch(branch)
 
     def delete_branch(self, branch: str) -> bool:
         """Delete a local branch; False if it is gone or checked out somewhere (then it stays)."""
@@ -312,9 +310,11 @@ class GitRepo:
         On conflicts the merge is left in progress so a resolver can edit the files.
         """
         self._own(worktree)
-        commit = self.head(branch)  # the branch lives in the project; its objects are shared
+        # The branch lives in the project and its objects are shared: a ref to it here is enough,
+        # and merging by name puts the branch's name, not a commit id, in the conflict markers.
+        run(worktree, "update-ref", f"refs/heads/{branch}", self.head(branch))
         try:
-            run(worktree, "merge", "--no-ff", "--no-edit", "-m", message, commit, config=_MERGE_CONFIG)
+            run(worktree, "merge", "--no-ff", "--no-edit", "-m", message, branch, config=_MERGE_CONFIG)
         except GitError:
             conflicts = names_of(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
             if not conflicts:

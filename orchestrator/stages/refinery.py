@@ -15,6 +15,8 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+import anyio
+
 from orchestrator.adapters.agent import run_agent
 from orchestrator.adapters.checks import run_check
 from orchestrator.adapters.prompts import task_text
@@ -171,7 +173,7 @@ async def _bisect(
     while bad - good > 1:
         middle = (good + bad) // 2
         ctx.repo.reset_worktree_to(worktree, chain[middle][1])
-        why = check.failure(worktree)
+        why = await anyio.to_thread.run_sync(check.failure, worktree)
         if not why:
             good = middle
         else:
@@ -192,7 +194,7 @@ async def _bisect(
     outcome.resolved_conflicts += [t for t in trial.resolved_conflicts if t not in outcome.resolved_conflicts]
     if not trial.merged:
         return
-    failure = check.failure(worktree)
+    failure = await anyio.to_thread.run_sync(check.failure, worktree)
     outcome.merged.update(trial.merged)
     if failure:
         await _bisect(ctx, worktree, cycle_id, rest, outcome, check, failure)
@@ -209,7 +211,9 @@ async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task,
     check = MergeCheck(ctx, cycle_id, main_before)
     try:
         await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
-        failure = check.failure(worktree) if outcome.merged else ""
+        # The merged result's tests may run for minutes: off the event loop, where other projects'
+        # sessions of the same portfolio run meanwhile.
+        failure = await anyio.to_thread.run_sync(check.failure, worktree) if outcome.merged else ""
         if failure:  # what is left after the search passed the check, or is main as it was
             await _bisect(ctx, worktree, cycle_id, candidates, outcome, check, failure)
         new_head = ctx.repo.head_of(worktree)

@@ -58,7 +58,7 @@ class CycleStatus(StrEnum):
 
 
 class TaskWait(StrEnum):
-    """Why a pending task's finished, paid-for work waits; it keeps its worktree meanwhile."""
+    """Why a pending task's paid-for work waits; it keeps its worktree meanwhile."""
 
     merge = "merge"  # its passing branch could not reach main yet
     budget = "budget"  # it waits for budget to be judged or merged
@@ -141,7 +141,7 @@ API_WAITED = "API failed: "
 
 
 def keeps_work(task: Task) -> bool:
-    """Whether a pending task keeps its worktree: its paid-for work waits for main or for budget."""
+    """Whether a pending task keeps its worktree: its paid-for work waits for main, budget or the API."""
     return task.status is TaskStatus.pending and task.waiting is not None
 
 

@@ -8,7 +8,7 @@ calling process's own Prefect settings are left alone.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -158,13 +158,9 @@ def serve(api_url: str, portfolio: PortfolioConfig) -> None:
 
 
 def _paused_projects(portfolio: PortfolioConfig) -> set[str]:
-    from orchestrator.adapters.store import Store
+    from orchestrator.adapters.store import is_paused
 
-    def paused(name: str) -> bool:
-        with closing(Store.for_project(portfolio.data_dir, name)) as store:
-            return store.state().paused
-
-    return {p.name for p in portfolio.enabled_projects() if paused(p.name)}
+    return {p.name for p in portfolio.enabled_projects() if is_paused(portfolio.data_dir, p.name)}
 
 
 def _source(portfolio: PortfolioConfig) -> Path:

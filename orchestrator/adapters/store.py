@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,12 @@ from orchestrator.domain.models import (
 from orchestrator.domain.state import Approval, CostRow, Cycle, MergeRecord, ProjectState
 
 PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
+
+
+def is_paused(data_dir: Path, project: str) -> bool:
+    """Whether ``project`` is paused, read from its store (opened and closed here)."""
+    with closing(Store.for_project(data_dir, project)) as store:
+        return store.state().paused
 
 
 class Store:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-from contextlib import closing
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -21,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.adapters.portfolio_file import load_portfolio
-from orchestrator.adapters.store import Store
+from orchestrator.adapters.store import Store, is_paused
 from orchestrator.cli.read import ConfigOpt, ProjectOpt
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
@@ -209,8 +208,7 @@ def _print_schedules(portfolio: PortfolioConfig) -> None:
     for column in ("deployment", "every", "priority", "schedule"):
         table.add_column(column)
     for p in portfolio.enabled_projects():
-        with closing(Store.for_project(portfolio.data_dir, p.name)) as store:  # `orch start` lives on
-            paused = store.state().paused
+        paused = is_paused(portfolio.data_dir, p.name)
         table.add_row(f"project-cycle/{p.name}", f"{p.cycle_interval_minutes} min", str(p.priority),
                       "paused (orch resume)" if paused else "active")
     console.print(table)

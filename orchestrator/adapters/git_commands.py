@@ -149,3 +149,29 @@ def branches(path: Path) -> tuple[set[str], str | None]:
     if not names:
         raise GitError(f"{path}: repository has no commits: make a first commit")
     return names, current
+
+
+def rebasing(repo: Path, branch: str) -> bool:
+    """Whether someone is rebasing ``branch`` in ``repo`` (HEAD detached, the branch about to be rewritten)."""
+    for state in ("rebase-merge", "rebase-apply"):
+        head_name = repo / run(repo, "rev-parse", "--git-path", f"{state}/head-name")
+        if head_name.is_file() and head_name.read_text().strip() == f"refs/heads/{branch}":
+            return True
+    return False
+
+
+def changes_in_the_way(repo: Path, checkout: Path, old: str, new: str) -> list[str]:
+    """Paths a fast-forward old..new would touch that have local changes in ``checkout``."""
+    touched = set(names_of(run(repo, "diff", "--name-only", "-z", "--no-renames", old, new)))
+    porcelain = run(checkout, "status", "--porcelain", "-z", "--untracked-files=all")
+    dirty: set[str] = set()
+    fields = iter(porcelain.split("\0"))
+    for field in fields:  # "XY path", and for a rename or copy its source next
+        if len(field) > 3:
+            dirty.add(field[3:])
+            if field[0] in "RC":
+                dirty.add(next(fields, ""))
+    # Ignored files are not in the status, and git overwrites them silently.
+    added = names_of(run(repo, "diff", "--name-only", "-z", "--diff-filter=A", old, new))
+    dirty |= {p for p in added if (checkout / p).exists() or (checkout / p).is_symlink()}
+    return sorted(touched & dirty)

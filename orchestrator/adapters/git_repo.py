@@ -24,7 +24,16 @@ from contextlib import suppress
 from functools import cached_property
 from pathlib import Path
 
-from orchestrator.adapters.git_commands import IDENTITY, branches, names_of, run, run_bytes, status
+from orchestrator.adapters.git_commands import (
+    IDENTITY,
+    branches,
+    changes_in_the_way,
+    names_of,
+    rebasing,
+    run,
+    run_bytes,
+    status,
+)
 from orchestrator.domain.errors import GitError
 
 # Plain two-way markers whatever the user's merge.conflictStyle, so checks stay simple.
@@ -371,32 +380,6 @@ class GitRepo:
                 return Path(entry["worktree"])
         return None
 
-    def _rebasing_main(self) -> bool:
-        """Whether the user is rebasing main (HEAD detached, main about to be rewritten)."""
-        for state in ("rebase-merge", "rebase-apply"):
-            head_name = self.path / run(self.path, "rev-parse", "--git-path", f"{state}/head-name")
-            if head_name.is_file() and head_name.read_text().strip() == f"refs/heads/{self.main}":
-                return True
-        return False
-
-    def _blocking_changes(self, checkout: Path, old: str, new: str) -> list[str]:
-        """Paths a fast-forward old..new would touch that have local changes in ``checkout``."""
-        touched = set(
-            names_of(run(self.path, "diff", "--name-only", "-z", "--no-renames", old, new))
-        )
-        porcelain = run(checkout, "status", "--porcelain", "-z", "--untracked-files=all")
-        dirty: set[str] = set()
-        fields = iter(porcelain.split("\0"))
-        for field in fields:  # "XY path", and for a rename or copy its source next
-            if len(field) > 3:
-                dirty.add(field[3:])
-                if field[0] in "RC":
-                    dirty.add(next(fields, ""))
-        # Ignored files are not in the status, and git overwrites them silently.
-        added = names_of(run(self.path, "diff", "--name-only", "-z", "--diff-filter=A", old, new))
-        dirty |= {p for p in added if (checkout / p).exists() or (checkout / p).is_symlink()}
-        return sorted(touched & dirty)
-
     def advance_main(self, new: str, expected_old: str) -> tuple[bool, str]:
         """Fast-forward main to ``new`` if it still is ``expected_old``; (moved, why not).
 
@@ -415,7 +398,7 @@ class GitRepo:
                 False,
                 f"main moved since the cycle started ({old[:12]} -> {current[:12]}): merge again in a later cycle",
             )
-        if self._rebasing_main():
+        if rebasing(self.path, self.main):
             return (
                 False,
                 f"a rebase of {self.main} is in progress in {self.path}: main will advance in a later cycle",
@@ -429,7 +412,7 @@ class GitRepo:
                     return False, "main moved since the cycle started: merge again in a later cycle"
                 raise
             return True, ""
-        clash = self._blocking_changes(checkout, old, new)
+        clash = changes_in_the_way(self.path, checkout, old, new)
         if clash:
             shown = ", ".join(clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
             return (
@@ -469,12 +452,4 @@ class GitRepo:
     def push_main(self, remote: str = "origin") -> None:
         """Push main to ``remote`` (never prompts; GitError on any failure)."""
         ref = f"refs/heads/{self.main}"
-        run(
-            self.path,
-            "push",
-            "-q",
-            remote,
-            f"{ref}:{ref}",
-            env={"GIT_TERMINAL_PROMPT": "0"},
-            timeout_s=300,
-        )
+        run(self.path, "push", "-q", remote, f"{ref}:{ref}", env={"GIT_TERMINAL_PROMPT": "0"}, timeout_s=300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import anyio
@@ -211,6 +212,44 @@ def test_budget_cap_ends_the_run_and_reports_what_was_spent(tmp_path: Path, monk
     assert info.value.subtype == "error_max_budget_usd" and not info.value.transient
     assert len(model.requests) < 10
     assert info.value.cost_usd == pytest.approx(model.cost_usd(), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_session_that_goes_quiet_is_cut_and_resumed_under_its_own_id(tmp_path: Path, monkeypatch) -> None:
+    release = threading.Event()
+
+    def hangs(view: RequestView) -> list[dict]:
+        release.wait(60)  # the API takes the request and says nothing, for longer than the timeout
+        return [text("too late")]
+
+    # Resumed, the CLI notes the cut turn as an assistant message: the answer after it is turn 2.
+    scenario = Scenario(planner=[[text("first look")], hangs, [structured({"answer": "back"})]])
+    with ScriptedModel(scenario) as model:
+        try:
+            result = run(model, monkeypatch, spec(tmp_path, timeout_s=30, stall_s=3, api_retries=1, retry_base_s=0.05))
+            asked = [r.turn for r in model.requests]  # the hung request is not recorded until it answers
+        finally:
+            release.set()
+    assert result.structured == {"answer": "back"}
+    assert len({r.session_id for r in model.requests}) == 1
+    assert asked == [0, 2]  # the first turn is not asked again: resumed, not restarted
+
+
+@pytest.mark.slow
+@needs.sandbox
+def test_a_tool_that_runs_longer_than_the_stall_limit_is_not_cut(tmp_path: Path, monkeypatch) -> None:
+    results: list[str] = []
+
+    def done(view: RequestView) -> list[dict]:
+        results.extend(view.results)
+        return [text("done")]
+
+    napping = Scenario(workers={"nap": [[bash("sleep 6 && echo rested")], done]})
+    with ScriptedModel(napping) as model:
+        result = run(model, monkeypatch, spec(tmp_path, Role.worker, output_model=None, stall_s=2), "nap")
+    assert result.text == "done"
+    assert [r.turn for r in model.requests] == [0, 1]  # one session, never cut
+    assert any("rested" in r for r in results)
 
 
 def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:

@@ -10,6 +10,7 @@ help.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -29,6 +30,8 @@ from claude_agent_sdk import (
     ProcessError,
     ResultError,
     ResultMessage,
+    ToolResultBlock,
+    ToolUseBlock,
     query,
 )
 from pydantic import BaseModel, ValidationError
@@ -59,6 +62,9 @@ ROLE_TOOLS: dict[Role, tuple[str, ...]] = {
 # cwd. An edit or a command outside is refused, as nothing may ask the user.
 # What the tools may read, and their environment, are fenced (see fences.py).
 CONFINED_TOOLS = frozenset({"Write", "Edit", "Bash"})
+
+# Claude Code's Bash tool runs one command for up to 10 minutes, saying nothing meanwhile.
+TOOL_ALLOWANCE_S = 600.0
 
 # HTTP statuses worth another try: rate limits, server errors, overload.
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -104,6 +110,9 @@ class AgentSpec:
     max_budget_usd: float
     timeout_s: float
     max_turns: int
+    stall_s: float | None = None
+    """Cut a session whose CLI sends nothing for this long (longer while a tool runs); it is retried
+    as a transient fault, resuming the session. None: only ``timeout_s`` applies."""
     task_id: str | None = None
     """Named in the role line so logs (and the scripted model) can tell sessions apart."""
     output_model: type[BaseModel] | None = None
@@ -279,12 +288,23 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     started = time.monotonic()
     result: ResultMessage | None = None
     who = role_line(spec.role, spec.task_id).removeprefix("[orchestrator] ")
+    silence = _Silence(spec.stall_s)
     try:
-        # Cancelling the scope closes the SDK's generator, which ends the CLI process.
-        with anyio.fail_after(spec.timeout_s):
+        # Cancelling a scope closes the SDK's generator, which ends the CLI process.
+        with anyio.fail_after(spec.timeout_s), anyio.CancelScope(deadline=silence.deadline()) as quiet:
             async for message in query(prompt=prompt, options=options):
+                silence.heard(message)
+                quiet.deadline = silence.deadline()
                 if isinstance(message, ResultMessage):
                     result = message
+        if quiet.cancelled_caught:
+            raise AgentError(
+                f"{who}: Claude Code sent nothing for {silence.limit_s():g}s; cut to be resumed",
+                subtype="stall",
+                transient=True,
+                cost_usd=_cost(result),
+                session_id=spec.session_id,
+            )
     except TimeoutError as exc:
         raise AgentError(
             f"{who}: timed out after {spec.timeout_s:g}s; raise the timeout or make the task smaller",
@@ -309,6 +329,31 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     if result is None:
         raise AgentError(f"{who}: Claude Code ended without a result", subtype="process")
     return _finish(spec, who, result, time.monotonic() - started)
+
+
+class _Silence:
+    """When a session has been quiet too long: ``stall_s`` after the CLI's last message, plus
+    ``TOOL_ALLOWANCE_S`` while one of its tool calls has no result yet."""
+
+    def __init__(self, stall_s: float | None) -> None:
+        self.stall_s = stall_s
+        self.open_calls: set[str] = set()
+
+    def heard(self, message: object) -> None:
+        content = getattr(message, "content", None)
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, ToolUseBlock):
+                self.open_calls.add(block.id)
+            elif isinstance(block, ToolResultBlock):
+                self.open_calls.discard(block.tool_use_id)
+
+    def limit_s(self) -> float:
+        if self.stall_s is None:
+            return math.inf
+        return self.stall_s + (TOOL_ALLOWANCE_S if self.open_calls else 0.0)
+
+    def deadline(self) -> float:
+        return anyio.current_time() + self.limit_s()
 
 
 def _cost(result: ResultMessage | None) -> float:

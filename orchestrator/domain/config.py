@@ -244,6 +244,10 @@ class ProjectConfig(BaseModel):
     api_retry_base_seconds: float = Field(
         2.0, ge=0, description="Wait before the first such retry; it doubles for each next one."
     )
+    agent_stall_seconds: float = Field(
+        300, gt=0, description="An agent session whose Claude Code CLI sends nothing for this long "
+        "(10 minutes longer while a tool runs) is cut and resumed, as an API fault."
+    )
     agent_env: list[AgentEnvVar] = Field(
         default_factory=list,
         description="Environment variables the agents' tools get besides PATH, HOME (their own), "

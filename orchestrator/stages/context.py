@@ -150,6 +150,7 @@ class ProjectContext:
             max_budget_usd=budget,
             timeout_s=timeout_s,
             max_turns=turns,
+            stall_s=c.agent_stall_seconds,
             task_id=task_id,
             output_model=output_model,
             session_id=session_uuid(self.name, cycle_id, task_id or "", role.value, attempt),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -250,6 +252,41 @@ def test_a_tool_that_runs_longer_than_the_stall_limit_is_not_cut(tmp_path: Path,
     assert result.text == "done"
     assert [r.turn for r in model.requests] == [0, 1]  # one session, never cut
     assert any("rested" in r for r in results)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+@pytest.mark.slow
+@needs.sandbox
+def test_a_leash_killed_outright_leaves_no_process_of_its_session(tmp_path: Path, monkeypatch) -> None:
+    outcome: dict[str, object] = {}
+    agent = spec(tmp_path, Role.worker, output_model=None)
+    with ScriptedModel(Scenario(workers={"nap": [[bash("python3 -c \"import time; time.sleep(300)\"")], [text("done")]]})) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+
+        def session() -> None:
+            try:
+                outcome["run"] = anyio.run(run_agent, agent, "nap")
+            except AgentError as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=session)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not [p for p in processes_under(tmp_path) if b"time.sleep(300)" in cmdline(p)]:
+            assert time.monotonic() < deadline, "the tool's command never started"
+            time.sleep(0.2)
+        [leash] = [p for p in processes_under(tmp_path) if b"orch-leash" in cmdline(p)]
+        os.kill(leash, signal.SIGKILL)  # its own clean-up never runs
+        thread.join(60)
+    assert "error" in outcome  # the session ended, cut short
+    assert processes_under(tmp_path) == []  # the tool's command went with it
 
 
 def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:

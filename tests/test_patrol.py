@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from orchestrator.adapters.git_commands import init_repo
+from orchestrator.adapters.leash import PROJECT_ENV
 from orchestrator.domain.models import Task, TaskStatus
 from orchestrator.stages.context import ProjectContext, ProjectRef
 from orchestrator.stages.patrol import patrol, pause_if_failing
@@ -65,6 +68,23 @@ def test_patrol_tidies_what_dead_runs_left_and_keeps_the_cycle_to_resume(ctx: Pr
     assert kept == ["base-live", "new1"]
     assert sorted(repo.list_orch_branches("orch")) == ["orch/base-live", "orch/new1"]
     assert git(repo.path, "status", "--porcelain") == ""  # the user's checkout is untouched
+
+
+def test_patrol_kills_agent_processes_a_crashed_run_left_and_no_others(ctx: ProjectContext, tmp_path: Path) -> None:
+    # What a tool's command looks like after the run and its leash were SIGKILLed: adopted by
+    # init, still marked with the project's repository as every process of its sessions is.
+    nap = ["python3", "-c", "import time; time.sleep(300)"]
+    ours = subprocess.Popen(nap, env={**os.environ, PROJECT_ENV: str(ctx.repo.path)})
+    other = subprocess.Popen(nap, env={**os.environ, PROJECT_ENV: str(tmp_path / "another")})
+    try:
+        report = patrol(ctx)
+        assert report.reaped == [ours.pid]
+        assert ours.wait(10) == -signal.SIGKILL
+        assert other.poll() is None  # another project's session is not this patrol's business
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()
 
 
 def test_a_failure_streak_pauses_the_project_until_resumed(ctx: ProjectContext) -> None:

@@ -38,7 +38,14 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.adapters.fences import KEEP_ENV, Fence, kept_names
 from orchestrator.adapters.fences import settings as fence_settings
-from orchestrator.adapters.leash import CLI_ENV, leash_path, real_cli
+from orchestrator.adapters.leash import (
+    CLI_ENV,
+    PROJECT_ENV,
+    SESSION_ENV,
+    leash_path,
+    real_cli,
+    reap,
+)
 from orchestrator.adapters.retry import Again, RetryPolicy, acall
 from orchestrator.adapters.secrets import redact, redact_all
 from orchestrator.adapters.timing import mark, span
@@ -134,6 +141,9 @@ class AgentSpec:
     spend: SpendGuard | None = None
     """The project's cycle and day caps; None = only ``max_budget_usd`` applies."""
     fence: Fence = field(default_factory=Fence)
+    owner: str = ""
+    """The project's repository, marked on every process of the session: the patrol reaps them
+    after a crash (see :func:`orchestrator.adapters.leash.reap`)."""
     """The tools' environment and the paths the session may not read."""
 
 
@@ -184,6 +194,10 @@ def build_options(spec: AgentSpec, stderr: deque[str], home: Path) -> ClaudeAgen
     fence = replace(spec.fence, allow_write=(*spec.fence.allow_write, home))
     env = dict(spec.extra_env)
     env.update({CLI_ENV: cli, KEEP_ENV: ",".join(kept_names(fence, os.environ)), "HOME": str(home)})
+    if spec.session_id:
+        env[SESSION_ENV] = spec.session_id
+    if spec.owner:
+        env[PROJECT_ENV] = spec.owner
     if spec.config_dir and "CLAUDE_CONFIG_DIR" not in os.environ:
         env["CLAUDE_CONFIG_DIR"] = str(spec.config_dir)
     options = ClaudeAgentOptions(
@@ -281,7 +295,14 @@ async def _run_session(spec: AgentSpec, prompt: str) -> AgentRun:
         try:
             return await _run_cli(spec, prompt, build_options(spec, stderr, Path(home)), stderr)
         finally:
-            private(effective_config_dir(spec.config_dir))
+            with anyio.CancelScope(shield=True):  # off the event loop, even when cancelled
+                await anyio.to_thread.run_sync(_after_session, spec)
+
+
+def _after_session(spec: AgentSpec) -> None:
+    private(effective_config_dir(spec.config_dir))
+    if spec.session_id:
+        reap(SESSION_ENV, spec.session_id)
 
 
 async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, stderr: deque[str]) -> AgentRun:

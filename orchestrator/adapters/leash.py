@@ -39,6 +39,10 @@ from orchestrator.adapters.fences import KEEP_ENV, keeps, parse_kept
 
 CLI_ENV = "ORCH_LEASHED_CLI"
 """Names the real CLI for the leash (set by the agent runtime)."""
+SESSION_ENV = "ORCH_SESSION"
+"""Marks every process of one session with its id, whoever adopts it: see :func:`reap`."""
+PROJECT_ENV = "ORCH_PROJECT"
+"""Marks every process of a project's sessions with the project's repository."""
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -64,7 +68,8 @@ def allowed_env(environ: Mapping[str, str]) -> dict[str, str]:
     if KEEP_ENV not in environ:
         return dict(environ)
     kept = parse_kept(environ[KEEP_ENV])
-    return {name: value for name, value in environ.items() if keeps(name, kept) and name != KEEP_ENV}
+    return {name: value for name, value in environ.items()
+            if (keeps(name, kept) or name in (SESSION_ENV, PROJECT_ENV)) and name != KEEP_ENV}
 
 
 def _prctl(option: int, value: int) -> None:
@@ -91,6 +96,28 @@ def descendants(pid: int) -> list[int]:
         found.append(child)
         todo += children.get(child, [])
     return found
+
+
+def reap(name: str, value: str) -> list[int]:
+    """SIGKILL every process whose environment has ``name=value`` (one of our marks); their pids.
+
+    The leash kills what is under it, but a leash that is itself SIGKILLed
+    (by hand, the OOM killer, with the whole process tree) leaves the CLI's
+    children to init: a test run or a server a tool started would go on in
+    the worktree. Each of them inherited the marks.
+    """
+    mark = f"{name}={value}".encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+        except OSError:  # it ended meanwhile, or is not ours to read
+            continue
+    return killed
 
 
 def _kill_all_under_me() -> None:

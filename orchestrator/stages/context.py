@@ -161,6 +161,7 @@ class ProjectContext:
             retry_base_s=c.api_retry_base_seconds,
             spend=self.budget(cycle_id),
             fence=fence_for(self.portfolio, c, cwd, effective_config_dir(self.claude_config_dir)),
+            owner=str(self.repo.path),
         )
 
     def _slot(self) -> SlotHolder | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from orchestrator.adapters.leash import PROJECT_ENV, reap
 from orchestrator.domain.models import CycleStatus, TaskStatus, keeps_work
 from orchestrator.stages import cycle
 from orchestrator.stages.context import ProjectContext
@@ -25,6 +26,8 @@ class PatrolReport(BaseModel):
     sent_back: list[str] = Field(default_factory=list)
     removed_worktrees: list[str] = Field(default_factory=list)
     removed_branches: list[str] = Field(default_factory=list)
+    reaped: list[int] = Field(default_factory=list)
+    """Processes of agent sessions a crash left running (their leash died with the run)."""
     paused_reason: str = ""
     """Set when the project was paused for failing too often (see :func:`pause_if_failing`)."""
 
@@ -46,6 +49,8 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
         if task.claimed_by != resumable:
             ctx.send_back(task, "its cycle's run died before finishing it")
             report.sent_back.append(task.id)
+    # No session of the project is alive now: any process still marked as its own is left over.
+    report.reaped = reap(PROJECT_ENV, str(ctx.repo.path))
     _remove_orphans(ctx, resumable, report)
     return report
 

@@ -42,7 +42,7 @@ from orchestrator.domain.models import (
     Verdict,
     WorkResult,
 )
-from orchestrator.stages import approval, backlog, budget, cycle, planner
+from orchestrator.stages import approval, backlog, budget, cycle, planner, rate_limit
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 from tasks.judge import baseline, judge
 from tasks.merge import merge, publish
@@ -90,6 +90,10 @@ async def _open_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None
         message = f"project {project!r} is paused ({state.paused_reason or 'by a user'}): nothing done"
         logger.info(message)
         return CycleSummary(project=project, cycle_id="", status=CycleStatus.skipped, message=message)
+    if parked := rate_limit.holds(state, ctx.services.clock()):  # ends at once, and costs nothing
+        message = f"project {project!r} is {parked}: nothing done"
+        logger.info(message)
+        return CycleSummary(project=project, cycle_id="", status=CycleStatus.rate_limited, message=message)
     lock = CycleLock(ctx.portfolio.data_dir, ctx.name)
     if not await anyio.to_thread.run_sync(lock.acquire, wait):
         message = f"a cycle of {project!r} is already running ({lock.holder()}): nothing done"
@@ -141,6 +145,8 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
     await cycle_ended(ctx, summary)
     if stop := budget.newly_reached(before, ctx.store.state()):
         await notify(ctx, Event.budget_reached, f"Budget reached: {stop}", {"cycle": summary.cycle_id})
+    if limit := rate_limit.newly_parked(before, ctx.store.state()):
+        await notify(ctx, Event.rate_limited, f"Model API limit: {limit}", {"cycle": summary.cycle_id})
     reason = await stop_if_failing(ctx)
     if reason:
         logger.warning("Project %s paused: %s", ctx.name, reason)
@@ -214,6 +220,8 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
             key=artifact_key("plan", ctx.name), markdown=plan_file.read_text(),
             description=f"Plan of cycle {cycle_id}",
         )
+    if parked := rate_limit.holds(ctx.store.state(), ctx.services.clock()):  # nothing is claimed
+        return cycle.summarize(ctx, cycle_id, CycleStatus.rate_limited, parked)
     note = f"planner failed: {the_plan.error}" if the_plan.error else the_plan.budget_stop
     if approval.asks(ctx, ApprovalStage.plan):
         what = plan_file.read_text() if plan_file is not None else "No new plan: the pending tasks are worked on."

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cycles import run_cycle, sample_config, use_model
+from orch_cli import orch
+from webhook_receiver import WebhookReceiver
 
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario
@@ -70,3 +73,57 @@ def test_a_session_the_api_kept_failing_spends_no_attempt_and_resumes_next_cycle
     assert answered == [0, 1, 2]
     # The mean worker's finished work was not redone; only its review was asked again.
     assert len([r for r in model.requests if r.key == "Add mean function" and r.status == 200]) == 3
+
+
+def limited_once(answer: list[Block], retry_after_s: int) -> Callable[[RequestView], list[Block] | Fail]:
+    """A turn whose first request is refused for a rate limit that resets ``retry_after_s`` from now."""
+    refused: list[int] = []
+
+    def turn(view: RequestView) -> list[Block] | Fail:
+        if not refused:
+            refused.append(view.turn)
+            return Fail(429, "rate limit reached", "rate_limit_error", (("retry-after", str(retry_after_s)),))
+        return answer
+
+    return turn
+
+
+def test_a_rate_limit_parks_the_project_until_it_resets_and_nobody_pays_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = demo_scenario()
+    shout = scenario.workers["Add shout helper"]
+    second_turn = shout[1]
+    assert isinstance(second_turn, list)
+    shout[1] = limited_once(second_turn, retry_after_s=60)  # its first, paid turn wrote the files
+    with WebhookReceiver() as hook, ScriptedModel(scenario) as model:
+        config = sample_config(tmp_path, webhook_url=hook.url)
+        use_model(model, monkeypatch)
+        first = run_cycle(config)
+        store = Store.for_project(config.parent / "data", "calc")
+        state = store.state()
+        assert state.rate_limited_until is not None
+        ends = datetime.fromisoformat(state.rate_limited_until)
+        assert timedelta(seconds=30) < ends - datetime.now(UTC) < timedelta(seconds=120)
+        # The session was cut as soon as the CLI said it would wait: one refused request, not a minute's retries.
+        assert [r.status for r in model.requests if r.key == "Add shout helper"] == [200, 429]
+        shout_task = next(t for t in store.list_tasks() if t.title == "Add shout helper")
+        assert (shout_task.status, shout_task.attempts, shout_task.waiting) == (TaskStatus.pending, 0, TaskWait.api)
+        assert "rate-limited until" in shout_task.last_failure
+        assert first.status == "done" and store.state().consecutive_failures == 0
+        asked = len(model.requests)
+
+        # Runs meanwhile end at once and ask nothing; the limit is announced once.
+        during = run_cycle(config)
+        assert during.status == "rate_limited" and "rate-limited until" in during.message
+        assert len(model.requests) == asked
+        code, out = orch(capsys, monkeypatch, "status", "-c", str(config))
+        assert code == 0 and "rate-limited until" in out, out
+        assert [b["event"] for b in hook.received].count("rate_limited") == 1
+
+        store.set_rate_limit("2000-01-01T00:00:00+00:00", "long past")  # as if the reset had come
+        after = run_cycle(config)
+    assert after.status == "done" and shout_task.id in after.merged
+    assert store.get_task(shout_task.id).attempts == 1
+    # Resumed, not restarted: the shout session's first, paid turn was answered once.
+    assert [r.turn for r in model.requests if r.key == "Add shout helper" and r.status == 200].count(0) == 1

@@ -17,11 +17,17 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext, suppress
+from collections.abc import AsyncGenerator, Callable
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    aclosing,
+    nullcontext,
+    suppress,
+)
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 from claude_agent_sdk import (
@@ -30,6 +36,7 @@ from claude_agent_sdk import (
     ProcessError,
     ResultError,
     ResultMessage,
+    SystemMessage,
     ToolResultBlock,
     ToolUseBlock,
     query,
@@ -73,6 +80,10 @@ CONFINED_TOOLS = frozenset({"Write", "Edit", "Bash"})
 # Claude Code's Bash tool runs one command for up to 10 minutes, saying nothing meanwhile.
 TOOL_ALLOWANCE_S = 600.0
 
+# A rate-limit wait the CLI announces that is longer than this parks the project (see RateLimitPark);
+# shorter ones the CLI sits out itself.
+PARK_AFTER_S = 30.0
+
 # HTTP statuses worth another try: rate limits, server errors, overload.
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -97,6 +108,18 @@ class SlotWatch(Protocol):
 
     def waiting(self) -> AbstractContextManager[object]:
         """Entered when the cap is full and the session has to wait; left once it has a slot."""
+        ...
+
+
+class RateLimitPark(Protocol):
+    """Where a rate or usage limit parks the project's sessions (see :mod:`orchestrator.stages.rate_limit`)."""
+
+    def until(self) -> float | None:
+        """When the park ends (a Unix time), while one holds: no session may start before."""
+        ...
+
+    def park(self, ends_at: float, reason: str) -> None:
+        """The model API refused for a limit that resets at ``ends_at``."""
         ...
 
 
@@ -141,6 +164,8 @@ class AgentSpec:
     spend: SpendGuard | None = None
     """The project's cycle and day caps; None = only ``max_budget_usd`` applies."""
     fence: Fence = field(default_factory=Fence)
+    park: RateLimitPark | None = None
+    """Rate-limit parking; None = the CLI sits out every limit itself."""
     owner: str = ""
     """The project's repository, marked on every process of the session: the patrol reaps them
     after a crash (see :func:`orchestrator.adapters.leash.reap`)."""
@@ -234,6 +259,9 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     Raises AgentError on any failure; ``transient`` is True only for API
     failures that another try may get past.
     """
+    parked = spec.park.until() if spec.park else None
+    if parked is not None:
+        raise _parked(spec, parked, "not started")
     # Waiting for a slot is not part of the session's timeout.
     slot = spec.slot(spec.slot_watch) if spec.slot is not None else nullcontext()
     asked = time.monotonic()
@@ -276,7 +304,9 @@ async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:
 
     def transient(outcome: AgentRun | Exception) -> Again | None:
         # A try that used up the budget gets no next one: it would start with nothing left.
-        if isinstance(outcome, AgentError) and outcome.transient and spent < spec.max_budget_usd:
+        # A parked session is not retried now: it resumes once the limit resets.
+        if isinstance(outcome, AgentError) and outcome.transient and outcome.subtype != "rate_limited" \
+                and spent < spec.max_budget_usd:
             return Again()
         return None
 
@@ -313,11 +343,16 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     try:
         # Cancelling a scope closes the SDK's generator, which ends the CLI process.
         with anyio.fail_after(spec.timeout_s), anyio.CancelScope(deadline=silence.deadline()) as quiet:
-            async for message in query(prompt=prompt, options=options):
-                silence.heard(message)
-                quiet.deadline = silence.deadline()
-                if isinstance(message, ResultMessage):
-                    result = message
+            # Closed on the way out, so a session cut by a raise ends its CLI as a cancelled one does.
+            async with aclosing(cast(AsyncGenerator[Any, None], query(prompt=prompt, options=options))) as messages:
+                async for message in messages:
+                    silence.heard(message)
+                    quiet.deadline = silence.deadline()
+                    if isinstance(message, ResultMessage):
+                        result = message
+                    elif spec.park and (ends_at := _limit_resets_at(message)):
+                        spec.park.park(ends_at, f"the model API's rate limit ({who})")
+                        raise _parked(spec, ends_at, "cut to resume")
         if quiet.cancelled_caught:
             raise AgentError(
                 f"{who}: Claude Code sent nothing for {silence.limit_s():g}s; cut to be resumed",
@@ -350,6 +385,25 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     if result is None:
         raise AgentError(f"{who}: Claude Code ended without a result", subtype="process")
     return _finish(spec, who, result, time.monotonic() - started)
+
+
+def _limit_resets_at(message: object) -> float | None:
+    """The reset of a rate limit the CLI is about to sit out (a Unix time), when the wait is long."""
+    if not (isinstance(message, SystemMessage) and message.subtype == "api_retry"):
+        return None
+    data = message.data
+    wait_s = float(data.get("retry_delay_ms") or 0) / 1000
+    if data.get("error_status") != 429 or wait_s < PARK_AFTER_S:
+        return None
+    return time.time() + wait_s
+
+
+def _parked(spec: AgentSpec, ends_at: float, what: str) -> AgentError:
+    when = time.strftime("%H:%M", time.gmtime(ends_at))
+    return AgentError(
+        f"{role_line(spec.role, spec.task_id).removeprefix('[orchestrator] ')}: rate-limited until {when} (UTC); {what}",
+        subtype="rate_limited", transient=True, session_id=spec.session_id,
+    )
 
 
 class _Silence:

@@ -454,6 +454,10 @@ class Store:
         """Which cap stopped the work and when it resets ('' clears it)."""
         self._update_state(budget_stop=message, budget_resets_at=resets_at)
 
+    def set_rate_limit(self, until: str | None, reason: str = "") -> None:
+        """Park the project until ``until`` (ISO, UTC) for a rate or usage limit; None lifts it."""
+        self._update_state(rate_limited_until=until, rate_limit_reason=reason if until else "")
+
     def _update_state(self, **fields: Any) -> None:
         row = self.state().model_dump() | fields | {"updated_at": utcnow()}
         self.db.table("project_state").upsert(row, pk="name")

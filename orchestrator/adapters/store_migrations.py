@@ -126,3 +126,10 @@ def m006_api_faults(db: sqlite_utils.Database) -> None:
     # A session the model API kept failing gives its task back instead of spending its attempt.
     db.table("worker_results").add_column("api_fault", str, not_null_default="")
     db.table("judge_verdicts").add_column("api_fault", str, not_null_default="")
+
+
+@migrations()
+def m007_rate_limits(db: sqlite_utils.Database) -> None:
+    # A rate or usage limit parks the project until its reset.
+    db.table("project_state").add_column("rate_limited_until", str)
+    db.table("project_state").add_column("rate_limit_reason", str, not_null_default="")

@@ -53,6 +53,7 @@ class Event(StrEnum):
     project_paused = "project_paused"
     approval_needed = "approval_needed"
     budget_reached = "budget_reached"
+    rate_limited = "rate_limited"
 
 
 EMOJI: dict[Event, str] = {
@@ -61,6 +62,7 @@ EMOJI: dict[Event, str] = {
     Event.project_paused: ":double_vertical_bar:",
     Event.approval_needed: ":raised_hand:",
     Event.budget_reached: ":moneybag:",
+    Event.rate_limited: ":hourglass:",
 }
 """The Slack emoji code that opens each event's message."""
 

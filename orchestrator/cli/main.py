@@ -128,7 +128,8 @@ def run(project: ProjectOpt, config: ConfigOpt = None,
     for _ in range(cycles):
         summary = run_cycle(project, config, wait)
         print_summary(summary)
-        if summary.status in (CycleStatus.skipped, CycleStatus.busy, CycleStatus.waiting, CycleStatus.budget):
+        if summary.status in (CycleStatus.skipped, CycleStatus.busy, CycleStatus.waiting, CycleStatus.budget,
+                              CycleStatus.rate_limited):
             break
 
 

@@ -121,6 +121,8 @@ def _print_status(rows: list[ProjectStatus], title: str) -> None:
             last += f"\napproval: {escape(r.approval)}"
         if r.budget_stop:
             last += f"\nbudget: {escape(r.budget_stop)}"
+        if r.rate_limit:
+            last += f"\n{escape(r.rate_limit)}"
         if r.agent_cap:
             last += f"\nagent cap: {escape(r.agent_cap)}"
         review = "\n".join([str(r.in_review), *r.pull_requests])

@@ -27,6 +27,7 @@ from orchestrator.domain.models import (
     WorkResult,
 )
 from orchestrator.domain.state import CostRow, Cycle, MergeRecord, ProjectState
+from orchestrator.stages import rate_limit
 from orchestrator.stages.approval import describe
 from orchestrator.stages.capacity import cap_note
 
@@ -78,6 +79,7 @@ class ProjectStatus(BaseModel):
     cost_usd: float = 0.0
     merge_waiting: str = ""  # why passing work waits to reach main ('' when nothing waits)
     budget_stop: str = ""  # which cap stopped the work and when it resets ('' when none holds)
+    rate_limit: str = ""  # "rate-limited until HH:MM (UTC)" and why, while the model API's limit holds
     approval: str = ""  # the cycle waiting for approval, until when ('' when none)
     agent_cap: str = ""  # what the portfolio's max_total_workers does to it ('' when nothing)
     pull_requests: list[str] = Field(default_factory=list)  # URLs of the open ones
@@ -225,6 +227,7 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
             cost_usd=store.total_cost(),
             merge_waiting=_merge_waiting(store),
             budget_stop=_budget_stop(state),
+            rate_limit=rate_limit.holds(state, datetime.now(UTC)),
             approval="; ".join(describe(r) for r in store.waiting_approvals()),
             agent_cap=cap_note(portfolio, portfolio.project(name), last),
             pull_requests=[t.pr_url for t in store.list_tasks(TaskStatus.in_review, limit=20) if t.pr_url],

@@ -108,6 +108,9 @@ class Fail:
 
     status: int = 529
     message: str = "Overloaded"
+    error_type: str = "api_error"
+    headers: tuple[tuple[str, str], ...] = ()
+    """Sent with the error, such as a 429's ``retry-after`` and rate-limit reset headers."""
 
 
 @dataclass(frozen=True)
@@ -347,8 +350,8 @@ def _handler_for(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
             )
             try:
                 if isinstance(answer, Fail):
-                    error = {"type": "error", "error": {"type": "api_error", "message": answer.message}}
-                    self._json(answer.status, error)
+                    error = {"type": "error", "error": {"type": answer.error_type, "message": answer.message}}
+                    self._json(answer.status, error, answer.headers)
                 elif body.get("stream"):
                     self._stream(body, answer, usage)
                 else:
@@ -356,10 +359,12 @@ def _handler_for(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):  # the CLI was stopped while it waited
                 self.close_connection = True
 
-        def _json(self, status: int, payload: dict[str, Any]) -> None:
+        def _json(self, status: int, payload: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

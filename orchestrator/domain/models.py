@@ -55,6 +55,7 @@ class CycleStatus(StrEnum):
     skipped = "skipped"  # paused project, finished cycle, or nothing to continue: no cycle ran
     busy = "busy"  # another cycle of the project holds its lock: no cycle ran
     budget = "budget"  # not even one agent session fits the budget: nothing planned or claimed
+    rate_limited = "rate_limited"  # the model API's limit holds until its reset: no session starts
 
 
 class TaskWait(StrEnum):

@@ -68,6 +68,9 @@ class ProjectState(BaseModel):
     last_cycle_at: str | None = None
     budget_stop: str = ""  # which cap stopped the work, and when it resets ('' when none)
     budget_resets_at: str | None = None
+    rate_limited_until: str | None = None
+    """The model API's rate or usage limit resets then (ISO, UTC): no session starts before."""
+    rate_limit_reason: str = ""
     updated_at: str | None = None
 
 

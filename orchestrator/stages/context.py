@@ -34,6 +34,7 @@ from orchestrator.domain.config import PortfolioConfig, ProjectConfig
 from orchestrator.domain.models import Role, Task, TaskType
 from orchestrator.stages.budget import PROCESS_LEDGER, CycleBudget, SpendLedger, utc_now
 from orchestrator.stages.capacity import CycleSlotWatch
+from orchestrator.stages.rate_limit import ProjectPark
 
 T = TypeVar("T")
 
@@ -162,6 +163,7 @@ class ProjectContext:
             spend=self.budget(cycle_id),
             fence=fence_for(self.portfolio, c, cwd, effective_config_dir(self.claude_config_dir)),
             owner=str(self.repo.path),
+            park=ProjectPark(self.store, self.services.clock),
         )
 
     def _slot(self) -> SlotHolder | None:

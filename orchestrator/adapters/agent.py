@@ -1,8 +1,8 @@
 """The agent runtime: every Claude Code session of every role goes through here.
 
-This is the only module that imports ``claude_agent_sdk``. It fixes what a
-role may do (its exact tool list), where (``cwd``), for how much (budget,
-turn cap, a timeout that kills the CLI), and turns the SDK's outcomes into an
+With :mod:`.session_watch`, the only module that imports ``claude_agent_sdk``.
+It fixes what a role may do (its exact tool list), where (``cwd``), for how
+much (budget, turn cap, a timeout that kills the CLI), and turns the SDK's outcomes into an
 :class:`AgentRun` or one :class:`AgentError` that says whether a retry could
 help.
 """
@@ -10,7 +10,6 @@ help.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -36,9 +35,6 @@ from claude_agent_sdk import (
     ProcessError,
     ResultError,
     ResultMessage,
-    SystemMessage,
-    ToolResultBlock,
-    ToolUseBlock,
     query,
 )
 from pydantic import BaseModel, ValidationError
@@ -55,6 +51,7 @@ from orchestrator.adapters.leash import (
 )
 from orchestrator.adapters.retry import Again, RetryPolicy, acall
 from orchestrator.adapters.secrets import redact, redact_all
+from orchestrator.adapters.session_watch import Silence, limit_resets_at
 from orchestrator.adapters.timing import mark, span
 from orchestrator.domain.errors import AgentError
 from orchestrator.domain.models import AgentRun, Role
@@ -76,13 +73,6 @@ ROLE_TOOLS: dict[Role, tuple[str, ...]] = {
 # cwd. An edit or a command outside is refused, as nothing may ask the user.
 # What the tools may read, and their environment, are fenced (see fences.py).
 CONFINED_TOOLS = frozenset({"Write", "Edit", "Bash"})
-
-# Claude Code's Bash tool runs one command for up to 10 minutes, saying nothing meanwhile.
-TOOL_ALLOWANCE_S = 600.0
-
-# A rate-limit wait the CLI announces that is longer than this parks the project (see RateLimitPark);
-# shorter ones the CLI sits out itself.
-PARK_AFTER_S = 30.0
 
 # HTTP statuses worth another try: rate limits, server errors, overload.
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -164,12 +154,12 @@ class AgentSpec:
     spend: SpendGuard | None = None
     """The project's cycle and day caps; None = only ``max_budget_usd`` applies."""
     fence: Fence = field(default_factory=Fence)
+    """The tools' environment and the paths the session may not read."""
     park: RateLimitPark | None = None
     """Rate-limit parking; None = the CLI sits out every limit itself."""
     owner: str = ""
     """The project's repository, marked on every process of the session: the patrol reaps them
     after a crash (see :func:`orchestrator.adapters.leash.reap`)."""
-    """The tools' environment and the paths the session may not read."""
 
 
 def role_line(role: Role, task_id: str | None) -> str:
@@ -339,7 +329,7 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     started = time.monotonic()
     result: ResultMessage | None = None
     who = role_line(spec.role, spec.task_id).removeprefix("[orchestrator] ")
-    silence = _Silence(spec.stall_s)
+    silence = Silence(spec.stall_s)
     try:
         # Cancelling a scope closes the SDK's generator, which ends the CLI process.
         with anyio.fail_after(spec.timeout_s), anyio.CancelScope(deadline=silence.deadline()) as quiet:
@@ -350,7 +340,7 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
                     quiet.deadline = silence.deadline()
                     if isinstance(message, ResultMessage):
                         result = message
-                    elif spec.park and (ends_at := _limit_resets_at(message)):
+                    elif spec.park and (ends_at := limit_resets_at(message)):
                         spec.park.park(ends_at, f"the model API's rate limit ({who})")
                         raise _parked(spec, ends_at, "cut to resume")
         if quiet.cancelled_caught:
@@ -387,48 +377,12 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     return _finish(spec, who, result, time.monotonic() - started)
 
 
-def _limit_resets_at(message: object) -> float | None:
-    """The reset of a rate limit the CLI is about to sit out (a Unix time), when the wait is long."""
-    if not (isinstance(message, SystemMessage) and message.subtype == "api_retry"):
-        return None
-    data = message.data
-    wait_s = float(data.get("retry_delay_ms") or 0) / 1000
-    if data.get("error_status") != 429 or wait_s < PARK_AFTER_S:
-        return None
-    return time.time() + wait_s
-
-
 def _parked(spec: AgentSpec, ends_at: float, what: str) -> AgentError:
     when = time.strftime("%H:%M", time.gmtime(ends_at))
     return AgentError(
         f"{role_line(spec.role, spec.task_id).removeprefix('[orchestrator] ')}: rate-limited until {when} (UTC); {what}",
         subtype="rate_limited", transient=True, session_id=spec.session_id,
     )
-
-
-class _Silence:
-    """When a session has been quiet too long: ``stall_s`` after the CLI's last message, plus
-    ``TOOL_ALLOWANCE_S`` while one of its tool calls has no result yet."""
-
-    def __init__(self, stall_s: float | None) -> None:
-        self.stall_s = stall_s
-        self.open_calls: set[str] = set()
-
-    def heard(self, message: object) -> None:
-        content = getattr(message, "content", None)
-        for block in content if isinstance(content, list) else []:
-            if isinstance(block, ToolUseBlock):
-                self.open_calls.add(block.id)
-            elif isinstance(block, ToolResultBlock):
-                self.open_calls.discard(block.tool_use_id)
-
-    def limit_s(self) -> float:
-        if self.stall_s is None:
-            return math.inf
-        return self.stall_s + (TOOL_ALLOWANCE_S if self.open_calls else 0.0)
-
-    def deadline(self) -> float:
-        return anyio.current_time() + self.limit_s()
 
 
 def _cost(result: ResultMessage | None) -> float:

@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,18 @@ def run_cycle(config: Path, project: str = "calc", **params: Any) -> CycleSummar
     from flows.project_cycle import project_cycle
 
     return asyncio.run(project_cycle(project=project, config=str(config), **params))
+
+
+def as_in_a_terminal() -> None:
+    """Ctrl+C as a shell in a terminal delivers it.
+
+    A child inherits ignored signals, and the test process may be ignoring
+    SIGINT at the moment it starts one (C's system() does so while it waits,
+    whichever thread calls it). `orch start` respects an inherited SIGINT
+    ignore, as a background job expects: seen once, it made Ctrl+C do nothing.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def processes_under(folder: Path) -> list[int]:

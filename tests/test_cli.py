@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cycles import as_in_a_terminal
 from orch_cli import orch
 
 from orchestrator.adapters.git_commands import init_repo
@@ -158,7 +159,7 @@ def test_demo_ui_keeps_its_server_up_and_points_at_the_cycle(tmp_path: Path) -> 
     demo = tmp_path / "demo"
     # PYTHONFAULTHANDLER: on SIGABRT, every thread's stack goes to its output (see below).
     env = {**newcomer_env(tmp_path / "home"), "PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.Popen([ORCH, "demo", "--ui", "--dir", str(demo)], env=env,
+    proc = subprocess.Popen([ORCH, "demo", "--ui", "--dir", str(demo)], env=env, preexec_fn=as_in_a_terminal,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []
@@ -182,9 +183,11 @@ def test_demo_ui_keeps_its_server_up_and_points_at_the_cycle(tmp_path: Path) -> 
         try:
             rest = proc.communicate(timeout=60)[0]
         except subprocess.TimeoutExpired:  # say where it hangs
+            signals = [line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if line.startswith("Sig")]
             proc.send_signal(signal.SIGABRT)
             rest = proc.communicate(timeout=30)[0]
-            raise AssertionError(f"orch demo --ui ignored Ctrl+C for 60 s; its output since, with stacks:\n{rest[-20000:]}") from None
+            raise AssertionError(f"orch demo --ui ignored Ctrl+C for 60 s ({', '.join(signals)}); "
+                                 f"its output since, with stacks:\n{rest[-20000:]}") from None
         assert proc.returncode == 0, rest
         assert not alive(pid)
     finally:

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import needs
 import pytest
-from cycles import processes_under
+from cycles import as_in_a_terminal, processes_under
 from prefect import get_client
 
 from deployments import control
@@ -143,18 +143,6 @@ def serve(env: dict[str, str], config: Path, log: Path) -> subprocess.Popen[str]
     # PYTHONFAULTHANDLER: on SIGABRT, every thread's stack goes to the log (see `interrupt`).
     return subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config)], env={**env, "PYTHONFAULTHANDLER": "1"},
                             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal)
-
-
-def as_in_a_terminal() -> None:
-    """Ctrl+C as a shell in a terminal delivers it.
-
-    A child inherits ignored signals, and the test process may be ignoring
-    SIGINT at the moment it starts one (C's system() does so while it waits,
-    whichever thread calls it). `orch start` respects an inherited SIGINT
-    ignore, as a background job expects: seen once, it made Ctrl+C do nothing.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def interrupt(start: subprocess.Popen[str], log: Path) -> int:

@@ -8,19 +8,21 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
-from orchestrator.stages import backlog, pulls
+from orchestrator.stages import backlog, pulls, retention
 from orchestrator.stages import patrol as core
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
-from tasks.runs import force_state, set_schedule_paused
+from tasks.runs import delete_runs, force_state, old_runs, set_schedule_paused
 
 
 # Never cached: it looks at the project as it is now, every cycle.
 @task(name="patrol", cache_policy=NO_CACHE, persist_result=False, task_run_name="patrol: {ref.project}")
 async def patrol(ref: ProjectRef) -> core.PatrolReport:
     """Tidy up after dead runs; pause the project and its schedule if it keeps failing."""
+    report = await in_thread(ref, core.patrol)  # git, files, and a look at every process: off the event loop
     with ProjectContext.open(ref) as ctx:
-        report = core.patrol(ctx)
         await mark_crashed(report.dead_flow_runs)
+        if (before := retention.cutoff(ctx, ctx.services.clock())) is not None:
+            await delete_runs(await old_runs(ref.project, before))
         # Patrol may fail tasks for good (a dead run's last attempt): check the streak here too.
         return report.model_copy(update={"paused_reason": await stop_if_failing(ctx)})
 

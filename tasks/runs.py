@@ -8,6 +8,8 @@ not found here is left alone rather than an error.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
+from datetime import datetime
 from uuid import UUID
 
 from prefect import get_client
@@ -46,3 +48,39 @@ async def force_state(run_id: str, state: State, when: Callable[[FlowRun], bool]
             return False
         await client.set_flow_run_state(run.id, state, force=True)
         return True
+
+
+async def old_runs(project: str, before: datetime) -> list[FlowRun]:
+    """``project``'s cycle runs that ended before ``before`` (a waiting or running one has not ended);
+    200 at most, the next call finds the rest."""
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterEndTime,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    ended = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
+    runs = FlowRunFilter(name=FlowRunFilterName(any_=[project]), end_time=FlowRunFilterEndTime.model_validate({"before_": before}),
+                         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ended)))
+    async with get_client() as client:
+        return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+                                           flow_run_filter=runs, limit=200)  # the most the API gives at once
+
+
+async def delete_runs(runs: list[FlowRun]) -> None:
+    """Delete flow runs and the artifacts they made (their task runs and logs go with them)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async with get_client() as client:
+        for run in runs:
+            made = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            for artifact in await client.read_artifacts(artifact_filter=made):
+                with suppress(ObjectNotFound):
+                    await client.delete_artifact(artifact.id)
+            with suppress(ObjectNotFound):
+                await client.delete_flow_run(run.id)

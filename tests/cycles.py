@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from fake_github import FakeGitHub
@@ -18,6 +20,8 @@ from fake_github import FakeGitHub
 from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, write_portfolio
 from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured
 from orchestrator.domain.models import CycleSummary
+
+T = TypeVar("T")
 
 
 def sample_config(root: Path, **fields: Any) -> Path:
@@ -47,7 +51,35 @@ def run_cycle(config: Path, project: str = "calc", **params: Any) -> CycleSummar
     """One ``project-cycle`` flow run, as ``orch run`` starts it (without a deployment)."""
     from flows.project_cycle import project_cycle
 
-    return asyncio.run(project_cycle(project=project, config=str(config), **params))
+    return run_watched(project_cycle(project=project, config=str(config), **params))
+
+
+SLOW_CALLBACK_S = 0.5
+"""One step of the event loop may take this long at most: every project of a portfolio (its
+agent sessions, slot renewals and progress) shares the loop, so any blocking call stalls them all."""
+
+
+def run_watched(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` with asyncio's debug checks on; a step of the loop over ``SLOW_CALLBACK_S`` fails."""
+    slow: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("Executing "):  # asyncio's "Executing <callback> took 0.6 seconds"
+                slow.append(record.getMessage())
+
+    async def watched() -> T:
+        asyncio.get_running_loop().slow_callback_duration = SLOW_CALLBACK_S
+        return await main
+
+    catch = Catch(logging.WARNING)
+    logging.getLogger("asyncio").addHandler(catch)
+    try:
+        result = asyncio.run(watched(), debug=True)
+    finally:
+        logging.getLogger("asyncio").removeHandler(catch)
+    assert not slow, "the event loop was blocked:\n" + "\n".join(message[-400:] for message in slow)
+    return result
 
 
 def as_in_a_terminal() -> None:

@@ -140,6 +140,9 @@ CASES: dict[str, Case] = {
     "missing required option": (lambda t: ["tasks", "-c", with_store(t)], "Missing option '--project' / '-p'"),
     "unknown option": (lambda t: ["status", "--colour", "-c", with_store(t)], "No such option: --colour"),
     "unknown command": (lambda t: ["frobnicate"], "No such command 'frobnicate'"),
+    "negative retention": (lambda t: ["gc", "-c", project(t, retention_days=-1)],
+                           "projects[0] (app).retention_days: must be at least 0"),
+    "gc of an unknown project": (lambda t: ["gc", "-p", "nope", "--dry-run", "-c", with_store(t)], "unknown project 'nope'"),
 }
 
 

@@ -128,3 +128,37 @@ def test_a_dead_runs_flow_run_is_marked_crashed() -> None:
             return tuple([(await client.read_flow_run(r.id)).state.type.value for r in (stuck, finished)])
 
     assert asyncio.run(scenario()) == ("CRASHED", "COMPLETED")  # a finished run is left as it was
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_projects_ended_runs_go_with_their_artifacts_and_nothing_else() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prefect import flow, get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.states import Completed, Paused
+
+    from tasks.runs import delete_runs, old_runs
+
+    @flow(name="project-cycle")
+    def cycle() -> None: ...
+
+    async def scenario() -> tuple[list[str], list[bool]]:
+        async with get_client() as client:
+            ended = await client.create_flow_run(cycle, name="calc", state=Completed())
+            waiting = await client.create_flow_run(cycle, name="calc", state=Paused())  # an approval it waits for
+            other = await client.create_flow_run(cycle, name="other-project", state=Completed())
+            await client.create_artifact(ArtifactCreate(key="plan-calc", type="markdown", data="# plan",
+                                                        flow_run_id=ended.id))
+            found = await old_runs("calc", datetime.now(UTC) + timedelta(days=1))
+            await delete_runs(found)
+            left = await client.read_flow_runs()
+            artifacts = await client.read_artifacts()
+            return [str(r.id) for r in found], [
+                ended.id in {r.id for r in left}, waiting.id in {r.id for r in left},
+                other.id in {r.id for r in left}, any(a.flow_run_id == ended.id for a in artifacts)]
+
+    found, (ended_left, waiting_left, other_left, artifact_left) = asyncio.run(scenario())
+    assert len(found) == 1 and not ended_left and not artifact_left
+    assert waiting_left and other_left

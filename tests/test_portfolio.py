@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cycles import run_cycle
+from cycles import run_cycle, run_watched
 from orch_cli import orch
 
 from bench.project import TEST_COMMAND, make_project, scenario
@@ -56,7 +56,7 @@ def test_portfolio_runs_every_enabled_project_within_the_agent_limit(tmp_path: P
     with ScriptedModel(demo_scenario(latency_s=0.3)) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
-        summaries = asyncio.run(portfolio(config=str(config)))
+        summaries = run_watched(portfolio(config=str(config)))
 
     assert [s.project for s in summaries] == ["alpha", "beta"]  # highest priority first; gamma is off
     for summary in summaries:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from cycles import run_watched
 
 from orchestrator.adapters.agent import session_uuid
 from orchestrator.adapters.store import Store
@@ -64,7 +64,7 @@ def test_killed_cycle_resumes_without_paying_again(tmp_path: Path, monkeypatch) 
             monkeypatch.setenv(key, value)
         from flows.project_cycle import project_cycle
 
-        summary = asyncio.run(project_cycle(project="calc", config=str(config)))
+        summary = run_watched(project_cycle(project="calc", config=str(config)))
         after = model.requests[len(before):]
 
     store = Store.for_project(tmp_path / "data", "calc")
@@ -100,7 +100,7 @@ def rerun(config: Path, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch):
 
     for key, value in model.env().items():
         monkeypatch.setenv(key, value)
-    return asyncio.run(project_cycle(project="calc", config=str(config)))
+    return run_watched(project_cycle(project="calc", config=str(config)))
 
 
 def assert_tidy(project: Path, store: Store) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import needs
 import pytest
-from cycles import artifacts_and_logs, bare_origin
+from cycles import artifacts_and_logs, bare_origin, run_watched
 
 from flows.project_cycle import project_cycle
 from orchestrator.adapters.secrets import redact, remember
@@ -53,7 +53,7 @@ def test_a_cycle_that_meets_secrets_writes_none(tmp_path: Path, monkeypatch: pyt
     with ScriptedModel(scenario) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
-        summary = asyncio.run(project_cycle(project="calc", config=str(config)))
+        summary = run_watched(project_cycle(project="calc", config=str(config)))
     assert summary.status == "done" and len(summary.merged) == 2
     assert "[redacted]" in (project / ".orch" / "plans" / f"cycle_{summary.cycle_id}.md").read_text()
 
@@ -110,7 +110,7 @@ def test_a_worker_told_to_steal_gets_nothing_and_the_rest_merges(tmp_path: Path,
         monkeypatch.setenv("GITHUB_TOKEN", github_token)
         gc.disable()  # a connection left open would otherwise close at some later collection
         try:
-            summary = asyncio.run(project_cycle(project="calc", config=str(config)))
+            summary = run_watched(project_cycle(project="calc", config=str(config)))
         finally:
             gc.enable()
     assert summary.status == "done" and len(summary.merged) == 3  # the thief's harmless files too

@@ -323,6 +323,13 @@ class Store:
         rows = self.db.execute(f"SELECT session_id FROM agent_costs WHERE session_id IN ({marks})", ids)
         return {r[0] for r in rows}
 
+    def sessions_of(self, cycle_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """(session id, task id or '') of every recorded session of these cycles."""
+        ids = list(cycle_ids)
+        marks = ",".join("?" * len(ids))
+        return [(r[0], r[1]) for r in self.db.execute(
+            f"SELECT session_id, task_id FROM agent_costs WHERE cycle_id IN ({marks})", ids)] if ids else []
+
     def cost_breakdown(self, cycle_id: str | None = None) -> list[CostRow]:
         """Cost and session count by role, model and UTC day (``created_at``'s date)."""
         where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
@@ -390,6 +397,10 @@ class Store:
     def find_cycles(self, prefix: str, limit: int = 2) -> list[Cycle]:
         """Cycles whose id starts with ``prefix`` (exactly: ``_`` and ``%`` are not wildcards)."""
         return self._cycles("substr(id, 1, length(?)) = ?", [prefix, prefix], order_by="id", limit=limit)
+
+    def cycles_finished_before(self, cutoff: str) -> list[Cycle]:
+        """Cycles that ended before ``cutoff`` (an ISO time), oldest first; never a running or waiting one."""
+        return self._cycles("finished_at IS NOT NULL AND finished_at < ?", [cutoff], order_by="finished_at")
 
     def _cycles(self, where: str | None, args: list[Any], order_by: str, limit: int | None = None) -> list[Cycle]:
         rows = self.db.table("cycles").rows_where(where, args, order_by=order_by, limit=limit)

@@ -26,7 +26,7 @@ from rich.markup import escape
 from orchestrator.adapters.checks import failed_tests
 from orchestrator.adapters.internals import click_exceptions
 from orchestrator.adapters.timing import mark
-from orchestrator.cli import read, serve, setup
+from orchestrator.cli import gc, read, serve, setup
 from orchestrator.cli.read import (  # there: read cannot import main
     ConfigOpt,
     ProjectOpt,
@@ -278,6 +278,8 @@ for _serve_command in (serve.start, serve.deploy, serve.pause, serve.resume,
 # Those that set a user up (init, doctor) live in setup.py.
 for _setup_command in (setup.init, setup.doctor):
     app.command()(_setup_command)
+# Retention's own command lives in gc.py.
+app.command()(gc.gc)
 
 
 class _ExpectedErrors(logging.Filter):

@@ -212,6 +212,10 @@ class ProjectConfig(BaseModel):
         None, description="Slack-compatible webhook for this project's notices; "
         "null = the portfolio's webhook_url."
     )
+    retention_days: int | None = Field(
+        None, ge=0, description="Days this project keeps what finished cycles leave behind; "
+        "null = the portfolio's retention_days."
+    )
     cycle_interval_minutes: int = Field(
         30, gt=0, description="How often the schedule triggers a cycle."
     )
@@ -343,6 +347,11 @@ class PortfolioConfig(BaseModel):
         None, description="Slack-compatible webhook for notices of every project (cycle finished "
         "or failed, project paused, approval needed, budget reached)."
     )
+    retention_days: int = Field(
+        30, ge=0, description="Days kept of what finished cycles leave behind (agent transcripts, "
+        "step results, audit files, Prefect runs); the patrol and `orch gc` remove what is older. "
+        "0 = keep everything."
+    )
     projects: list[ProjectConfig] = Field(
         default_factory=list, description="The projects, one entry each."
     )
@@ -407,6 +416,15 @@ class PortfolioConfig(BaseModel):
     def webhook_for(self, project: ProjectConfig) -> str | None:
         """Where ``project``'s notices go: its own webhook, else the portfolio's."""
         return project.webhook_url or self.webhook_url
+
+    @property
+    def results_dir(self) -> Path:
+        """Where Prefect persists step results (shared by all projects)."""
+        return self.data_dir / "results"
+
+    def retention_for(self, project: ProjectConfig) -> int:
+        """Days ``project`` keeps finished cycles' leftovers (0 = forever)."""
+        return self.retention_days if project.retention_days is None else project.retention_days
 
     def enabled_projects(self) -> list[ProjectConfig]:
         """Enabled projects, highest priority (lowest number) first, then by name."""

@@ -101,7 +101,7 @@ class ProjectContext:
     @property
     def results_dir(self) -> Path:
         """Where Prefect persists step results (shared by all projects of the portfolio)."""
-        return self.portfolio.data_dir / "results"
+        return self.portfolio.results_dir
 
     @property
     def claude_config_dir(self) -> Path:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.adapters.leash import PROJECT_ENV, reap
 from orchestrator.domain.models import CycleStatus, TaskStatus, keeps_work
-from orchestrator.stages import cycle
+from orchestrator.stages import cycle, retention
 from orchestrator.stages.context import ProjectContext
 from orchestrator.stages.refinery import integration_name
 
@@ -28,6 +28,8 @@ class PatrolReport(BaseModel):
     removed_branches: list[str] = Field(default_factory=list)
     reaped: list[int] = Field(default_factory=list)
     """Processes of agent sessions a crash left running (their leash died with the run)."""
+    collected: int = 0
+    """Files past ``retention_days`` removed (see :mod:`orchestrator.stages.retention`)."""
     paused_reason: str = ""
     """Set when the project was paused for failing too often (see :func:`pause_if_failing`)."""
 
@@ -52,6 +54,9 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
     # No session of the project is alive now: any process still marked as its own is left over.
     report.reaped = reap(PROJECT_ENV, str(ctx.repo.path))
     _remove_orphans(ctx, resumable, report)
+    old = retention.garbage(ctx, ctx.services.clock())
+    retention.remove(old)
+    report.collected = len(old.paths())
     return report
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import anyio
+
 from orchestrator.adapters.agent import run_agent
 from orchestrator.adapters.audit import write_failed_plan, write_plan
 from orchestrator.adapters.github import GitHubError
@@ -140,9 +142,10 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
     slots = open_slots(ctx)
     if slots == 0 or ctx.config.backlog_source == "manual":
         return Plan(cycle_id=cycle_id, ran_planner=False)
-    root = ctx.base_worktree(cycle_id, base_commit)
+    # Git, and GitHub with its retries: off the event loop, where other projects' sessions run.
+    root = await anyio.to_thread.run_sync(ctx.base_worktree, cycle_id, base_commit)
     try:
-        items = open_items(ctx, root)
+        items = await anyio.to_thread.run_sync(open_items, ctx, root)
     except GitHubError as exc:  # the pending tasks can still be worked on
         return Plan(cycle_id=cycle_id, ran_planner=False, max_tasks=slots, error=f"cannot read the backlog: {exc}")
     prompt = build_prompt(ctx, root, slots, items)

@@ -74,7 +74,7 @@ async def _merge_all(
     """Merge each candidate into the integration worktree, resolving conflicts."""
     for task, work in candidates:
         message = f"Merge {work.branch}: {task.title}\n\norchestrator task {task.id}, cycle {cycle_id}"
-        conflicts = ctx.repo.merge_branch(worktree, work.branch, message)
+        conflicts = await anyio.to_thread.run_sync(ctx.repo.merge_branch, worktree, work.branch, message)
         if conflicts:
             try:
                 failure = await _resolve(ctx, worktree, task, conflicts, cycle_id, outcome)
@@ -206,26 +206,33 @@ async def merge(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task,
     outcome = MergeOutcome(cycle_id=cycle_id, main_before=main_before, main_after=main_before)
     if not candidates:
         return outcome
+    # Git, the merged result's tests (possibly minutes) and the push run off the event loop,
+    # where other projects' sessions of the same portfolio run meanwhile.
     name = integration_name(cycle_id)
-    worktree = ctx.repo.add_worktree(name, ctx.branch(name), main_before)
+    worktree = await anyio.to_thread.run_sync(ctx.repo.add_worktree, name, ctx.branch(name), main_before)
     check = MergeCheck(ctx, cycle_id, main_before)
     try:
         await _merge_all(ctx, worktree, cycle_id, candidates, outcome)
-        # The merged result's tests may run for minutes: off the event loop, where other projects'
-        # sessions of the same portfolio run meanwhile.
         failure = await anyio.to_thread.run_sync(check.failure, worktree) if outcome.merged else ""
         if failure:  # what is left after the search passed the check, or is main as it was
             await _bisect(ctx, worktree, cycle_id, candidates, outcome, check, failure)
-        new_head = ctx.repo.head_of(worktree)
-        if new_head != main_before:
-            moved, reason = ctx.repo.advance_main(new_head, main_before)
-            outcome.main_updated, outcome.waiting_reason = moved, reason
-            if moved:
-                outcome.main_after = new_head
-                outcome.pushed = _push(ctx, outcome)
+        await anyio.to_thread.run_sync(_advance_main, ctx, worktree, outcome)
     finally:
-        ctx.repo.remove_worktree(name, ctx.branch(name))
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(ctx.repo.remove_worktree, name, ctx.branch(name))
     return outcome
+
+
+def _advance_main(ctx: ProjectContext, worktree: Path, outcome: MergeOutcome) -> None:
+    """Fast-forward main to the merged result if it may move, and push it (git only)."""
+    new_head = ctx.repo.head_of(worktree)
+    if new_head == outcome.main_before:
+        return
+    moved, reason = ctx.repo.advance_main(new_head, outcome.main_before)
+    outcome.main_updated, outcome.waiting_reason = moved, reason
+    if moved:
+        outcome.main_after = new_head
+        outcome.pushed = _push(ctx, outcome)
 
 
 def _push(ctx: ProjectContext, outcome: MergeOutcome) -> bool:

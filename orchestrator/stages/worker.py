@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import anyio
+
 from orchestrator.adapters.agent import run_agent, session_exists
+from orchestrator.adapters.git_repo import GitRepo
 from orchestrator.adapters.prompts import task_source, task_text, untrusted
 from orchestrator.domain.errors import AgentError, BudgetReached
 from orchestrator.domain.models import Role, Task, WorkerReport, WorkResult
@@ -69,8 +72,8 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
         spec = replace(spec, session_id=previous.session_id)
     # A session a crash cut off is resumed in the worktree it left, so the
     # files match what the agent remembers; otherwise start from a clean one.
-    if not (session_exists(spec) and ctx.repo.is_worktree(worktree)):
-        ctx.repo.add_worktree(task.id, branch, base_commit)
+    if not (session_exists(spec) and ctx.repo.is_worktree(worktree)):  # git, off the event loop
+        await anyio.to_thread.run_sync(ctx.repo.add_worktree, task.id, branch, base_commit)
     try:
         run = await run_agent(spec, build_prompt(ctx, task))
     except BudgetReached as exc:  # nothing was done: the task waits, its attempt unspent
@@ -87,11 +90,15 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
     })
     if not report.completed:
         return result.model_copy(update={"error": f"worker could not complete the task: {report.summary}"})
-    commit = ctx.repo.commit_all(worktree, f"{task.title}\n\norchestrator task {task.id}, attempt {task.attempts}")
-    if commit is None and ctx.repo.head_of(worktree) == base_commit:
+    return await anyio.to_thread.run_sync(commit_work, ctx.repo, task, worktree, result)
+
+
+def commit_work(repo: GitRepo, task: Task, worktree: Path, result: WorkResult) -> WorkResult:
+    """Commit what the worker left in its worktree and measure it (git only: it runs in a thread)."""
+    commit = repo.commit_all(worktree, f"{task.title}\n\norchestrator task {task.id}, attempt {task.attempts}")
+    if commit is None and repo.head_of(worktree) == result.base_commit:
         return result.model_copy(update={"error": "worker made no changes"})
-    diff_stat, files, _ = ctx.repo.diff_summary(worktree, base_commit)
+    diff_stat, files, _ = repo.diff_summary(worktree, result.base_commit)
     return result.model_copy(update={
-        "success": True, "commit": ctx.repo.head_of(worktree), "diff_stat": diff_stat,
-        "files_changed": files,
+        "success": True, "commit": repo.head_of(worktree), "diff_stat": diff_stat, "files_changed": files,
     })

@@ -345,7 +345,7 @@ class PortfolioConfig(BaseModel):
     )
     webhook_url: str | None = Field(
         None, description="Slack-compatible webhook for notices of every project (cycle finished "
-        "or failed, project paused, approval needed, budget reached)."
+        "or failed, project paused, approval needed, budget reached, rate-limited)."
     )
     retention_days: int = Field(
         30, ge=0, description="Days kept of what finished cycles leave behind (agent transcripts, "

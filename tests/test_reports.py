@@ -150,7 +150,7 @@ def test_status_table_and_json(config: Path, capsys, monkeypatch) -> None:
         "next_run": "2030-01-05T12:30:00+00:00", "pending": 2, "in_progress": 0, "in_review": 0, "done": 1,
         "failed": 0, "last_cycle_id": RUNNING, "last_cycle_status": "running",
         "last_cycle_at": "2030-01-03T08:00:00+00:00", "cost_usd": 1.95, "merge_waiting": "",
-        "budget_stop": "", "approval": "", "agent_cap": "", "pull_requests": [],
+        "budget_stop": "", "rate_limit": "", "approval": "", "agent_cap": "", "pull_requests": [],
     }
     assert rows["lib"]["paused"] and rows["lib"]["paused_reason"] == "holiday"
     assert rows["lib"]["last_cycle_at"] == "2030-01-02T09:00:30+00:00" and rows["lib"]["next_run"] is None

@@ -228,7 +228,7 @@ def test_a_session_that_goes_quiet_is_cut_and_resumed_under_its_own_id(tmp_path:
     scenario = Scenario(planner=[[text("first look")], hangs, [structured({"answer": "back"})]])
     with ScriptedModel(scenario) as model:
         try:
-            result = run(model, monkeypatch, spec(tmp_path, timeout_s=30, stall_s=3, api_retries=1, retry_base_s=0.05))
+            result = run(model, monkeypatch, spec(tmp_path, timeout_s=40, stall_s=6, api_retries=1, retry_base_s=0.05))
             asked = [r.turn for r in model.requests]  # the hung request is not recorded until it answers
         finally:
             release.set()
@@ -246,9 +246,10 @@ def test_a_tool_that_runs_longer_than_the_stall_limit_is_not_cut(tmp_path: Path,
         results.extend(view.results)
         return [text("done")]
 
-    napping = Scenario(workers={"nap": [[bash("sleep 6 && echo rested")], done]})
+    # The limit leaves room for a slow start of the CLI on busy cores; the command outlasts it twice over.
+    napping = Scenario(workers={"nap": [[bash("sleep 12 && echo rested")], done]})
     with ScriptedModel(napping) as model:
-        result = run(model, monkeypatch, spec(tmp_path, Role.worker, output_model=None, stall_s=2), "nap")
+        result = run(model, monkeypatch, spec(tmp_path, Role.worker, output_model=None, stall_s=6), "nap")
     assert result.text == "done"
     assert [r.turn for r in model.requests] == [0, 1]  # one session, never cut
     assert any("rested" in r for r in results)

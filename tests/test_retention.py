@@ -86,6 +86,19 @@ def test_the_patrol_removes_what_is_past_retention_and_nothing_an_open_thing_nee
     assert {name for name, path in things.items() if not path.exists()} == GONE
     assert report.collected == len(GONE)
 
+    # Once the open tasks are finished (long ago), their sessions and files go too; from then on
+    # the cycles already collected are not looked at again.
+    with ProjectContext.open(ProjectRef(project="app", config_path=str(config))) as ctx:
+        assert ctx.store.state().collected_through is None  # the old cycle still held something
+        for name in ("pending", "review"):
+            ctx.store.db["tasks"].update(name, {"status": TaskStatus.done.value, "updated_at": ago(35)})
+        assert patrol(ctx).collected == 4
+        assert ctx.store.state().collected_through == ctx.store.get_cycle("old").finished_at
+        assert ctx.store.cycles_finished_between(ctx.store.state().collected_through or "", NOW.isoformat()) == [
+            ctx.store.get_cycle("recent")]
+    assert {name for name, path in things.items() if not path.exists()} == GONE | {
+        "s-pending", "s-review", "workers/pending", "workers/review"}
+
 
 def test_orch_gc_says_what_would_go_then_removes_it(config: Path, capsys, monkeypatch) -> None:
     things = leftovers(config)

@@ -323,12 +323,12 @@ class Store:
         rows = self.db.execute(f"SELECT session_id FROM agent_costs WHERE session_id IN ({marks})", ids)
         return {r[0] for r in rows}
 
-    def sessions_of(self, cycle_ids: Iterable[str]) -> list[tuple[str, str]]:
-        """(session id, task id or '') of every recorded session of these cycles."""
+    def sessions_of(self, cycle_ids: Iterable[str]) -> list[tuple[str, str, str]]:
+        """(cycle id, session id, task id or '') of every recorded session of these cycles."""
         ids = list(cycle_ids)
         marks = ",".join("?" * len(ids))
-        return [(r[0], r[1]) for r in self.db.execute(
-            f"SELECT session_id, task_id FROM agent_costs WHERE cycle_id IN ({marks})", ids)] if ids else []
+        return [(r[0], r[1], r[2]) for r in self.db.execute(
+            f"SELECT cycle_id, session_id, task_id FROM agent_costs WHERE cycle_id IN ({marks})", ids)] if ids else []
 
     def cost_breakdown(self, cycle_id: str | None = None) -> list[CostRow]:
         """Cost and session count by role, model and UTC day (``created_at``'s date)."""
@@ -398,9 +398,9 @@ class Store:
         """Cycles whose id starts with ``prefix`` (exactly: ``_`` and ``%`` are not wildcards)."""
         return self._cycles("substr(id, 1, length(?)) = ?", [prefix, prefix], order_by="id", limit=limit)
 
-    def cycles_finished_before(self, cutoff: str) -> list[Cycle]:
-        """Cycles that ended before ``cutoff`` (an ISO time), oldest first; never a running or waiting one."""
-        return self._cycles("finished_at IS NOT NULL AND finished_at < ?", [cutoff], order_by="finished_at")
+    def cycles_finished_between(self, after: str, before: str) -> list[Cycle]:
+        """Cycles that ended after ``after`` and before ``before`` (ISO times), oldest first."""
+        return self._cycles("finished_at > ? AND finished_at < ?", [after, before], order_by="finished_at")
 
     def _cycles(self, where: str | None, args: list[Any], order_by: str, limit: int | None = None) -> list[Cycle]:
         rows = self.db.table("cycles").rows_where(where, args, order_by=order_by, limit=limit)
@@ -464,6 +464,10 @@ class Store:
     def set_budget_stop(self, message: str, resets_at: str | None) -> None:
         """Which cap stopped the work and when it resets ('' clears it)."""
         self._update_state(budget_stop=message, budget_resets_at=resets_at)
+
+    def set_collected_through(self, finished_at: str) -> None:
+        """Retention is done with the cycles that finished until ``finished_at``."""
+        self._update_state(collected_through=finished_at)
 
     def set_rate_limit(self, until: str | None, reason: str = "") -> None:
         """Park the project until ``until`` (ISO, UTC) for a rate or usage limit; None lifts it."""

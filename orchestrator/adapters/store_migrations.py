@@ -129,7 +129,9 @@ def m006_api_faults(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m007_rate_limits(db: sqlite_utils.Database) -> None:
+def m007_rate_limits_and_retention(db: sqlite_utils.Database) -> None:
     # A rate or usage limit parks the project until its reset.
     db.table("project_state").add_column("rate_limited_until", str)
     db.table("project_state").add_column("rate_limit_reason", str, not_null_default="")
+    # Retention has collected what cycles that finished until then left.
+    db.table("project_state").add_column("collected_through", str)

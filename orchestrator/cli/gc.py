@@ -50,7 +50,7 @@ def gc(config: ConfigOpt = None, project: OnlyProjectOpt = None,
                               f"{len(found.transcripts)} transcripts, {len(found.audit_files)} audit files, "
                               f"{runs} Prefect runs ({_mib(found.size())})")
                 if not dry_run:
-                    retention.remove(found)
+                    retention.remove(found, ctx.store)
         finally:
             lock.release()
     results = retention.Garbage(results=retention.results_garbage(portfolio, now))

@@ -71,6 +71,8 @@ class ProjectState(BaseModel):
     rate_limited_until: str | None = None
     """The model API's rate or usage limit resets then (ISO, UTC): no session starts before."""
     rate_limit_reason: str = ""
+    collected_through: str | None = None
+    """Retention is done with the cycles that finished until then (those after may still hold something)."""
     updated_at: str | None = None
 
 

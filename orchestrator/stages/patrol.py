@@ -55,7 +55,7 @@ def patrol(ctx: ProjectContext) -> PatrolReport:
     report.reaped = reap(PROJECT_ENV, str(ctx.repo.path))
     _remove_orphans(ctx, resumable, report)
     old = retention.garbage(ctx, ctx.services.clock())
-    retention.remove(old)
+    retention.remove(old, ctx.store)
     report.collected = len(old.paths())
     return report
 

@@ -45,6 +45,9 @@ class Garbage(BaseModel):
     transcripts: list[Path] = Field(default_factory=list)
     audit_files: list[Path] = Field(default_factory=list)
     results: list[Path] = Field(default_factory=list)
+    done_through: str = ""
+    """Once removed, nothing of the cycles that finished until then is left to collect (see
+    ``ProjectState.collected_through``); '' when that did not move."""
 
     def paths(self) -> list[Path]:
         return [*self.transcripts, *self.audit_files, *self.results]
@@ -61,22 +64,37 @@ def cutoff(ctx: ProjectContext, now: datetime) -> datetime | None:
 
 
 def project_garbage(ctx: ProjectContext, now: datetime) -> Garbage:
-    """What of ``ctx``'s project is past its retention: transcripts and audit files."""
+    """What of ``ctx``'s project is past its retention: transcripts and audit files.
+
+    Only cycles that finished since the last collection are looked at, so the
+    work stays small however long the project has run. A cycle with a session
+    kept for an open task stops the mark there, to be looked at again later.
+    """
     before = cutoff(ctx, now)
     if before is None:
         return Garbage()
-    old = ctx.store.cycles_finished_before(before.isoformat())
-    open_tasks = {t.id for t in ctx.store.list_tasks() if t.status not in FINISHED}
-    sessions = [sid for sid, task in ctx.store.sessions_of(c.id for c in old) if task not in open_tasks]
+    state, tasks = ctx.store.state(), ctx.store.list_tasks()
+    old = ctx.store.cycles_finished_between(state.collected_through or "", before.isoformat())
+    open_tasks = {t.id for t in tasks if t.status not in FINISHED}
+    sessions_by_cycle: dict[str, list[tuple[str, str]]] = {}
+    for cycle_id, session, task in ctx.store.sessions_of(c.id for c in old):
+        sessions_by_cycle.setdefault(cycle_id, []).append((session, task))
+    sessions, done_through, held = [], "", False
+    for found in old:
+        mine = sessions_by_cycle.get(found.id, [])
+        sessions += [sid for sid, task in mine if task not in open_tasks]
+        held = held or any(task in open_tasks for _, task in mine)
+        if not held and found.finished_at:
+            done_through = found.finished_at
     audit = [ctx.orch_dir / folder / f"cycle_{c.id}.md" for c in old for folder in ("plans", "merges")]
-    for task in ctx.store.list_tasks():
-        if task.status in FINISHED and task.updated_at < before.isoformat():
-            audit += [ctx.orch_dir / folder / f"{task.id}.md" for folder in ("workers", "verdicts")]
+    audit += [ctx.orch_dir / folder / f"{t.id}.md" for t in tasks
+              if t.status in FINISHED and t.updated_at < before.isoformat() for folder in ("workers", "verdicts")]
     return Garbage(
         cutoff=before.isoformat(timespec="seconds"),
         cycles=[c.id for c in old],
         transcripts=_transcripts(effective_config_dir(ctx.claude_config_dir), sessions),
         audit_files=[p for p in audit if p.is_file()],
+        done_through=done_through,
     )
 
 
@@ -128,13 +146,16 @@ def results_garbage(portfolio: PortfolioConfig, now: datetime) -> list[Path]:
                   if p.is_file() and datetime.fromtimestamp(p.stat().st_mtime, limit.tzinfo) < limit)
 
 
-def remove(garbage: Garbage) -> None:
-    """Delete what ``garbage`` lists; something already gone is fine."""
+def remove(garbage: Garbage, store: Store | None = None) -> None:
+    """Delete what ``garbage`` lists (something already gone is fine), then note in ``store`` how far
+    collection got."""
     for path in garbage.paths():
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+    if store is not None and garbage.done_through:
+        store.set_collected_through(garbage.done_through)
 
 
 def _size(path: Path) -> int:

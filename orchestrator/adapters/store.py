@@ -1,7 +1,7 @@
 """The project's state in SQLite: one file per project, WAL mode.
 
-With its migrations (:mod:`.store_migrations`), the only module that imports
-``sqlite_utils``. Tasks, results, cycles, approval requests and the project's
+With its migrations (:mod:`.store_migrations`) and its cost ledger
+(:mod:`.store_costs`), the only module that imports ``sqlite_utils``. Tasks, results, cycles, approval requests and the project's
 state come out as models, read from their rows (and written to them) by
 :mod:`.store_rows`; merges and cost sums, with no JSON or status in them, stay
 rows. Every write is a single statement or inside ``db.atomic()``, and every
@@ -21,6 +21,7 @@ import sqlite_utils
 
 from orchestrator.adapters import store_rows as codec
 from orchestrator.adapters.secrets import redact_all
+from orchestrator.adapters.store_costs import CostLedger
 from orchestrator.adapters.store_migrations import migrations
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
@@ -36,7 +37,7 @@ from orchestrator.domain.models import (
     WorkResult,
     utcnow,
 )
-from orchestrator.domain.state import Approval, CostRow, Cycle, MergeRecord, ProjectState
+from orchestrator.domain.state import Approval, Cycle, MergeRecord, ProjectState
 
 PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
 
@@ -47,7 +48,7 @@ def is_paused(data_dir: Path, project: str) -> bool:
         return store.state().paused
 
 
-class Store:
+class Store(CostLedger):
     """One project's SQLite database."""
 
     def __init__(self, path: Path, project: str) -> None:
@@ -245,19 +246,6 @@ class Store:
             pk=("cycle_id", "task_id"),
         )
 
-    def record_cost(
-        self, session_id: str, cycle_id: str, task_id: str | None, role: str, model: str,
-        cost_usd: float,
-    ) -> None:
-        """One agent session's cost; keyed by session so a replay is not counted twice."""
-        if not session_id:
-            return
-        self.db.table("agent_costs").upsert(
-            {"session_id": session_id, "cycle_id": cycle_id, "task_id": task_id or "",
-             "role": role, "model": model, "cost_usd": cost_usd, "created_at": utcnow()},
-            pk="session_id",
-        )
-
     def worker_result(self, task_id: str, attempt: int) -> WorkResult | None:
         """The recorded result of one attempt, if any."""
         try:
@@ -282,16 +270,6 @@ class Store:
         rows = self.db.execute("SELECT task_id FROM merges WHERE cycle_id = ?", [cycle_id])
         return [r[0] for r in rows]
 
-    def costs_by_role(self, cycle_id: str | None = None) -> dict[str, float]:
-        where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
-        rows = self.db.execute(
-            f"SELECT role, sum(cost_usd) FROM agent_costs {where} GROUP BY role", args
-        )
-        return {role: round(total, 6) for role, total in rows}
-
-    def total_cost(self) -> float:
-        return round(sum(self.costs_by_role().values()), 6)
-
     def cycle_worker_results(self, cycle_id: str) -> list[WorkResult]:
         """Worker results recorded by one cycle, oldest first."""
         rows = self.db.table("worker_results").rows_where(
@@ -303,43 +281,6 @@ class Store:
         """The merges of one cycle, in the order they were made."""
         rows = self.db.table("merges").rows_where("cycle_id = ?", [cycle_id], order_by="created_at, task_id")
         return [MergeRecord.model_validate(r) for r in rows]
-
-    def cycle_cost(self, cycle_id: str) -> float:
-        """What one cycle's recorded sessions cost."""
-        row = self.db.execute("SELECT sum(cost_usd) FROM agent_costs WHERE cycle_id = ?", [cycle_id]).fetchone()
-        return float(row[0] or 0.0)
-
-    def cost_since(self, since: str) -> float:
-        """What the sessions recorded at or after ``since`` (an ISO time) cost."""
-        row = self.db.execute("SELECT sum(cost_usd) FROM agent_costs WHERE created_at >= ?", [since]).fetchone()
-        return float(row[0] or 0.0)
-
-    def recorded_sessions(self, session_ids: Iterable[str]) -> set[str]:
-        """Which of ``session_ids`` have a recorded cost."""
-        ids = list(session_ids)
-        if not ids:
-            return set()
-        marks = ",".join("?" * len(ids))
-        rows = self.db.execute(f"SELECT session_id FROM agent_costs WHERE session_id IN ({marks})", ids)
-        return {r[0] for r in rows}
-
-    def sessions_of(self, cycle_ids: Iterable[str]) -> list[tuple[str, str, str]]:
-        """(cycle id, session id, task id or '') of every recorded session of these cycles."""
-        ids = list(cycle_ids)
-        marks = ",".join("?" * len(ids))
-        return [(r[0], r[1], r[2]) for r in self.db.execute(
-            f"SELECT cycle_id, session_id, task_id FROM agent_costs WHERE cycle_id IN ({marks})", ids)] if ids else []
-
-    def cost_breakdown(self, cycle_id: str | None = None) -> list[CostRow]:
-        """Cost and session count by role, model and UTC day (``created_at``'s date)."""
-        where, args = ("WHERE cycle_id = ?", [cycle_id]) if cycle_id else ("", [])
-        rows = self.db.execute(
-            f"""SELECT role, model, substr(created_at, 1, 10) AS day, sum(cost_usd), count(*)
-                FROM agent_costs {where} GROUP BY role, model, day ORDER BY day, role, model""",
-            args,
-        )
-        return [CostRow(role=role, model=model, day=day, cost_usd=round(total, 6), sessions=n)
-                for role, model, day, total, n in rows]
 
     # -- cycles ------------------------------------------------------------------
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import logging
 import os
 import re
 import signal
 import subprocess
+import sys
+import threading
+import time
+import traceback
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,25 +63,42 @@ agent sessions, slot renewals and progress) shares the loop, so any blocking cal
 
 
 def run_watched(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` with asyncio's debug checks on; a step of the loop over ``SLOW_CALLBACK_S`` fails."""
-    slow: list[str] = []
+    """``asyncio.run(main)``, failing if its event loop was ever blocked over ``SLOW_CALLBACK_S``.
 
-    class Catch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage().startswith("Executing "):  # asyncio's "Executing <callback> took 0.6 seconds"
-                slow.append(record.getMessage())
+    A heartbeat on the loop and a watching thread, rather than asyncio's debug
+    mode: that mode's own bookkeeping slows every step it measures, and this
+    way the failure shows the stack of what blocked the loop.
+    """
+    stalls: list[str] = []
+    beat = [time.monotonic()]
+    stop = threading.Event()
+
+    def watch(loop_thread: int) -> None:
+        reported = 0.0
+        while not stop.wait(0.05):
+            blocked = time.monotonic() - beat[0]
+            if blocked > SLOW_CALLBACK_S and reported != beat[0]:
+                reported = beat[0]
+                frame = sys._current_frames().get(loop_thread)
+                where = "".join(traceback.format_stack(frame)[-12:]) if frame else "(unknown)\n"
+                stalls.append(f"blocked for over {blocked:.2f}s in:\n{where}")
+
+    async def heartbeat() -> None:
+        while True:
+            beat[0] = time.monotonic()
+            await asyncio.sleep(0.05)
 
     async def watched() -> T:
-        asyncio.get_running_loop().slow_callback_duration = SLOW_CALLBACK_S
-        return await main
+        threading.Thread(target=watch, args=(threading.get_ident(),), daemon=True).start()
+        pulse = asyncio.ensure_future(heartbeat())
+        try:
+            return await main
+        finally:
+            stop.set()
+            pulse.cancel()
 
-    catch = Catch(logging.WARNING)
-    logging.getLogger("asyncio").addHandler(catch)
-    try:
-        result = asyncio.run(watched(), debug=True)
-    finally:
-        logging.getLogger("asyncio").removeHandler(catch)
-    assert not slow, "the event loop was blocked:\n" + "\n".join(message[-400:] for message in slow)
+    result = asyncio.run(watched())
+    assert not stalls, "the event loop was blocked:\n" + "\n".join(stalls)
     return result
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -144,14 +145,16 @@ def test_a_projects_ended_runs_go_with_their_artifacts_and_nothing_else() -> Non
     @flow(name="project-cycle")
     def cycle() -> None: ...
 
+    project = f"gc-{uuid.uuid4().hex[:8]}"  # the server is shared with other tests' cycles
+
     async def scenario() -> tuple[list[str], list[bool]]:
         async with get_client() as client:
-            ended = await client.create_flow_run(cycle, name="calc", state=Completed())
-            waiting = await client.create_flow_run(cycle, name="calc", state=Paused())  # an approval it waits for
-            other = await client.create_flow_run(cycle, name="other-project", state=Completed())
-            await client.create_artifact(ArtifactCreate(key="plan-calc", type="markdown", data="# plan",
+            ended = await client.create_flow_run(cycle, name=project, state=Completed())
+            waiting = await client.create_flow_run(cycle, name=project, state=Paused())  # an approval it waits for
+            other = await client.create_flow_run(cycle, name=f"{project}-other", state=Completed())
+            await client.create_artifact(ArtifactCreate(key=f"plan-{project}", type="markdown", data="# plan",
                                                         flow_run_id=ended.id))
-            found = await old_runs("calc", datetime.now(UTC) + timedelta(days=1))
+            found = await old_runs(project, datetime.now(UTC) + timedelta(days=1))
             await delete_runs(found)
             left = await client.read_flow_runs()
             artifacts = await client.read_artifacts()

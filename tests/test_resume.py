@@ -76,7 +76,7 @@ def test_killed_cycle_resumes_without_paying_again(tmp_path: Path, monkeypatch) 
     slow = tasks["Make add faster"]
     cut_off = session_uuid("calc", summary.cycle_id, slow.id, "worker", 1)
     assert {r.session_id for r in after if r.role == "worker"} == {cut_off}  # resumed, not restarted
-    assert tasks["Add shout helper"].status is TaskStatus.done
+    assert tasks["Add shout helper"].status is TaskStatus.done, tasks["Add shout helper"]
     assert tasks["Add mean function"].status is TaskStatus.done
     assert tasks["Make add faster"].status is TaskStatus.pending  # rejected by the checks, as always
     assert not store.list_tasks(TaskStatus.in_progress)

@@ -32,13 +32,18 @@ def most_sessions_at_once(requests: list[RecordedRequest]) -> int:
     return peak
 
 
+# alpha's tests of its merged result take seconds: run on the event loop, they would stall beta.
+SLOW_MERGED_TESTS = 'case "$PWD" in */integration-*) sleep 3;; esac; python -m unittest -q'
+
+
 def portfolio_file(root: Path, max_total_workers: int) -> Path:
     """Three demo projects of three tasks each; ``gamma`` is disabled."""
     projects = []
     for priority, name in enumerate(("alpha", "beta", "gamma"), start=1):
         path = make_sample_project(root / name)
+        tests = SLOW_MERGED_TESTS if name == "alpha" else "python -m unittest -q"
         projects.append({"name": name, "path": str(path), "priority": priority, "max_workers": 3,
-                         "enabled": name != "gamma", "test_command": "python -m unittest -q",
+                         "enabled": name != "gamma", "test_command": tests,
                          "planner_context_files": ["CLAUDE.md"], "worker_timeout_seconds": 120})
     config = root / "portfolio.json"
     config.write_text(json.dumps({"name": "home", "data_dir": "data", "max_total_workers": max_total_workers,
@@ -56,6 +61,7 @@ def test_portfolio_runs_every_enabled_project_within_the_agent_limit(tmp_path: P
     with ScriptedModel(demo_scenario(latency_s=0.3)) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
+        # Nothing blocked the loop they share: not alpha's merged tests, nor any git call or check.
         summaries = run_watched(portfolio(config=str(config)))
 
     assert [s.project for s in summaries] == ["alpha", "beta"]  # highest priority first; gamma is off

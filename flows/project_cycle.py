@@ -140,7 +140,7 @@ async def _locked_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | No
         raise
     if summary.status is CycleStatus.waiting:  # for approval: the cycle stays open, its work kept
         return summary
-    cycle.finish(ctx, summary)
+    await in_thread(ref, cycle.finish, summary)  # removes the cycle's base worktree
     await _publish_summary(ctx, summary)
     await cycle_ended(ctx, summary)
     if stop := budget.newly_reached(before, ctx.store.state()):
@@ -193,12 +193,12 @@ class Progress:
                                             description=f"{self.done} of {self.total} steps done")
 
 
-async def _recorded(progress: Progress, step: Awaitable[T], record: Callable[[T], None], name: str) -> T:
+async def _recorded(progress: Progress, step: Awaitable[T], record: Callable[[T], Awaitable[None]], name: str) -> T:
     # Each result is recorded as soon as it is in: the store (and `orch run`'s
     # live line) sees the cycle advance, and one failing step loses no other.
     with span("step", name):
         result = await step
-    record(result)
+    await record(result)
     await progress.step()
     return result
 
@@ -256,11 +256,13 @@ async def _work_and_judge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, b
     worker_step, judge_step = _step(ctx, work), _step(ctx, judge)
 
     async def work_then_judge(t: Task) -> tuple[WorkResult, Verdict | None]:
-        result = await _recorded(progress, worker_step(ref, cycle_id, base, t), partial(cycle.record_work, ctx, t), "work")
+        # Recording may remove a worktree (a large tree takes a while): in a thread, as git calls are.
+        result = await _recorded(progress, worker_step(ref, cycle_id, base, t),
+                                 partial(in_thread, ref, cycle.record_work, t), "work")
         if not result.success or base_checks is None:
             return result, None
         verdict = await _recorded(progress, judge_step(ref, t, result, await base_checks),
-                                  partial(cycle.record_verdict, ctx, t), "judge")
+                                  partial(in_thread, ref, cycle.record_verdict, t), "judge")
         return result, verdict
 
     # Every chain runs to its end before a failure of one fails the cycle: no finished work is lost.
@@ -283,7 +285,7 @@ async def _merge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, passing: l
     step = publish if ctx.config.merge_strategy == "pr" else merge
     with span("step", "merge"):
         outcome = await _step(ctx, step)(ref, cycle_id, ctx.repo.head(), passing)
-    cycle.record_merge(ctx, outcome, [t for t, _ in passing])
+    await in_thread(ref, cycle.record_merge, outcome, [t for t, _ in passing])  # removes the merged worktrees
     await in_thread(ref, backlog.sync_done)  # merged tasks' issues: comment, close
     return outcome
 

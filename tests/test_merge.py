@@ -12,8 +12,8 @@ from cycles import run_cycle, use_model
 
 from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.store import Store
-from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured, write
-from orchestrator.domain.models import TaskStatus
+from orchestrator.demo.scripted import Fail, RequestView, Scenario, ScriptedModel, structured, write
+from orchestrator.domain.models import TaskStatus, TaskWait
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 
@@ -82,6 +82,33 @@ def test_conflict_goes_to_the_resolver_and_both_branches_merge(tmp_path: Path, m
     assert summary.cost_by_role["resolver"] == pytest.approx(model.cost_usd("resolver"), abs=1e-9)
     merges = (project / ".orch" / "merges" / f"cycle_{summary.cycle_id}.md").read_text()
     assert "Conflicts resolved by the resolver" in merges and "None." not in merges.split("resolver")[-1]
+
+
+def test_a_resolver_the_api_kept_failing_leaves_the_branch_waiting_with_its_attempt(tmp_path: Path, monkeypatch) -> None:
+    project, config = setup(tmp_path)
+    data = json.loads(config.read_text())
+    data["projects"][0].update(api_retries=0)  # one try: the CLI's request and its own single retry
+    config.write_text(json.dumps(data))
+    refused: list[int] = []
+
+    def faulty_then_resolve(view: RequestView) -> list[dict] | Fail:
+        if len(refused) < 2:
+            refused.append(view.turn)
+            return Fail(500, "stand-in fault")
+        return resolve_both(view)
+
+    scenario = conflicting(resolver=[faulty_then_resolve, [structured({"summary": "kept both", "resolved": True})]])
+    with ScriptedModel(scenario) as model:
+        use_model(model, monkeypatch)
+        first = run_cycle(config)
+        store = Store.for_project(tmp_path / "data", "calc")
+        multiply = next(t for t in store.list_tasks() if t.title == "Add multiply")
+        assert (multiply.status, multiply.attempts, multiply.waiting) == (TaskStatus.pending, 0, TaskWait.api), multiply
+        assert "waits for the resolver" in multiply.last_failure and first.merged != []
+        second = run_cycle(config)
+    assert second.merged == [multiply.id] and store.get_task(multiply.id).attempts == 1
+    assert "def subtract" in git(project, "show", "main:calc.py") and "def multiply" in git(project, "show", "main:calc.py")
+    assert len([r for r in model.requests if r.key == "Add multiply"]) == 2  # its paid work was not redone
 
 
 def test_unresolved_conflict_is_sent_back_and_never_reaches_main(tmp_path: Path, monkeypatch) -> None:

@@ -57,6 +57,8 @@ async def _resolve(
         run = await run_agent(spec, prompt)
     except AgentError as exc:
         outcome.resolver_costs[exc.session_id or spec.session_id or ""] = exc.cost_usd
+        if exc.transient:  # the API's fault (or its rate limit), not the resolver's: the merge waits
+            raise
         return f"conflict in {', '.join(conflicts)}; resolver failed: {exc}"
     outcome.resolver_costs[run.session_id] = run.cost_usd
     report = ResolverReport.model_validate(run.structured)
@@ -78,10 +80,10 @@ async def _merge_all(
         if conflicts:
             try:
                 failure = await _resolve(ctx, worktree, task, conflicts, cycle_id, outcome)
-            except BudgetReached as exc:  # the branch passed; it merges when the budget allows
+            except (BudgetReached, AgentError) as exc:  # the branch passed; it merges when the resolver can run
                 ctx.repo.abort_merge(worktree)
-                outcome.waiting[task.id] = Wait(
-                    kind=TaskWait.budget, reason=f"conflict in {', '.join(conflicts)} waits for the resolver: {exc}")
+                kind = TaskWait.budget if isinstance(exc, BudgetReached) else TaskWait.api
+                outcome.waiting[task.id] = Wait(kind=kind, reason=f"conflict in {', '.join(conflicts)} waits for the resolver: {exc}")
                 continue
             if failure:
                 ctx.repo.abort_merge(worktree)

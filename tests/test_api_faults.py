@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,15 @@ from webhook_receiver import WebhookReceiver
 
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario
-from orchestrator.demo.scripted import Block, Fail, RequestView, ScriptedModel, approve_all
+from orchestrator.demo.scripted import (
+    Block,
+    Fail,
+    RequestView,
+    Scenario,
+    ScriptedModel,
+    Turn,
+    approve_all,
+)
 from orchestrator.domain.models import TaskStatus, TaskWait
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
@@ -127,3 +136,40 @@ def test_a_rate_limit_parks_the_project_until_it_resets_and_nobody_pays_twice(
     assert store.get_task(shout_task.id).attempts == 1
     # Resumed, not restarted: the shout session's first, paid turn was answered once.
     assert [r.turn for r in model.requests if r.key == "Add shout helper" and r.status == 200].count(0) == 1
+
+
+def every_nth_request_fails(scenario: Scenario, n: int) -> Scenario:
+    """``scenario`` with every ``n``-th request, of any role, answered by an API fault in turn:
+    an overload (529), a rate limit that resets in a second (429), a server error (500)."""
+    faults = [Fail(529, "Overloaded"), Fail(429, "rate limited", "rate_limit_error", (("retry-after", "1"),)),
+              Fail(500, "stand-in fault")]
+    asked = itertools.count(1)
+
+    def wrap(turn: Turn) -> Turn:
+        def faulty(view: RequestView) -> list[Block] | Fail:
+            number = next(asked)
+            if number % n == 0:
+                return faults[(number // n) % len(faults)]
+            return turn(view) if callable(turn) else turn
+
+        return faulty
+
+    scenario.planner = [wrap(t) for t in scenario.planner]
+    scenario.judge = [wrap(t) for t in scenario.judge]
+    scenario.workers = {key: [wrap(t) for t in script] for key, script in scenario.workers.items()}
+    return scenario
+
+
+def test_with_every_4th_request_failing_every_task_ends_with_one_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = sample_config(tmp_path, api_retry_base_seconds=0.05)  # the default api_retries (3)
+    with ScriptedModel(every_nth_request_fails(demo_scenario(), 4)) as model:
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
+    assert len([r for r in model.requests if r.status != 200]) >= 3  # the faults did happen
+    store = Store.for_project(config.parent / "data", "calc")
+    tasks = store.list_tasks()
+    assert len(summary.merged) == 2  # as without faults: the demo's third change fails its tests
+    for task in tasks:
+        assert task.attempts == 1 and "API" not in task.last_failure, task

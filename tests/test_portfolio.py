@@ -33,7 +33,7 @@ def most_sessions_at_once(requests: list[RecordedRequest]) -> int:
 
 
 # alpha's tests of its merged result take seconds: run on the event loop, they would stall beta.
-SLOW_MERGED_TESTS = 'case "$PWD" in */integration-*) sleep 3;; esac; python -m unittest -q'
+SLOW_MERGED_TESTS = 'case "$PWD" in */integration-*) sleep 4;; esac; python -m unittest -q'
 
 
 def portfolio_file(root: Path, max_total_workers: int) -> Path:

@@ -153,7 +153,7 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
         return previous.model_copy(update={"cycle_id": work.cycle_id})
     # In a thread: judges of several branches run their tests at the same time.
     tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
-    warnings = scope_warnings(ctx, worktree, work.base_commit)
+    warnings = await anyio.to_thread.run_sync(scope_warnings, ctx, worktree, work.base_commit)  # git
     verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})
     reasons = failed_checks(base, tests, lint)
     if reasons:  # the reviewer cannot overrule the checks, so do not pay for it
@@ -172,7 +172,8 @@ async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Basel
     previous = ctx.store.verdict(task.id, work.attempt)
     if previous is not None and previous.api_fault and previous.session_id:
         spec = replace(spec, session_id=previous.session_id)  # the API cut this review: go on with it
-    prompt = build_prompt(task, ctx.repo.diff_text(worktree, work.base_commit), tests, lint, base, warnings)
+    diff = await anyio.to_thread.run_sync(ctx.repo.diff_text, worktree, work.base_commit)
+    prompt = build_prompt(task, diff, tests, lint, base, warnings)
     try:
         run = await run_agent(spec, prompt)
     except BudgetReached as exc:  # the work stands; it is judged when the budget allows

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -74,10 +76,13 @@ def test_patrol_tidies_what_dead_runs_left_and_keeps_the_cycle_to_resume(ctx: Pr
 def test_patrol_kills_agent_processes_a_crashed_run_left_and_no_others(ctx: ProjectContext, tmp_path: Path) -> None:
     # What a tool's command looks like after the run and its leash were SIGKILLed: adopted by
     # init, still marked with the project's repository as every process of its sessions is.
-    nap = ["python3", "-c", "import time; time.sleep(300)"]
+    nap = [sys.executable, "-c", "import time; time.sleep(300)"]
     ours = subprocess.Popen(nap, env={**os.environ, PROJECT_ENV: str(ctx.repo.path)})
     other = subprocess.Popen(nap, env={**os.environ, PROJECT_ENV: str(tmp_path / "another")})
     try:
+        for proc in (ours, other):  # started: its environment reads back (it is empty mid-exec)
+            while f"{PROJECT_ENV}=".encode() not in Path(f"/proc/{proc.pid}/environ").read_bytes():
+                time.sleep(0.05)
         report = patrol(ctx)
         assert report.reaped == [ours.pid]
         assert ours.wait(10) == -signal.SIGKILL

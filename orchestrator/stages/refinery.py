@@ -81,19 +81,24 @@ async def _merge_all(
             try:
                 failure = await _resolve(ctx, worktree, task, conflicts, cycle_id, outcome)
             except (BudgetReached, AgentError) as exc:  # the branch passed; it merges when the resolver can run
-                ctx.repo.abort_merge(worktree)
+                await anyio.to_thread.run_sync(ctx.repo.abort_merge, worktree)
                 kind = TaskWait.budget if isinstance(exc, BudgetReached) else TaskWait.api
                 outcome.waiting[task.id] = Wait(kind=kind, reason=f"conflict in {', '.join(conflicts)} waits for the resolver: {exc}")
                 continue
             if failure:
-                ctx.repo.abort_merge(worktree)
+                await anyio.to_thread.run_sync(ctx.repo.abort_merge, worktree)
                 outcome.rejected[task.id] = failure
                 continue
             outcome.resolved_conflicts.append(task.id)
-            ctx.repo.conclude_merge(worktree)
-        if tick_item(ctx, worktree, task):  # the backlog's tick is part of the merge main receives
-            ctx.repo.commit_all(worktree, "", amend=True)
-        outcome.merged[task.id] = ctx.repo.head_of(worktree)
+            await anyio.to_thread.run_sync(ctx.repo.conclude_merge, worktree)
+        outcome.merged[task.id] = await anyio.to_thread.run_sync(_ticked_head, ctx, worktree, task)
+
+
+def _ticked_head(ctx: ProjectContext, worktree: Path, task: Task) -> str:
+    """The merge's commit, with the task's backlog item ticked in it (git and files only)."""
+    if tick_item(ctx, worktree, task):  # the backlog's tick is part of the merge main receives
+        ctx.repo.commit_all(worktree, "", amend=True)
+    return ctx.repo.head_of(worktree)
 
 
 class MergedTests:
@@ -174,7 +179,7 @@ async def _bisect(
     good, bad = -1, len(chain) - 1  # chain[:good + 1] passes, chain[:bad + 1] fails
     while bad - good > 1:
         middle = (good + bad) // 2
-        ctx.repo.reset_worktree_to(worktree, chain[middle][1])
+        await anyio.to_thread.run_sync(ctx.repo.reset_worktree_to, worktree, chain[middle][1])
         why = await anyio.to_thread.run_sync(check.failure, worktree)
         if not why:
             good = middle
@@ -183,7 +188,7 @@ async def _bisect(
     culprit = chain[bad][0]
     outcome.rejected[culprit] = failure
     outcome.merged = dict(chain[:bad])
-    ctx.repo.reset_worktree_to(worktree, chain[good][1] if good >= 0 else outcome.main_before)
+    await anyio.to_thread.run_sync(ctx.repo.reset_worktree_to, worktree, chain[good][1] if good >= 0 else outcome.main_before)
     after = {task_id for task_id, _ in chain[bad + 1 :]}
     rest = [(t, w) for t, w in candidates if t.id in after]
     if not rest:

@@ -328,7 +328,7 @@ def _after_session(spec: AgentSpec) -> None:
 async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, stderr: deque[str]) -> AgentRun:
     started = time.monotonic()
     result: ResultMessage | None = None
-    who = role_line(spec.role, spec.task_id).removeprefix("[orchestrator] ")
+    who = _who(spec)
     silence = Silence(spec.stall_s)
     try:
         # Cancelling a scope closes the SDK's generator, which ends the CLI process.
@@ -377,10 +377,15 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     return _finish(spec, who, result, time.monotonic() - started)
 
 
+def _who(spec: AgentSpec) -> str:
+    """The session in error messages: ``role=worker task=...``."""
+    return role_line(spec.role, spec.task_id).removeprefix("[orchestrator] ")
+
+
 def _parked(spec: AgentSpec, ends_at: float, what: str) -> AgentError:
     when = time.strftime("%H:%M", time.gmtime(ends_at))
     return AgentError(
-        f"{role_line(spec.role, spec.task_id).removeprefix('[orchestrator] ')}: rate-limited until {when} (UTC); {what}",
+        f"{_who(spec)}: rate-limited until {when} (UTC); {what}",
         subtype="rate_limited", transient=True, session_id=spec.session_id,
     )
 

@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from deployments.server import running_server
 from orchestrator.adapters.lock import CycleLock
 from orchestrator.adapters.portfolio_file import find_config, load_portfolio
 from orchestrator.cli.read import ConfigOpt, OnlyProjectOpt
-from orchestrator.domain.config import PortfolioConfig
 from orchestrator.stages import retention
 from orchestrator.stages.context import ProjectContext, ProjectRef
 
@@ -34,6 +34,7 @@ def gc(config: ConfigOpt = None, project: OnlyProjectOpt = None,
     names = [portfolio.project(project).name] if project else [p.name for p in portfolio.projects]
     now = datetime.now(UTC)
     verb = "Would remove" if dry_run else "Removed"
+    server = running_server(portfolio.data_dir)  # the Prefect runs are asked for only where one is up
     for name in names:
         lock = CycleLock(portfolio.data_dir, name)
         if not lock.acquire(False):
@@ -45,7 +46,7 @@ def gc(config: ConfigOpt = None, project: OnlyProjectOpt = None,
                 if not found.cutoff:
                     console.print(f"{name}: keeps everything (retention_days is 0)")
                     continue
-                runs = _old_runs(portfolio, name, datetime.fromisoformat(found.cutoff), delete=not dry_run)
+                runs = _old_runs(server, name, datetime.fromisoformat(found.cutoff), delete=not dry_run)
                 console.print(f"{name}: {verb.lower()} what cycles that ended before {found.cutoff[:16]} UTC left: "
                               f"{len(found.transcripts)} transcripts, {len(found.audit_files)} audit files, "
                               f"{runs} Prefect runs ({_mib(found.size())})")
@@ -59,16 +60,14 @@ def gc(config: ConfigOpt = None, project: OnlyProjectOpt = None,
         retention.remove(results)
 
 
-def _old_runs(portfolio: PortfolioConfig, project: str, before: datetime, delete: bool) -> str:
+def _old_runs(server: str | None, project: str, before: datetime, delete: bool) -> str:
     """How many of the project's flow runs ended before ``before`` (deleted unless told not to)."""
     from deployments import control
-    from deployments.server import running_server
     from tasks.runs import delete_runs, old_runs
 
-    url = running_server(portfolio.data_dir)
-    if url is None:
+    if server is None:
         return "no server to ask about"
-    with control.api(url):
+    with control.api(server):
         runs = anyio.run(old_runs, project, before)
         if delete:
             anyio.run(delete_runs, runs)

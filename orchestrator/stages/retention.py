@@ -41,7 +41,6 @@ class Garbage(BaseModel):
 
     cutoff: str = ""
     """Leftovers of cycles that ended before this (ISO, UTC) go; '' when the project keeps everything."""
-    cycles: list[str] = Field(default_factory=list)
     transcripts: list[Path] = Field(default_factory=list)
     audit_files: list[Path] = Field(default_factory=list)
     results: list[Path] = Field(default_factory=list)
@@ -91,7 +90,6 @@ def project_garbage(ctx: ProjectContext, now: datetime) -> Garbage:
               if t.status in FINISHED and t.updated_at < before.isoformat() for folder in ("workers", "verdicts")]
     return Garbage(
         cutoff=before.isoformat(timespec="seconds"),
-        cycles=[c.id for c in old],
         transcripts=_transcripts(effective_config_dir(ctx.claude_config_dir), sessions),
         audit_files=[p for p in audit if p.is_file()],
         done_through=done_through,

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ import pytest
 from fake_github import FakeGitHub
 
 from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, write_portfolio
-from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured
+from orchestrator.demo.scripted import Block, Fail, RequestView, Scenario, ScriptedModel, structured
 from orchestrator.domain.models import CycleSummary
 
 T = TypeVar("T")
@@ -48,6 +48,23 @@ def set_fields(config: Path, **fields: Any) -> None:
 def use_model(model: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in model.env().items():
         monkeypatch.setenv(key, value)
+
+
+STAND_IN_FAULT = Fail(500, "stand-in fault")
+
+
+def failing_first(answer: Callable[[RequestView], list[Block]], failures: int, fault: Fail = STAND_IN_FAULT,
+                  only: Callable[[RequestView], bool] = lambda view: True) -> Callable[[RequestView], list[Block] | Fail]:
+    """A turn whose first ``failures`` requests (of those ``only`` picks) get ``fault``, then ``answer``."""
+    failed: list[int] = []
+
+    def turn(view: RequestView) -> list[Block] | Fail:
+        if only(view) and len(failed) < failures:
+            failed.append(view.turn)
+            return fault
+        return answer(view)
+
+    return turn
 
 
 def run_cycle(config: Path, project: str = "calc", **params: Any) -> CycleSummary:

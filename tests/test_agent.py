@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import needs
 import pytest
-from cycles import processes_under
+from cycles import failing_first, processes_under
 from pydantic import BaseModel, field_validator
 
 from orchestrator.adapters.agent import AgentSpec, run_agent, session_uuid
@@ -158,15 +158,8 @@ def test_a_worker_cannot_write_outside_its_worktree(tmp_path: Path, monkeypatch)
 
 def flaky(failures: int, status: int = 529):
     """A turn that fails its first ``failures`` requests with ``status``, then answers."""
-    calls = []
-
-    def turn(view: RequestView) -> list[dict] | Fail:
-        calls.append(view.turn)
-        if len(calls) <= failures:
-            return Fail(status, "scripted overload")
-        return [structured({"answer": "after the storm"})]
-
-    return turn
+    return failing_first(lambda view: [structured({"answer": "after the storm"})], failures,
+                         Fail(status, "scripted overload"))
 
 
 def test_transient_api_errors_are_retried_resuming_the_session(tmp_path: Path, monkeypatch) -> None:

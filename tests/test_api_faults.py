@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cycles import run_cycle, sample_config, use_model
+from cycles import failing_first, run_cycle, sample_config, use_model
 from orch_cli import orch
 from webhook_receiver import WebhookReceiver
 
@@ -29,20 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agen
 
 # With no retries of ours, one try is the CLI's request and its own single retry.
 REQUESTS_PER_TRY = 2
-
-
-def failing_first(answer: Callable[[RequestView], list[Block]], failures: int,
-                  only: Callable[[RequestView], bool] = lambda view: True) -> Callable[[RequestView], list[Block] | Fail]:
-    """A turn whose first ``failures`` requests (of those ``only`` picks) get an HTTP 500, then ``answer``."""
-    failed: list[int] = []
-
-    def turn(view: RequestView) -> list[Block] | Fail:
-        if only(view) and len(failed) < failures:
-            failed.append(view.turn)
-            return Fail(500, "stand-in fault")
-        return answer(view)
-
-    return turn
 
 
 def test_a_session_the_api_kept_failing_spends_no_attempt_and_resumes_next_cycle(
@@ -84,19 +69,6 @@ def test_a_session_the_api_kept_failing_spends_no_attempt_and_resumes_next_cycle
     assert len([r for r in model.requests if r.key == "Add mean function" and r.status == 200]) == 3
 
 
-def limited_once(answer: list[Block], retry_after_s: int) -> Callable[[RequestView], list[Block] | Fail]:
-    """A turn whose first request is refused for a rate limit that resets ``retry_after_s`` from now."""
-    refused: list[int] = []
-
-    def turn(view: RequestView) -> list[Block] | Fail:
-        if not refused:
-            refused.append(view.turn)
-            return Fail(429, "rate limit reached", "rate_limit_error", (("retry-after", str(retry_after_s)),))
-        return answer
-
-    return turn
-
-
 def test_a_rate_limit_parks_the_project_until_it_resets_and_nobody_pays_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -104,7 +76,9 @@ def test_a_rate_limit_parks_the_project_until_it_resets_and_nobody_pays_twice(
     shout = scenario.workers["Add shout helper"]
     second_turn = shout[1]
     assert isinstance(second_turn, list)
-    shout[1] = limited_once(second_turn, retry_after_s=60)  # its first, paid turn wrote the files
+    # Its first, paid turn wrote the files; its second is refused for a limit that resets in a minute.
+    shout[1] = failing_first(lambda view: second_turn, 1, Fail(429, "rate limit reached", "rate_limit_error",
+                                                               (("retry-after", "60"),)))
     with WebhookReceiver() as hook, ScriptedModel(scenario) as model:
         config = sample_config(tmp_path, webhook_url=hook.url)
         use_model(model, monkeypatch)

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from cycles import run_cycle, use_model
+from cycles import failing_first, run_cycle, use_model
 
 from orchestrator.adapters.git_commands import init_repo
 from orchestrator.adapters.store import Store
-from orchestrator.demo.scripted import Fail, RequestView, Scenario, ScriptedModel, structured, write
+from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured, write
 from orchestrator.domain.models import TaskStatus, TaskWait
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
@@ -89,15 +89,8 @@ def test_a_resolver_the_api_kept_failing_leaves_the_branch_waiting_with_its_atte
     data = json.loads(config.read_text())
     data["projects"][0].update(api_retries=0)  # one try: the CLI's request and its own single retry
     config.write_text(json.dumps(data))
-    refused: list[int] = []
-
-    def faulty_then_resolve(view: RequestView) -> list[dict] | Fail:
-        if len(refused) < 2:
-            refused.append(view.turn)
-            return Fail(500, "stand-in fault")
-        return resolve_both(view)
-
-    scenario = conflicting(resolver=[faulty_then_resolve, [structured({"summary": "kept both", "resolved": True})]])
+    # Both requests of its one try (the CLI's and its own retry) fail.
+    scenario = conflicting(resolver=[failing_first(resolve_both, 2), [structured({"summary": "kept both", "resolved": True})]])
     with ScriptedModel(scenario) as model:
         use_model(model, monkeypatch)
         first = run_cycle(config)

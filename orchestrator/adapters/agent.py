@@ -2,9 +2,9 @@
 
 With :mod:`.session_watch`, the only module that imports ``claude_agent_sdk``.
 It fixes what a role may do (its exact tool list), where (``cwd``), for how
-much (budget, turn cap, a timeout that kills the CLI), and turns the SDK's outcomes into an
-:class:`AgentRun` or one :class:`AgentError` that says whether a retry could
-help.
+much (budget, turn cap, a timeout that kills the CLI), and turns the SDK's
+outcomes into an :class:`AgentRun` or one :class:`AgentError` that says
+whether a retry could help.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The project's state in SQLite: one file per project, WAL mode.
 
 With its migrations (:mod:`.store_migrations`) and its cost ledger
-(:mod:`.store_costs`), the only module that imports ``sqlite_utils``. Tasks, results, cycles, approval requests and the project's
-state come out as models, read from their rows (and written to them) by
+(:mod:`.store_costs`), the only module that imports ``sqlite_utils``. Tasks,
+results, cycles, approval requests and the project's state come out as
+models, read from their rows (and written to them) by
 :mod:`.store_rows`; merges and cost sums, with no JSON or status in them, stay
 rows. Every write is a single statement or inside ``db.atomic()``, and every
 recording method is an upsert keyed by what it records, so replaying a step

@@ -65,6 +65,21 @@ def test_structured_output_cost_and_read_only_tools(tmp_path: Path, monkeypatch)
     assert offered - {"StructuredOutput", "DeferredToolPlaceholder"} == {"Read", "Grep", "Glob"}
 
 
+def test_a_finished_session_is_read_back_from_its_transcript_not_asked_again(tmp_path: Path, monkeypatch) -> None:
+    # As after a kill that came between the model's final answer and its recording.
+    answer = [structured({"answer": "42"})]
+    with ScriptedModel(Scenario(planner=[[text("thinking")], answer, answer])) as model:
+        first = run(model, monkeypatch, spec(tmp_path))
+        asked = len(model.requests)
+        again = run(model, monkeypatch, spec(tmp_path))
+        assert len(model.requests) == asked
+        assert (again.structured, again.session_id) == (first.structured, first.session_id)
+        assert again.cost_usd == pytest.approx(first.cost_usd)  # what it cost, to record now
+        # Where an answer is worth nothing without the files it left, the session is asked again.
+        run(model, monkeypatch, spec(tmp_path, replay=False))
+        assert len(model.requests) > asked
+
+
 @needs.sandbox
 def test_worker_edits_files_with_real_tools_and_gets_only_the_allowed_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ORCH_TEST_MARKER", "from-the-user")  # opted in through agent_env
@@ -211,14 +226,16 @@ def test_budget_cap_ends_the_run_and_reports_what_was_spent(tmp_path: Path, monk
 
 @pytest.mark.slow
 def test_a_session_that_goes_quiet_is_cut_and_resumed_under_its_own_id(tmp_path: Path, monkeypatch) -> None:
-    release = threading.Event()
+    release, hung = threading.Event(), threading.Event()
 
-    def hangs(view: RequestView) -> list[dict]:
+    def hangs_once(view: RequestView) -> list[dict]:
+        if hung.is_set():  # the resumed session asks the cut turn again
+            return [structured({"answer": "back"})]
+        hung.set()
         release.wait(60)  # the API takes the request and says nothing, for longer than the timeout
         return [text("too late")]
 
-    # Resumed, the CLI notes the cut turn as an assistant message: the answer after it is turn 2.
-    scenario = Scenario(planner=[[text("first look")], hangs, [structured({"answer": "back"})]])
+    scenario = Scenario(planner=[[text("first look")], hangs_once])
     with ScriptedModel(scenario) as model:
         try:
             result = run(model, monkeypatch, spec(tmp_path, timeout_s=40, stall_s=6, api_retries=1, retry_base_s=0.05))
@@ -227,7 +244,7 @@ def test_a_session_that_goes_quiet_is_cut_and_resumed_under_its_own_id(tmp_path:
             release.set()
     assert result.structured == {"answer": "back"}
     assert len({r.session_id for r in model.requests}) == 1
-    assert asked == [0, 2]  # the first turn is not asked again: resumed, not restarted
+    assert asked == [0, 1]  # the first turn is not asked again: resumed, not restarted
 
 
 @pytest.mark.slow

@@ -70,7 +70,8 @@ def test_a_second_orch_run_says_so_and_leaves_or_waits(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 0
         assert "a cycle of 'calc' is already running (pid" in second.stdout, second.stdout + second.stderr
-        assert first.wait(120) == 0
+        output, _ = first.communicate(timeout=120)
+        assert first.returncode == 0, output
         assert [c.status for c in store.list_cycles()] == ["done"]
 
         # Asked to wait, the second one runs its cycle after the first.
@@ -78,7 +79,9 @@ def test_a_second_orch_run_says_so_and_leaves_or_waits(tmp_path: Path) -> None:
         while store.unfinished_cycle() is None:
             time.sleep(0.2)
         waiting = start("--wait")
-        assert first.wait(120) == 0 and waiting.wait(120) == 0
+        for run in (first, waiting):
+            output, _ = run.communicate(timeout=120)
+            assert run.returncode == 0, output
     cycles = store.list_cycles()
     assert [c.status for c in cycles] == ["done", "done", "done"]
     newest, middle = cycles[0], cycles[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from pathlib import Path
 
@@ -145,3 +146,27 @@ def test_two_processes_never_claim_the_same_task(tmp_path: Path) -> None:
     assert not set(first) & set(second)
     assert sorted(first + second) == [f"t{i:03}" for i in range(300)]
     assert first and second  # both really took part
+
+
+def test_a_failure_recorded_while_another_connection_writes_waits_its_turn(tmp_path: Path) -> None:
+    # The steps' recordings run in threads, each on its own connection: a read-then-write
+    # transaction must not fail because another connection wrote between its read and its write.
+    store = Store.for_project(tmp_path, "proj")
+    task = store.add_task(Task(title="t", description="d", max_attempts=1))
+    store.claim_tasks("c1", 1)
+    wrote = threading.Event()
+
+    def write_meanwhile() -> None:
+        Store.for_project(tmp_path, "proj").set_paused(True, "by a user")
+        wrote.set()
+
+    with store.transaction():
+        streak = store.state().consecutive_failures  # the read: a snapshot from here on
+        writer = threading.Thread(target=write_meanwhile)
+        writer.start()
+        assert not wrote.wait(0.3)  # the other connection waits for this transaction
+        store.fail_attempt(task.id, "tests failed")
+    writer.join(10)
+    state = store.state()
+    assert (state.consecutive_failures, state.paused) == (streak + 1, True)  # neither write lost
+    assert store.get_task(task.id).status is TaskStatus.failed

@@ -53,6 +53,7 @@ from orchestrator.adapters.retry import Again, RetryPolicy, acall
 from orchestrator.adapters.secrets import redact, redact_all
 from orchestrator.adapters.session_watch import Silence, limit_resets_at
 from orchestrator.adapters.timing import mark, span
+from orchestrator.adapters.transcript import finished_answer, transcript_path
 from orchestrator.domain.errors import AgentError
 from orchestrator.domain.models import AgentRun, Role
 
@@ -160,6 +161,9 @@ class AgentSpec:
     owner: str = ""
     """The project's repository, marked on every process of the session: the patrol reaps them
     after a crash (see :func:`orchestrator.adapters.leash.reap`)."""
+    replay: bool = True
+    """A session whose transcript already ends with its final answer is not asked again: the
+    answer is read back. False where the answer is worth nothing without the files it left."""
 
 
 def role_line(role: Role, task_id: str | None) -> str:
@@ -195,8 +199,7 @@ def session_exists(spec: AgentSpec) -> bool:
     """True when a session with this id was started before (a crash cut it off)."""
     if not spec.session_id:
         return False
-    projects = effective_config_dir(spec.config_dir) / "projects"
-    return any(projects.glob(f"*/{spec.session_id}.jsonl"))
+    return transcript_path(effective_config_dir(spec.config_dir), spec.session_id) is not None
 
 
 def build_options(spec: AgentSpec, stderr: deque[str], home: Path) -> ClaudeAgentOptions:
@@ -249,6 +252,8 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     Raises AgentError on any failure; ``transient`` is True only for API
     failures that another try may get past.
     """
+    if spec.replay and (answered := await anyio.to_thread.run_sync(_answered_before, spec)) is not None:
+        return answered
     parked = spec.park.until() if spec.park else None
     if parked is not None:
         raise _parked(spec, parked, "not started")
@@ -377,6 +382,20 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
     return _finish(spec, who, result, time.monotonic() - started)
 
 
+def _answered_before(spec: AgentSpec) -> AgentRun | None:
+    """The answer a killed run's session gave before anyone recorded it, read from its transcript."""
+    if not (spec.session_id and spec.output_model):
+        return None
+    path = transcript_path(effective_config_dir(spec.config_dir), spec.session_id)
+    found = finished_answer(path) if path is not None else None
+    if found is None:
+        return None
+    who = _who(spec)
+    structured = _validated(spec, who, redact_all(found.structured), found.cost_usd, spec.session_id)
+    return AgentRun(text="", structured=structured, cost_usd=found.cost_usd, num_turns=found.num_turns,
+                    duration_s=0.0, session_id=spec.session_id)
+
+
 def _who(spec: AgentSpec) -> str:
     """The session in error messages: ``role=worker task=...``."""
     return role_line(spec.role, spec.task_id).removeprefix("[orchestrator] ")
@@ -421,26 +440,7 @@ def _finish(spec: AgentSpec, who: str, result: ResultMessage, elapsed_s: float) 
             cost_usd=cost,
             session_id=result.session_id,
         )
-    structured = redact_all(result.structured_output)
-    if spec.output_model is not None:
-        if structured is None:
-            raise AgentError(
-                f"{who}: the agent gave no structured output",
-                subtype="no_structured_output",
-                cost_usd=cost,
-                session_id=result.session_id,
-            )
-        try:
-            structured = spec.output_model.model_validate(structured).model_dump(mode="json")
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "output"
-            raise AgentError(
-                f"{who}: structured output is invalid at {where}: {first['msg']}",
-                subtype="invalid_output",
-                cost_usd=cost,
-                session_id=result.session_id,
-            ) from exc
+    structured = _validated(spec, who, redact_all(result.structured_output), cost, result.session_id)
     return AgentRun(
         text=redact(result.result or ""),
         structured=structured,
@@ -449,3 +449,19 @@ def _finish(spec: AgentSpec, who: str, result: ResultMessage, elapsed_s: float) 
         duration_s=round(elapsed_s, 3),
         session_id=result.session_id,
     )
+
+
+def _validated(spec: AgentSpec, who: str, structured: Any, cost: float, session_id: str | None) -> Any:
+    """The structured output checked against the spec's model (as given when it has none)."""
+    if spec.output_model is None:
+        return structured
+    if structured is None:
+        raise AgentError(f"{who}: the agent gave no structured output", subtype="no_structured_output",
+                         cost_usd=cost, session_id=session_id)
+    try:
+        return spec.output_model.model_validate(structured).model_dump(mode="json")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "output"
+        raise AgentError(f"{who}: structured output is invalid at {where}: {first['msg']}",
+                         subtype="invalid_output", cost_usd=cost, session_id=session_id) from exc

@@ -5,7 +5,7 @@ With its migrations (:mod:`.store_migrations`) and its cost ledger
 results, cycles, approval requests and the project's state come out as
 models, read from their rows (and written to them) by
 :mod:`.store_rows`; merges and cost sums, with no JSON or status in them, stay
-rows. Every write is a single statement or inside ``db.atomic()``, and every
+rows. Every write is a single statement or inside :meth:`Store.transaction`, and every
 recording method is an upsert keyed by what it records, so replaying a step
 after a crash writes the same rows again instead of new ones.
 """
@@ -13,8 +13,8 @@ after a crash writes the same rows again instead of new ones.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from contextlib import closing
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +63,27 @@ class Store(CostLedger):
             migrations.apply(self.db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Statements that commit together, holding the write lock from the start.
+
+        A deferred transaction that reads and then writes fails at once
+        ("database is locked", no busy wait) if another connection wrote in
+        between; the steps' recordings run in threads, each on a connection of
+        its own, so taking the lock first is what lets them wait their turn.
+        """
+        if self.db.conn.in_transaction:  # nested: a savepoint of the outer one
+            with self.db.atomic():
+                yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        self.db.execute("COMMIT")
 
     @classmethod
     def for_project(cls, data_dir: Path, project: str) -> Store:
@@ -183,7 +204,7 @@ class Store(CostLedger):
         """An attempt failed: back to pending with the reason, or failed for good."""
         task = self.get_task(task_id)
         status = TaskStatus.failed if task.attempts >= task.max_attempts else TaskStatus.pending
-        with self.db.atomic():
+        with self.transaction():
             if status is TaskStatus.failed and task.status is not TaskStatus.failed:
                 self._update_state(consecutive_failures=self.state().consecutive_failures + 1)
             return self.update_task(
@@ -226,7 +247,7 @@ class Store(CostLedger):
         return [codec.task_from(r) for r in rows]
 
     def complete_task(self, task_id: str, merge_commit: str) -> Task:
-        with self.db.atomic():
+        with self.transaction():
             self._update_state(consecutive_failures=0)  # a success ends a failure streak
             return self.update_task(
                 task_id, status=TaskStatus.done, merge_commit=merge_commit, claimed_by=None
@@ -322,13 +343,13 @@ class Store(CostLedger):
 
     def slot_wait_began(self, cycle_id: str) -> None:
         """A session of ``cycle_id`` waits for a slot of the portfolio's agent cap."""
-        with self.db.atomic():
+        with self.transaction():
             self.db.execute("UPDATE cycles SET slot_waiting = slot_waiting + 1, "
                             "slot_waits = slot_waits + 1 WHERE id = ?", [cycle_id])
 
     def slot_wait_ended(self, cycle_id: str, waited_s: float) -> None:
         """That session got its slot after ``waited_s`` (or gave up waiting)."""
-        with self.db.atomic():
+        with self.transaction():
             self.db.execute("UPDATE cycles SET slot_waiting = max(slot_waiting - 1, 0), "
                             "slot_wait_s = slot_wait_s + ? WHERE id = ?", [round(waited_s, 3), cycle_id])
 
@@ -416,5 +437,6 @@ class Store(CostLedger):
         self._update_state(rate_limited_until=until, rate_limit_reason=reason if until else "")
 
     def _update_state(self, **fields: Any) -> None:
-        row = self.state().model_dump() | fields | {"updated_at": utcnow()}
-        self.db.table("project_state").upsert(row, pk="name")
+        with self.transaction():  # read and written as one: no other connection's change is lost
+            row = self.state().model_dump() | fields | {"updated_at": utcnow()}
+            self.db.table("project_state").upsert(row, pk="name")

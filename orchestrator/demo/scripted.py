@@ -10,8 +10,8 @@ content blocks of one model response (tool calls such as :func:`write` or
 script answers a request is found from the role line the agent runtime puts
 in every system prompt (``[orchestrator] role=worker task=...``) and, for
 workers, from the task text in the first user message. The turn is the
-number of assistant messages already in the conversation, so the server
-keeps no per-session state and a resumed session continues where it left off.
+number of model answers already in the conversation, so the server keeps no
+per-session state and a resumed session continues where it left off.
 
     scenario = Scenario(
         planner=[[structured(plan)]],
@@ -51,6 +51,9 @@ PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
     "claude-haiku-4-5": (1.0, 5.0),
 }
 
+# What the CLI puts in for a prompt a crash left unanswered when it resumes the session:
+# not one of the model's turns, so the resumed session is answered where it was cut off.
+UNANSWERED = "No response requested."
 _ROLE_LINE = re.compile(r"\[orchestrator\] role=(\w+)(?: task=(\S+))?")
 _CWD_LINE = re.compile(r"Primary working directory: (.+)")
 _PATH_TOOLS = {"Read", "Write", "Edit"}
@@ -269,6 +272,7 @@ def _view(body: dict[str, Any]) -> RequestView:
     cwd_match = _CWD_LINE.search(everything)
     first_user = next((m for m in messages if m.get("role") == "user"), {"content": ""})
     assistant_at = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    answered = [i for i in assistant_at if list(_texts(messages[i].get("content"))) != [UNANSWERED]]
     # What just came back: everything after the last assistant message (the CLI
     # also appends role "system" notes, so the last message is not the result).
     after = messages[assistant_at[-1] + 1 :] if assistant_at else []
@@ -276,7 +280,7 @@ def _view(body: dict[str, Any]) -> RequestView:
     return RequestView(
         role=role_match.group(1) if role_match else "unknown",
         task=role_match.group(2) if role_match else None,
-        turn=len(assistant_at),
+        turn=len(answered),
         cwd=Path(cwd_match.group(1).strip()) if cwd_match else None,
         prompt="\n".join(_texts(first_user.get("content"))),
         results=results,

@@ -164,6 +164,8 @@ class ProjectContext:
             fence=fence_for(self.portfolio, c, cwd, effective_config_dir(self.claude_config_dir)),
             owner=str(self.repo.path),
             park=ProjectPark(self.store, self.services.clock),
+            # A resolver's answer means nothing once the merge whose files it fixed is gone.
+            replay=role is not Role.resolver,
         )
 
     def _slot(self) -> SlotHolder | None:

@@ -74,6 +74,7 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
     # files match what the agent remembers; otherwise start from a clean one.
     if not (session_exists(spec) and ctx.repo.is_worktree(worktree)):  # git, off the event loop
         await anyio.to_thread.run_sync(ctx.repo.add_worktree, task.id, branch, base_commit)
+        spec = replace(spec, replay=False)  # a finished answer is worth nothing without its files
     try:
         run = await run_agent(spec, build_prompt(ctx, task))
     except BudgetReached as exc:  # nothing was done: the task waits, its attempt unspent

@@ -69,6 +69,11 @@ def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        from .soak import main as soak
+
+        return soak(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A small run of each scenario (seconds, not minutes).")
     parser.add_argument("--api-url", help="Use this Prefect server for the running-server scenarios instead of starting one.")

@@ -20,7 +20,7 @@ PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2
 TEST_COMMAND = f"{sys.executable} -m unittest -q"
 
 
-def _module(i: int) -> tuple[str, str]:
+def module_files(i: int) -> tuple[str, str]:
     code = f'def step_{i}(x):\n    """Add {i} to x."""\n    return x + {i}\n'
     test = (
         f"import unittest\n\nfrom mod_{i} import step_{i}\n\n\n"
@@ -57,7 +57,7 @@ def scenario(n: int, latency_s: float) -> Scenario:
     }
     workers: dict[str, Script] = {}
     for i in range(n):
-        code, test = _module(i)
+        code, test = module_files(i)
         workers[f"Add step {i}\n"] = [
             [read("README.md")],
             [write(f"mod_{i}.py", code), write(f"test_mod_{i}.py", test)],

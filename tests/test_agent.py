@@ -29,7 +29,7 @@ from orchestrator.demo.scripted import (
     write,
 )
 from orchestrator.domain.errors import AgentError
-from orchestrator.domain.models import Role
+from orchestrator.domain.models import AgentRun, Role
 
 pytestmark = [pytest.mark.guarantee, pytest.mark.usefixtures("agent_env")]
 
@@ -298,6 +298,36 @@ def test_a_leash_killed_outright_leaves_no_process_of_its_session(tmp_path: Path
         thread.join(60)
     assert "error" in outcome  # the session ended, cut short
     assert processes_under(tmp_path) == []  # the tool's command went with it
+
+
+def test_a_cli_killed_from_outside_is_resumed_under_its_own_id(tmp_path: Path, monkeypatch) -> None:
+    asked, killed = threading.Event(), threading.Event()
+
+    def first_look(view: RequestView) -> list[dict]:
+        if not asked.is_set():
+            asked.set()
+            killed.wait(30)  # the CLI is killed while it waits for this answer
+        return [text("looked")]
+
+    scenario = Scenario(planner=[first_look, [structured({"answer": "42"})]])
+    with ScriptedModel(scenario) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        outcome: dict[str, object] = {}
+
+        def session() -> None:
+            outcome["run"] = anyio.run(run_agent, spec(tmp_path, api_retries=1, retry_base_s=0.05), "go")
+
+        thread = threading.Thread(target=session)
+        thread.start()
+        assert asked.wait(60)
+        [cli] = [p for p in processes_under(tmp_path) if cmdline(p).split(b" ")[0].endswith(b"/claude")]
+        os.kill(cli, signal.SIGKILL)  # as the OOM killer would
+        killed.set()
+        thread.join(60)
+    run = outcome["run"]
+    assert isinstance(run, AgentRun) and run.structured == {"answer": "42"}
+    assert len({r.session_id for r in model.requests}) == 1  # resumed, not started again
 
 
 def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:

@@ -367,9 +367,13 @@ async def _run_cli(spec: AgentSpec, prompt: str, options: ClaudeAgentOptions, st
         raise _from_result_error(who, exc, result) from exc
     except ProcessError as exc:
         detail = redact(" | ".join(stderr) or str(exc).splitlines()[0])
+        # Killed by a signal from outside (the OOM killer, a user): not the agent's failure, so
+        # resumed as an API fault is. Our own stops (timeout, stall, Ctrl+C) do not come here.
+        killed = exc.exit_code is not None and (exc.exit_code < 0 or exc.exit_code > 128)
         raise AgentError(
             f"{who}: Claude Code exited with code {exc.exit_code}: {detail}",
-            subtype="process",
+            subtype="killed" if killed else "process",
+            transient=killed,
             cost_usd=_cost(result),
             session_id=spec.session_id,
         ) from exc

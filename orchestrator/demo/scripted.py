@@ -175,6 +175,7 @@ class RecordedRequest:
     usage: Usage
     tools: tuple[str, ...]
     prompt: str  # the first user message: the task as the agent was given it
+    final: bool = False  # the answer was the session's structured output, which ends it
 
 
 class ScriptedModel(LoopbackServer):
@@ -350,6 +351,7 @@ def _handler_for(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                     usage=usage,
                     tools=tuple(t.get("name", "") for t in body.get("tools", [])),
                     prompt=view.prompt,
+                    final=not isinstance(answer, Fail) and any(b.get("name") == "StructuredOutput" for b in answer),
                 )
             )
             try:

@@ -1,0 +1,494 @@
+"""``python -m bench soak``: ``orch start`` serving projects for minutes while faults are injected.
+
+``orch start`` serves K generated projects on one-minute schedules against a
+Prefect server the soak owns and the scripted model, which plans two new
+steps per cycle for ever. Meanwhile the soak breaks things, one at a time:
+the API fails some requests and hangs on others (always); a Claude Code CLI is
+killed mid-session; the Prefect server is restarted; ``orch start`` is
+SIGKILLed and started again; a stale ``.git/index.lock`` sits in a user's
+checkout for a while; a test command hangs past its timeout.
+
+After every cycle and at the end it checks what a user relies on (see
+:func:`invariants`) and prints each figure and each invariant; the exit
+status is 1 if any invariant failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployments.server import Server, free_port, start_server
+from orchestrator.adapters.leash import PROJECT_ENV, SESSION_ENV
+from orchestrator.adapters.store import Store
+from orchestrator.demo.scripted import (
+    Fail,
+    RequestView,
+    Scenario,
+    Script,
+    ScriptedModel,
+    bash,
+    read,
+    structured,
+    tool,
+    write,
+)
+from orchestrator.demo.scripted import text as say
+from orchestrator.domain.models import TaskStatus
+
+from . import project as sample
+from .runs import ORCH, base_env
+
+STALL_S = 15  # agent_stall_seconds in the soak's projects: a hung request is cut after this
+TEST_TIMEOUT_S = 20
+OVERLOADED = Fail(529, "Overloaded")
+
+
+@dataclass
+class FaultyScenario(Scenario):
+    """Endless small steps, with every ``fail_every``-th request failed and every ``hang_every``-th hung."""
+
+    fail_every: int = 9
+    hang_every: int = 37
+    steps: dict[str, int] = field(default_factory=dict)  # the next step number of each project
+    asked: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script_for(self, role: str, prompt: str) -> tuple[Script, str | None]:
+        if role == "planner":
+            script: Script = [[say("Looking."), tool("Glob", pattern="*.py")], [read("README.md")], self._plan]
+            return [self._faulty(t) for t in script], None
+        if role == "worker" and (found := re.search(r"Add step (\d+)\n", prompt)):
+            number = int(found.group(1))
+            code, test = sample.module_files(number)
+            script = [[read("README.md")], [write(f"mod_{number}.py", code), write(f"test_mod_{number}.py", test)],
+                      [bash(sample.TEST_COMMAND)],
+                      [structured({"summary": f"Added step_{number} with a test.", "completed": True})]]
+            return [self._faulty(t) for t in script], f"Add step {number}"
+        if role == "judge":
+            approve = structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})
+            return [self._faulty(t) for t in ([read("README.md")], [approve])], None
+        return super().script_for(role, prompt)
+
+    def _plan(self, view: RequestView) -> list[dict]:
+        project = view.cwd.parents[2].name if view.cwd else "?"  # <project>/.orch/worktrees/base-<cycle>
+        with self.lock:
+            first = self.steps.get(project, 1)
+            self.steps[project] = first + 2
+        tasks = [{"title": f"Add step {n}", "type": "code", "priority": 2,
+                  "description": f"Create mod_{n}.py with step_{n}(x) returning x + {n}, and test_mod_{n}.py."}
+                 for n in (first, first + 1)]
+        return [structured({"findings": "Small modules with tests.", "proposal": "Two more steps.",
+                            "deferred": [], "risks": [], "tasks": tasks})]
+
+    def _faulty(self, turn: Any) -> Callable[[RequestView], list[dict] | Fail]:
+        def answer(view: RequestView) -> list[dict] | Fail:
+            with self.lock:
+                self.asked += 1
+                count = self.asked
+            if count % self.fail_every == 0:
+                return OVERLOADED
+            if count % self.hang_every == 0:
+                time.sleep(STALL_S + 10)  # past the stall limit: the session was cut and goes on without it
+                return OVERLOADED
+            return turn(view) if callable(turn) else turn
+        return answer
+
+
+def make_portfolio(root: Path, projects: list[Path]) -> Path:
+    def test_command(project: Path) -> str:  # hangs while the soak's marker for the project exists
+        return f"if [ -e {root / 'hang'}-{project.name} ]; then sleep 600; fi; {sample.TEST_COMMAND}"
+
+    config = {
+        "name": "soak", "data_dir": str(root / "data"), "max_total_workers": 4, "retention_days": 1,
+        "projects": [{
+            "name": p.name, "path": str(p), "max_workers": 2, "cycle_interval_minutes": 1,
+            "test_command": test_command(p), "test_timeout_seconds": TEST_TIMEOUT_S,
+            "agent_stall_seconds": STALL_S, "api_retries": 3, "api_retry_base_seconds": 1,
+            "worker_timeout_seconds": 300, "max_task_attempts": 3, "max_consecutive_failures": 50,
+        } for p in projects],
+    }
+    path = root / "portfolio.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+class OrchStart:
+    """``orch start`` as a user runs it, in a process group of its own; restartable."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
+        self.config, self.env, self.log = config, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.groups: list[int] = []  # every incarnation's process group
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen([ORCH, "start", "-c", str(self.config)], env=self.env, stdout=out,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        self.groups.append(self.process.pid)
+        self.started_at = time.monotonic()
+
+    def kill(self) -> None:
+        """SIGKILL ``orch start`` alone, as a crash would; the runs it started go on as orphans."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self, timeout_s: float = 90) -> bool:
+        """Ctrl+C, as a user stops it; True if it exited in time."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def leftovers(groups: list[int], projects: list[Path]) -> list[int]:
+    """Processes of any ``orch start`` incarnation, or marked as an agent session of ours."""
+    marks = [f"{PROJECT_ENV}={p}".encode() for p in projects]
+    return [pid for pid in _pids()
+            if _group(pid) in groups or any(m in _environ(pid).split(b"\0") for m in marks)]
+
+
+def clis(project: Path | None = None) -> list[int]:
+    """Running Claude Code CLIs of agent sessions (not their leashes), of one project or any."""
+    found = []
+    for pid in _pids():
+        marks = _environ(pid).split(b"\0")
+        if not any(m.startswith(f"{SESSION_ENV}=".encode()) for m in marks):
+            continue
+        if project is not None and f"{PROJECT_ENV}={project}".encode() not in marks:
+            continue
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if command.endswith(b"claude"):
+            found.append(pid)
+    return found
+
+
+def wait_for_agents(project: Path | None = None, timeout_s: float = 90) -> bool:
+    """Wait until an agent session is at work (in ``project``, or anywhere): faults should hit work."""
+    deadline = time.monotonic() + timeout_s
+    while not clis(project):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+@dataclass
+class Sample:
+    at: float
+    incarnation: int
+    rss_kib: int
+    fds: int
+
+
+def sample_process(pid: int, incarnation: int) -> Sample | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return Sample(time.monotonic(), incarnation, rss, fds)
+
+
+def growth(samples: list[Sample], warm_up_s: float) -> tuple[float, float, float] | None:
+    """RSS and open-file growth (%) over the longest incarnation after warm-up, and its span (s)."""
+    by_run: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_run.setdefault(s.incarnation, []).append(s)
+    longest = max(by_run.values(), key=lambda run: run[-1].at - run[0].at, default=[])
+    settled = [s for s in longest if s.at - longest[0].at >= warm_up_s]
+    if len(settled) < 6:
+        return None
+    third = len(settled) // 3
+    early, late = settled[:third], settled[-third:]
+
+    def pct(get: Callable[[Sample], int]) -> float:
+        before, after = statistics.median(map(get, early)), statistics.median(map(get, late))
+        return round(100 * (after - before) / before, 1)
+
+    return pct(lambda s: s.rss_kib), pct(lambda s: s.fds), round(settled[-1].at - settled[0].at)
+
+
+def main_is_green(project: Path, scratch: Path) -> bool:
+    """The project's tests pass on main, checked out apart from the user's working tree."""
+    folder = scratch / f"main-{project.name}"
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=project, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return subprocess.run(sample.TEST_COMMAND.split(), cwd=folder, capture_output=True, timeout=120).returncode == 0
+
+
+def in_main(project: Path, commit: str) -> bool:
+    return subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=project).returncode == 0
+
+
+@dataclass
+class Check:
+    name: str
+    held: bool
+    detail: str = ""
+
+
+def invariants(projects: list[Path], data: Path, scratch: Path, model: ScriptedModel) -> list[Check]:
+    """What must hold whatever the faults did; cheap enough to run after every cycle."""
+    green, outside, failed = [], [], []
+    for project in projects:
+        if not main_is_green(project, scratch):
+            green.append(project.name)
+        with closing(Store.for_project(data, project.name)) as store:
+            for task in store.list_tasks(TaskStatus.done):
+                if not (task.merge_commit and in_main(project, task.merge_commit)):
+                    outside.append(f"{project.name}/{task.id}")
+            failed += [f"{project.name}/{t.id}: {(t.last_failure or '')[:120]}" for t in store.list_tasks(TaskStatus.failed)]
+    finished: dict[str, float] = {}
+    again = []
+    for request in model.requests:
+        if request.role == "unknown":  # the CLI's own side requests
+            continue
+        if request.session_id in finished and request.started > finished[request.session_id]:
+            again.append(f"{request.role} {request.session_id[:8]} turn {request.turn}")
+        if request.final:
+            finished.setdefault(request.session_id, request.finished)
+    return [
+        Check("main green in every project", not green, ", ".join(green)),
+        Check("every done task's change is in main", not outside, ", ".join(outside[:5])),
+        Check("no task failed because of a fault", not failed, "; ".join(failed[:3])),
+        Check("no finished session asked again", not again, ", ".join(again[:5])),
+    ]
+
+
+@dataclass
+class Soak:
+    """One soak's moving parts, and what happened to them."""
+
+    root: Path
+    projects: list[Path]
+    server: Server
+    port: int
+    orch: OrchStart
+    model: ScriptedModel
+    events: list[tuple[float, str, str]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    checks: list[list[Check]] = field(default_factory=list)
+
+    def fault(self, name: str, detail: str) -> None:
+        self.events.append((time.monotonic(), name, detail))
+        print(f"... fault: {name}: {detail}", file=sys.stderr, flush=True)
+
+    # -- the faults, each leaving things as a user would find them ---------------
+
+    def kill_cli(self) -> None:
+        running = clis() if wait_for_agents() else []
+        if running:
+            os.kill(running[0], signal.SIGKILL)
+        self.fault("CLI killed mid-session", f"pid {running[0]}" if running else "no CLI ran in 90 s")
+
+    def restart_server(self) -> None:
+        wait_for_agents()  # mid-cycle
+        self.server.stop()
+        self.server = start_server(self.root / "server", self.port)
+        self.fault("Prefect server restarted", f"on port {self.port}")
+
+    def kill_orch_start(self) -> None:
+        wait_for_agents()  # mid-cycle: its runs go on as orphans, or die with it
+        self.orch.kill()
+        time.sleep(3)
+        self.orch.start()
+        self.fault("orch start SIGKILLed and started again", f"now pid {self.orch.process.pid if self.orch.process else '?'}")
+
+    def stale_index_lock(self) -> None:
+        project = self._next_project()
+        wait_for_agents(project)  # its cycle's merge comes within the 45 s
+        lock = project / ".git" / "index.lock"
+        lock.touch()
+        self.fault("stale .git/index.lock", f"in {project.name} for 45 s")
+        threading.Timer(45, lambda: lock.unlink(missing_ok=True)).start()
+
+    def hanging_tests(self) -> None:
+        project = self._next_project()
+        wait_for_agents(project)  # a worker at work: its judge's tests come next
+        marker = Path(f"{self.root / 'hang'}-{project.name}")
+        marker.touch()
+        self.fault("test command hangs", f"in {project.name} for {TEST_TIMEOUT_S + 15} s")
+        threading.Timer(TEST_TIMEOUT_S + 15, lambda: marker.unlink(missing_ok=True)).start()
+
+    def _next_project(self) -> Path:
+        return self.projects[len(self.events) % len(self.projects)]
+
+    def faults(self) -> list[Callable[[], None]]:
+        return [self.kill_cli, self.stale_index_lock, self.restart_server, self.hanging_tests, self.kill_orch_start]
+
+    # -- watching ------------------------------------------------------------------
+
+    def sample(self) -> None:
+        if self.orch.process is not None and self.orch.process.poll() is None:
+            found = sample_process(self.orch.process.pid, len(self.orch.groups))
+            if found is not None:
+                self.samples.append(found)
+
+    def cycles(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for project in self.projects:
+            with closing(Store.for_project(self.root / "data", project.name)) as store:
+                for found in store.list_cycles(limit=10_000):
+                    counts[found.status.value] = counts.get(found.status.value, 0) + 1
+        return counts
+
+    def check(self) -> list[Check]:
+        found = invariants(self.projects, self.root / "data", self.root / "scratch", self.model)
+        self.checks.append(found)
+        return found
+
+
+def soak(root: Path, minutes: float, count: int) -> tuple[list[str], bool]:
+    """Run the soak in ``root``; the report's lines and whether every invariant held."""
+    started, cpu_before = time.monotonic(), os.times()
+    projects = [sample.make_project(root, f"p{i}") for i in range(count)]
+    config = make_portfolio(root, projects)
+    port = free_port()
+    server = start_server(root / "server", port)
+    scenario = FaultyScenario()
+    with ScriptedModel(scenario) as model:
+        env = base_env(root, server.api_url) | model.env() | {"PREFECT_RUNNER_POLL_FREQUENCY": "5"}
+        orch = OrchStart(config, env, root / "orch-start.log")
+        run = Soak(root, projects, server, port, orch, model)
+        orch.start()
+        faults = run.faults()
+        deadline = started + minutes * 60
+        # Each fault in turn, again and again: every 30 to 90 s, at least once each in a short soak.
+        every = min(90.0, max(30.0, (deadline - time.monotonic()) / (len(faults) + 1)))
+        next_fault, done_cycles, turn = time.monotonic() + every, 0, 0
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(5)
+                run.sample()
+                finished = sum(n for status, n in run.cycles().items() if status != "running")
+                if finished > done_cycles:  # after every cycle
+                    done_cycles = finished
+                    run.check()
+                if time.monotonic() >= next_fault:
+                    faults[turn % len(faults)]()
+                    turn += 1
+                    next_fault = time.monotonic() + every
+            stopped = orch.stop()
+        finally:
+            if orch.process is not None and orch.process.poll() is None:
+                orch.process.kill()
+        wait_until = time.monotonic() + 120  # runs an earlier, killed incarnation left finish on their own
+        while (left := leftovers(orch.groups, projects)) and time.monotonic() < wait_until:
+            time.sleep(2)
+        final = run.check()
+        server = run.server
+    server.stop()
+    cpu = os.times()
+    cpu_s = (cpu.user - cpu_before.user) + (cpu.system - cpu_before.system) + \
+        (cpu.children_user - cpu_before.children_user) + (cpu.children_system - cpu_before.children_system)
+    final += [Check("orch start stopped on Ctrl+C within 90 s", stopped),
+              Check("no process left once stopped", not left, ", ".join(map(str, left[:10])))]
+    during = [c for checks in run.checks[:-1] for c in checks if not c.held]
+    final.append(Check("every check after every cycle held", not during,
+                       "; ".join(f"{c.name}: {c.detail}" for c in during[:3])))
+    grew = growth(run.samples, warm_up_s=60)
+    if grew is not None:
+        final.append(Check("orch start's memory flat after warm-up (growth under 10%)", grew[0] < 10, f"{grew[0]}%"))
+        final.append(Check("orch start's open files flat after warm-up (growth under 10%)", grew[1] < 10, f"{grew[1]}%"))
+    return _report(run, started, cpu_s, grew, final), all(c.held for c in final)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _report(run: Soak, started: float, cpu_s: float, grew: tuple[float, float, float] | None,
+            final: list[Check]) -> list[str]:
+    cycles = run.cycles()
+    done = timed_out = 0
+    spent = []
+    for project in run.projects:
+        with closing(Store.for_project(run.root / "data", project.name)) as store:
+            tasks, verdicts = store.list_tasks(), store.verdicts()
+        done += sum(t.status is TaskStatus.done for t in tasks)
+        spent += [t for t in tasks if t.attempts > 1]
+        timed_out += sum(1 for v in verdicts if v.tests is not None and v.tests.timed_out)
+    requests = run.model.requests
+    lines = [
+        f"Soak: {len(run.projects)} projects, {round((time.monotonic() - started) / 60, 1)} min wall, "
+        f"{round(cpu_s / 60, 1)} CPU-min (this process and the children it waited for)",
+        "Cycles by status: " + ", ".join(f"{k} {v}" for k, v in sorted(cycles.items())),
+        f"Tasks done: {done}; tasks that needed more than one attempt: {len(spent)}; "
+        f"branches whose tests timed out: {timed_out}",
+        f"Model requests: {len(requests)}, of which failed on purpose: "
+        f"{sum(r.status != 200 for r in requests)}",
+        "Faults injected: " + ("; ".join(f"{name} ({detail})" for _, name, detail in run.events) or "none"),
+        f"Data dir: {_size(run.root / 'data') // 1024} KiB; .orch folders: "
+        f"{sum(_size(p / '.orch') for p in run.projects) // 1024} KiB",
+    ]
+    if grew is not None:
+        lines.append(f"orch start over {grew[2]} s after warm-up: RSS {grew[0]:+}%, open files {grew[1]:+}%")
+    if run.samples:
+        lines.append(f"orch start peak RSS: {max(s.rss_kib for s in run.samples) // 1024} MiB, "
+                     f"most open files: {max(s.fds for s in run.samples)}")
+    lines.append("Invariants:")
+    lines += [f"  {'ok  ' if c.held else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail and not c.held else "")
+              for c in final]
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=3.0, help="How long to serve and inject faults.")
+    parser.add_argument("--projects", type=int, default=2, help="How many generated projects to serve.")
+    parser.add_argument("--keep", type=Path, help="Work in this folder and keep it (default: a temporary one).")
+    args = parser.parse_args(argv)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        lines, held = soak(args.keep.resolve(), args.minutes, args.projects)
+    else:
+        with tempfile.TemporaryDirectory(prefix="orch-soak-") as folder:
+            lines, held = soak(Path(folder), args.minutes, args.projects)
+    print("\n".join(lines))
+    return 0 if held else 1

@@ -252,6 +252,7 @@ async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:
     Raises AgentError on any failure; ``transient`` is True only for API
     failures that another try may get past.
     """
+    # A session a killed run left finished is read back before any slot, park or budget check: it costs nothing.
     if spec.replay and (answered := await anyio.to_thread.run_sync(_answered_before, spec)) is not None:
         return answered
     parked = spec.park.until() if spec.park else None
@@ -287,6 +288,10 @@ async def _run_with_retries(spec: AgentSpec, prompt: str) -> AgentRun:
         nonlocal spent
         # The same session id cannot be started twice: continue the one cut off before.
         resumed = spec.resume or session_exists(spec)
+        if resumed and spec.replay:  # a try killed after the final answer: that answer stands
+            answered = await anyio.to_thread.run_sync(_answered_before, spec)
+            if answered is not None:
+                return answered.model_copy(update={"cost_usd": _total(spent, answered.cost_usd, True)})
         budget = spec.max_budget_usd if resumed else round(spec.max_budget_usd - spent, 6)
         try:
             with span("agent", spec.role.value, session_id=spec.session_id, task_id=spec.task_id or ""):

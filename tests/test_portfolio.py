@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def most_sessions_at_once(requests: list[RecordedRequest]) -> int:
 
 
 # alpha's tests of its merged result take seconds: run on the event loop, they would stall beta.
-SLOW_MERGED_TESTS = 'case "$PWD" in */integration-*) sleep 4;; esac; python -m unittest -q'
+TESTS = f"{sys.executable} -m unittest -q"  # whatever `python` is on the PATH, if any
+SLOW_MERGED_TESTS = f'case "$PWD" in */integration-*) sleep 4;; esac; {TESTS}'
 
 
 def portfolio_file(root: Path, max_total_workers: int) -> Path:
@@ -41,7 +43,7 @@ def portfolio_file(root: Path, max_total_workers: int) -> Path:
     projects = []
     for priority, name in enumerate(("alpha", "beta", "gamma"), start=1):
         path = make_sample_project(root / name)
-        tests = SLOW_MERGED_TESTS if name == "alpha" else "python -m unittest -q"
+        tests = SLOW_MERGED_TESTS if name == "alpha" else TESTS
         projects.append({"name": name, "path": str(path), "priority": priority, "max_workers": 3,
                          "enabled": name != "gamma", "test_command": tests,
                          "planner_context_files": ["CLAUDE.md"], "worker_timeout_seconds": 120})

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.server import Server, free_port, start_server
-from orchestrator.adapters.leash import PROJECT_ENV, SESSION_ENV
+from orchestrator.adapters.leash import PROJECT_ENV, marked
 from orchestrator.adapters.store import Store
 from orchestrator.demo.scripted import (
     Fail,
@@ -158,13 +158,6 @@ class OrchStart:
             return False
 
 
-def _environ(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return b""
-
-
 def _pids() -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
 
@@ -177,34 +170,28 @@ def _group(pid: int) -> int | None:
 
 
 def leftovers(groups: list[int], projects: list[Path]) -> list[int]:
-    """Processes of any ``orch start`` incarnation, or marked as an agent session of ours."""
-    marks = [f"{PROJECT_ENV}={p}".encode() for p in projects]
-    return [pid for pid in _pids()
-            if _group(pid) in groups or any(m in _environ(pid).split(b"\0") for m in marks)]
+    """Processes of any ``orch start`` incarnation, or marked as an agent session's of our projects."""
+    sessions = {pid for p in projects for pid in marked(PROJECT_ENV, str(p))}
+    return sorted(sessions | {pid for pid in _pids() if _group(pid) in groups})
 
 
-def clis(project: Path | None = None) -> list[int]:
-    """Running Claude Code CLIs of agent sessions (not their leashes), of one project or any."""
+def clis(projects: list[Path]) -> list[int]:
+    """Running Claude Code CLIs of agent sessions (not their leashes) in ``projects``."""
     found = []
-    for pid in _pids():
-        marks = _environ(pid).split(b"\0")
-        if not any(m.startswith(f"{SESSION_ENV}=".encode()) for m in marks):
-            continue
-        if project is not None and f"{PROJECT_ENV}={project}".encode() not in marks:
-            continue
+    for pid in (pid for p in projects for pid in marked(PROJECT_ENV, str(p))):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
+        except OSError:  # it ended meanwhile
             continue
         if command.endswith(b"claude"):
             found.append(pid)
     return found
 
 
-def wait_for_agents(project: Path | None = None, timeout_s: float = 90) -> bool:
-    """Wait until an agent session is at work (in ``project``, or anywhere): faults should hit work."""
+def wait_for_agents(projects: list[Path], timeout_s: float = 90) -> bool:
+    """Wait until an agent session is at work in one of ``projects``: faults should hit work."""
     deadline = time.monotonic() + timeout_s
-    while not clis(project):
+    while not clis(projects):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.5)
@@ -320,19 +307,19 @@ class Soak:
     # -- the faults, each leaving things as a user would find them ---------------
 
     def kill_cli(self) -> None:
-        running = clis() if wait_for_agents() else []
+        running = clis(self.projects) if wait_for_agents(self.projects) else []
         if running:
             os.kill(running[0], signal.SIGKILL)
         self.fault("CLI killed mid-session", f"pid {running[0]}" if running else "no CLI ran in 90 s")
 
     def restart_server(self) -> None:
-        wait_for_agents()  # mid-cycle
+        wait_for_agents(self.projects)  # mid-cycle
         self.server.stop()
         self.server = start_server(self.root / "server", self.port)
         self.fault("Prefect server restarted", f"on port {self.port}")
 
     def kill_orch_start(self) -> None:
-        wait_for_agents()  # mid-cycle: its runs go on as orphans, or die with it
+        wait_for_agents(self.projects)  # mid-cycle: its runs go on as orphans, or die with it
         self.orch.kill()
         time.sleep(3)
         self.orch.start()
@@ -340,7 +327,7 @@ class Soak:
 
     def stale_index_lock(self) -> None:
         project = self._next_project()
-        wait_for_agents(project)  # its cycle's merge comes within the 45 s
+        wait_for_agents([project])  # its cycle's merge comes within the 45 s
         lock = project / ".git" / "index.lock"
         lock.touch()
         self.fault("stale .git/index.lock", f"in {project.name} for 45 s")
@@ -348,7 +335,7 @@ class Soak:
 
     def hanging_tests(self) -> None:
         project = self._next_project()
-        wait_for_agents(project)  # a worker at work: its judge's tests come next
+        wait_for_agents([project])  # a worker at work: its judge's tests come next
         marker = Path(f"{self.root / 'hang'}-{project.name}")
         marker.touch()
         self.fault("test command hangs", f"in {project.name} for {TEST_TIMEOUT_S + 15} s")

@@ -98,6 +98,21 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def marked(name: str, value: str) -> list[int]:
+    """Every other process whose environment has ``name=value`` (one of our marks)."""
+    mark = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # it ended meanwhile, or is not ours to read
+            continue
+    return found
+
+
 def reap(name: str, value: str) -> list[int]:
     """SIGKILL every process whose environment has ``name=value`` (one of our marks); their pids.
 
@@ -106,17 +121,11 @@ def reap(name: str, value: str) -> list[int]:
     children to init: a test run or a server a tool started would go on in
     the worktree. Each of them inherited the marks.
     """
-    mark = f"{name}={value}".encode()
     killed = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if mark in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
-        except OSError:  # it ended meanwhile, or is not ours to read
-            continue
+    for pid in marked(name, value):
+        with suppress(OSError):  # it ended meanwhile, or is not ours to kill
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
     return killed
 
 

@@ -14,13 +14,23 @@ import sys
 from pathlib import Path
 
 from orchestrator.adapters.git_commands import init_repo
-from orchestrator.demo.scripted import Scenario, Script, bash, read, structured, text, tool, write
+from orchestrator.demo.scripted import (
+    Scenario,
+    Script,
+    Turn,
+    bash,
+    read,
+    structured,
+    text,
+    tool,
+    write,
+)
 
 PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2
 TEST_COMMAND = f"{sys.executable} -m unittest -q"
 
 
-def module_files(i: int) -> tuple[str, str]:
+def _module(i: int) -> tuple[str, str]:
     code = f'def step_{i}(x):\n    """Add {i} to x."""\n    return x + {i}\n'
     test = (
         f"import unittest\n\nfrom mod_{i} import step_{i}\n\n\n"
@@ -46,29 +56,42 @@ def make_project(root: Path, name: str = "sample") -> Path:
     return path
 
 
+def plan(steps: list[int], proposal: str) -> dict:
+    """The planner's output: one task per step number."""
+    tasks = [{"title": f"Add step {i}", "type": "code", "priority": 2,
+              "description": f"Create mod_{i}.py with step_{i}(x) returning x + {i}, and test_mod_{i}.py."}
+             for i in steps]
+    return {"findings": "One module with one test.", "proposal": proposal, "deferred": [], "risks": [],
+            "tasks": tasks}
+
+
+def planner_turns(final: Turn) -> Script:
+    """Look around, read, then ``final``: the plan."""
+    return [[text("Looking."), tool("Glob", pattern="*.py")], [read("README.md")], final]
+
+
+def worker_script(i: int) -> Script:
+    """Read, write the step's module and test, run the tests, report."""
+    code, test = _module(i)
+    return [
+        [read("README.md")],
+        [write(f"mod_{i}.py", code), write(f"test_mod_{i}.py", test)],
+        [bash(TEST_COMMAND)],
+        [structured({"summary": f"Added step_{i} with a test.", "completed": True})],
+    ]
+
+
+def judge_script() -> Script:
+    """Read, then approve."""
+    return [[read("README.md")], [structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})]]
+
+
 def scenario(n: int, latency_s: float) -> Scenario:
     """Planner, ``n`` workers and the judge, each with a fixed number of turns."""
-    plan = {
-        "findings": "One module with one test.", "proposal": f"Add {n} small steps.",
-        "deferred": [], "risks": [],
-        "tasks": [{"title": f"Add step {i}", "type": "code", "priority": 2,
-                   "description": f"Create mod_{i}.py with step_{i}(x) returning x + {i}, and test_mod_{i}.py."}
-                  for i in range(n)],
-    }
-    workers: dict[str, Script] = {}
-    for i in range(n):
-        code, test = module_files(i)
-        workers[f"Add step {i}\n"] = [
-            [read("README.md")],
-            [write(f"mod_{i}.py", code), write(f"test_mod_{i}.py", test)],
-            [bash(TEST_COMMAND)],
-            [structured({"summary": f"Added step_{i} with a test.", "completed": True})],
-        ]
-    approve = structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})
     return Scenario(
-        planner=[[text("Looking."), tool("Glob", pattern="*.py")], [read("README.md")], [structured(plan)]],
-        workers=workers,
-        judge=[[read("README.md")], [approve]],
+        planner=planner_turns([structured(plan(list(range(n)), f"Add {n} small steps."))]),
+        workers={f"Add step {i}\n": worker_script(i) for i in range(n)},
+        judge=judge_script(),
         latency_s=latency_s,
     )
 

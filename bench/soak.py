@@ -38,13 +38,8 @@ from orchestrator.demo.scripted import (
     Scenario,
     Script,
     ScriptedModel,
-    bash,
-    read,
     structured,
-    tool,
-    write,
 )
-from orchestrator.demo.scripted import text as say
 from orchestrator.domain.models import TaskStatus
 
 from . import project as sample
@@ -66,31 +61,21 @@ class FaultyScenario(Scenario):
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def script_for(self, role: str, prompt: str) -> tuple[Script, str | None]:
+        script, key = super().script_for(role, prompt)
         if role == "planner":
-            script: Script = [[say("Looking."), tool("Glob", pattern="*.py")], [read("README.md")], self._plan]
-            return [self._faulty(t) for t in script], None
-        if role == "worker" and (found := re.search(r"Add step (\d+)\n", prompt)):
-            number = int(found.group(1))
-            code, test = sample.module_files(number)
-            script = [[read("README.md")], [write(f"mod_{number}.py", code), write(f"test_mod_{number}.py", test)],
-                      [bash(sample.TEST_COMMAND)],
-                      [structured({"summary": f"Added step_{number} with a test.", "completed": True})]]
-            return [self._faulty(t) for t in script], f"Add step {number}"
-        if role == "judge":
-            approve = structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})
-            return [self._faulty(t) for t in ([read("README.md")], [approve])], None
-        return super().script_for(role, prompt)
+            script = sample.planner_turns(self._plan)
+        elif role == "worker" and (found := re.search(r"Add step (\d+)\n", prompt)):
+            script, key = sample.worker_script(int(found.group(1))), found.group(0).strip()
+        elif role == "judge":
+            script = sample.judge_script()
+        return [self._faulty(t) for t in script], key
 
     def _plan(self, view: RequestView) -> list[dict]:
         project = view.cwd.parents[2].name if view.cwd else "?"  # <project>/.orch/worktrees/base-<cycle>
         with self.lock:
             first = self.steps.get(project, 1)
             self.steps[project] = first + 2
-        tasks = [{"title": f"Add step {n}", "type": "code", "priority": 2,
-                  "description": f"Create mod_{n}.py with step_{n}(x) returning x + {n}, and test_mod_{n}.py."}
-                 for n in (first, first + 1)]
-        return [structured({"findings": "Small modules with tests.", "proposal": "Two more steps.",
-                            "deferred": [], "risks": [], "tasks": tasks})]
+        return [structured(sample.plan([first, first + 1], "Two more steps."))]
 
     def _faulty(self, turn: Any) -> Callable[[RequestView], list[dict] | Fail]:
         def answer(view: RequestView) -> list[dict] | Fail:
@@ -131,7 +116,6 @@ class OrchStart:
         self.config, self.env, self.log = config, env, log
         self.process: subprocess.Popen[bytes] | None = None
         self.groups: list[int] = []  # every incarnation's process group
-        self.started_at = 0.0
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -139,7 +123,6 @@ class OrchStart:
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         self.groups.append(self.process.pid)
-        self.started_at = time.monotonic()
 
     def kill(self) -> None:
         """SIGKILL ``orch start`` alone, as a crash would; the runs it started go on as orphans."""
@@ -296,12 +279,12 @@ class Soak:
     port: int
     orch: OrchStart
     model: ScriptedModel
-    events: list[tuple[float, str, str]] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)  # (fault, what it hit)
     samples: list[Sample] = field(default_factory=list)
     checks: list[list[Check]] = field(default_factory=list)
 
     def fault(self, name: str, detail: str) -> None:
-        self.events.append((time.monotonic(), name, detail))
+        self.events.append((name, detail))
         print(f"... fault: {name}: {detail}", file=sys.stderr, flush=True)
 
     # -- the faults, each leaving things as a user would find them ---------------
@@ -323,7 +306,8 @@ class Soak:
         self.orch.kill()
         time.sleep(3)
         self.orch.start()
-        self.fault("orch start SIGKILLed and started again", f"now pid {self.orch.process.pid if self.orch.process else '?'}")
+        assert self.orch.process is not None
+        self.fault("orch start SIGKILLed and started again", f"now pid {self.orch.process.pid}")
 
     def stale_index_lock(self) -> None:
         project = self._next_project()
@@ -407,8 +391,7 @@ def soak(root: Path, minutes: float, count: int) -> tuple[list[str], bool]:
         while (left := leftovers(orch.groups, projects)) and time.monotonic() < wait_until:
             time.sleep(2)
         final = run.check()
-        server = run.server
-    server.stop()
+    run.server.stop()  # the one a restart left
     cpu = os.times()
     cpu_s = (cpu.user - cpu_before.user) + (cpu.system - cpu_before.system) + \
         (cpu.children_user - cpu_before.children_user) + (cpu.children_system - cpu_before.children_system)
@@ -448,7 +431,7 @@ def _report(run: Soak, started: float, cpu_s: float, grew: tuple[float, float, f
         f"branches whose tests timed out: {timed_out}",
         f"Model requests: {len(requests)}, of which failed on purpose: "
         f"{sum(r.status != 200 for r in requests)}",
-        "Faults injected: " + ("; ".join(f"{name} ({detail})" for _, name, detail in run.events) or "none"),
+        "Faults injected: " + ("; ".join(f"{name} ({detail})" for name, detail in run.events) or "none"),
         f"Data dir: {_size(run.root / 'data') // 1024} KiB; .orch folders: "
         f"{sum(_size(p / '.orch') for p in run.projects) // 1024} KiB",
     ]

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Any
 
 from deployments.server import Server, free_port, start_server
 from orchestrator.adapters.leash import PROJECT_ENV, marked
+from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.adapters.store import Store
 from orchestrator.demo.scripted import (
     Fail,
@@ -269,6 +271,12 @@ def invariants(projects: list[Path], data: Path, scratch: Path, model: ScriptedM
     ]
 
 
+def slots_held(api_url: str, pool: str) -> int:
+    """Slots of the portfolio's agent limit the server counts as held (0 once every session ended)."""
+    with urllib.request.urlopen(f"{api_url}/v2/concurrency_limits/{pool}", timeout=10) as response:
+        return int(json.load(response)["active_slots"])
+
+
 @dataclass
 class Soak:
     """One soak's moving parts, and what happened to them."""
@@ -391,12 +399,14 @@ def soak(root: Path, minutes: float, count: int) -> tuple[list[str], bool]:
         while (left := leftovers(orch.groups, projects)) and time.monotonic() < wait_until:
             time.sleep(2)
         final = run.check()
+        held = slots_held(run.server.api_url, load_portfolio(str(config)).agent_pool)
     run.server.stop()  # the one a restart left
     cpu = os.times()
     cpu_s = (cpu.user - cpu_before.user) + (cpu.system - cpu_before.system) + \
         (cpu.children_user - cpu_before.children_user) + (cpu.children_system - cpu_before.children_system)
     final += [Check("orch start stopped on Ctrl+C within 90 s", stopped),
-              Check("no process left once stopped", not left, ", ".join(map(str, left[:10])))]
+              Check("no process left once stopped", not left, ", ".join(map(str, left[:10]))),
+              Check("no agent slot held once stopped", held == 0, f"{held} still held")]
     during = [c for checks in run.checks[:-1] for c in checks if not c.held]
     final.append(Check("every check after every cycle held", not during,
                        "; ".join(f"{c.name}: {c.detail}" for c in during[:3])))

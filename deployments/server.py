@@ -26,6 +26,15 @@ from pathlib import Path
 from orchestrator.domain.errors import OrchestratorError
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
+LEASE_STORAGE_VAR = "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"
+DURABLE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+"""Where a server keeps its concurrency leases so that they outlive a restart.
+
+Prefect's default keeps them in the server's memory while the slots they
+hold are counted in its database: a restart while agents hold slots forgets
+the leases, so neither their holders nor the lease reaper can ever give
+those slots back, and once the cap is full every session waits for ever.
+"""
 
 
 @dataclass
@@ -59,6 +68,15 @@ def healthy(api_url: str, timeout_s: float = 2.0) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def lease_storage(api_url: str, timeout_s: float = 5.0) -> str | None:
+    """The module a server keeps its concurrency leases in (from its settings), or None if it won't say."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/admin/settings", timeout=timeout_s) as response:
+            return str(json.load(response)["server"]["concurrency"]["lease_storage"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def home(data_dir: Path) -> Path:
@@ -101,6 +119,7 @@ def start_server(data_dir: Path, port: int | None = None, startup_timeout_s: flo
         # The UI asks the browser to call the API at this address; it does not follow --port.
         PREFECT_UI_API_URL=api_url,
     )
+    env.setdefault(LEASE_STORAGE_VAR, DURABLE_LEASES)  # a user's own choice stands
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

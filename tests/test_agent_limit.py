@@ -198,3 +198,45 @@ def test_a_held_slot_is_renewed_while_its_session_runs_and_given_back(
         assert len(renewed) >= 3 and "Could not renew" not in caplog.text
         anyio.run(lost_lease)
     assert "Could not renew" in caplog.text and "410" in caplog.text
+
+
+def test_a_slot_held_through_a_server_restart_is_given_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server `orch start` starts keeps its leases on disk; `orch doctor` warns of one that does not."""
+    from deployments.server import LEASE_STORAGE_VAR
+    from orchestrator.adapters.portfolio_file import load_portfolio
+    from orchestrator.cli.doctor import check_prefect
+    from tasks import slots
+
+    home, port = tmp_path / "prefect", free_port()
+    running = start_server(home, port=port)
+    monkeypatch.setenv("PREFECT_API_URL", running.api_url)
+    config = load_portfolio(str(portfolio(tmp_path / "host", "restarts", cap=1)))
+
+    async def active() -> int:
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name(config.agent_pool)).active_slots
+
+    def restart() -> None:
+        nonlocal running
+        running.stop()
+        running = start_server(home, port=port)
+
+    async def session_through_a_restart() -> tuple[int, int]:
+        async with slots.agent_slot(config.agent_pool):
+            await anyio.to_thread.run_sync(restart)
+            during = await active()
+        return during, await active()
+
+    try:
+        assert control.set_agent_limit(running.api_url, config) == ""
+        found = check_prefect(None)
+        assert found.ok and not found.warning, found.line()
+        with control.api(running.api_url):
+            assert anyio.run(session_through_a_restart) == (1, 0)  # held until the end, then given back
+        monkeypatch.setenv(LEASE_STORAGE_VAR, "prefect.server.concurrency.lease_storage.memory")
+        restart()  # a server started the user's own way, with Prefect's default
+        found = check_prefect(None)
+    finally:
+        running.stop()
+    assert found.ok and found.warning, found.line()
+    assert "leases in memory" in found.detail and f"{LEASE_STORAGE_VAR}=prefect.server" in found.fix

@@ -229,7 +229,7 @@ def check_prefect(data_dir: Path | None) -> Diagnosis:
     if chosen:
         shown = safe_url(chosen)
         if healthy(chosen):
-            return Diagnosis(name, True, f"{shown} (PREFECT_API_URL) answers")
+            return _leases(Diagnosis(name, True, f"{shown} (PREFECT_API_URL) answers"), chosen)
         return Diagnosis(name, False, f"{shown} (PREFECT_API_URL) does not answer",
                          "start it (`prefect server start`), or unset PREFECT_API_URL")
     if data_dir is not None:
@@ -239,7 +239,19 @@ def check_prefect(data_dir: Path | None) -> Diagnosis:
     if url is None:
         return Diagnosis(name, True, "none running; orch run/demo start one")
     how = "Prefect's default address" if url == DEFAULT_API_URL else "the one `orch start` recorded"
-    return Diagnosis(name, True, f"{safe_url(url)} answers ({how})")
+    return _leases(Diagnosis(name, True, f"{safe_url(url)} answers ({how})"), url)
+
+
+def _leases(found: Diagnosis, api_url: str) -> Diagnosis:
+    """A warning on a server that keeps its concurrency leases in memory: a restart leaks agent slots."""
+    from deployments.server import DURABLE_LEASES, LEASE_STORAGE_VAR, lease_storage
+
+    storage = lease_storage(api_url)
+    if storage is None or not storage.endswith(".memory"):
+        return found
+    return Diagnosis(found.name, True, f"{found.detail}, but keeps agent-slot leases in memory: a restart "
+                     "while agents run leaks their slots for good",
+                     f"restart it with {LEASE_STORAGE_VAR}={DURABLE_LEASES}", warning=True)
 
 
 def check_project(project: ProjectConfig) -> Diagnosis:

@@ -45,6 +45,10 @@ def prepare_prefect() -> None:
     # A temporary server on a new PREFECT_HOME migrates its database first, which
     # outlasts Prefect's default wait (20 s) on two busy cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_WAIT_S))
+    # A temporary server keeps agent-slot leases where a later one finds them (see deployments.server).
+    from deployments.server import DURABLE_LEASES, LEASE_STORAGE_VAR
+
+    os.environ.setdefault(LEASE_STORAGE_VAR, DURABLE_LEASES)
 
 
 TEMPORARY_SERVER_WAIT_S = 300

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from orchestrator.adapters.store import Store
+from orchestrator.adapters.store_migrations import migrations
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
     CycleStatus,
@@ -118,6 +120,32 @@ def test_cycles_and_pause_state(store: Store) -> None:
     assert store.state().paused and store.state().paused_reason == "too many failures"
     store.set_paused(False)
     assert not store.state().paused and store.state().last_cycle_id == "c1"
+
+
+def _open_new(db_path: str, start, out: multiprocessing.Queue) -> None:
+    start.wait()  # every process opens the new store at the same instant
+    try:
+        Store(Path(db_path), "proj").close()
+        out.put("opened")
+    except StoreError as exc:
+        out.put(str(exc))
+
+
+def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """`orch start`'s first cycles and a user's `orch status` can meet on a store nobody made yet."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(10):  # a race: give it several chances
+        path = tmp_path / f"proj{round_}.db"
+        queue, start = ctx.Queue(), ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_new, args=(str(path), start, queue)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        outcomes = [queue.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        assert outcomes == ["opened"] * 6, outcomes
+        assert len(Store(path, "proj").db.execute("select name from _sqlite_migrations").fetchall()) == \
+            len(migrations.pending(sqlite_utils.Database(memory=True)))
 
 
 def _claim_all(db_path: str, cycle_id: str, start, out: multiprocessing.Queue) -> None:

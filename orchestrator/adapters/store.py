@@ -13,6 +13,7 @@ after a crash writes the same rows again instead of new ones.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -49,6 +50,28 @@ def is_paused(data_dir: Path, project: str) -> bool:
         return store.state().paused
 
 
+BUSY_TIMEOUT_S = 30
+"""How long a statement waits for another connection's write lock."""
+
+
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """Switch a store to WAL, waiting out other processes that switch the same new store.
+
+    The switch takes the database exclusively and does not wait for a lock as
+    statements do: it fails at once with "database is locked" while another
+    process opens the same new store.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.enable_wal()  # no-op once it is WAL
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Store(CostLedger):
     """One project's SQLite database."""
 
@@ -58,9 +81,13 @@ class Store(CostLedger):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite_utils.Database(path)
-            self.db.execute("PRAGMA busy_timeout = 30000")
-            self.db.enable_wal()
-            migrations.apply(self.db)
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+            _enable_wal(self.db)
+            if migrations.pending(self.db):
+                # Under the write lock: two processes that open a new store at once
+                # would otherwise both apply its first migration, and one fail.
+                with self.transaction():
+                    migrations.apply(self.db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: cannot open the state database: {exc}") from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.adapters.git_commands import init_repo
@@ -30,10 +31,26 @@ PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2
 TEST_COMMAND = f"{sys.executable} -m unittest -q"
 
 
-def _module(i: int) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Layout:
+    """Where a project's step modules and their tests go, and how its tests run."""
+
+    module: str = "mod_{i}.py"
+    test: str = "test_mod_{i}.py"
+    imports: str = "mod_{i}"
+    readme: str = "README.md"
+    test_command: str = TEST_COMMAND
+    green_command: str = TEST_COMMAND
+    """Passes when main is as green as it came (a real project's may fail a test as shipped)."""
+
+
+SAMPLE = Layout()
+
+
+def _module(i: int, layout: Layout) -> tuple[str, str]:
     code = f'def step_{i}(x):\n    """Add {i} to x."""\n    return x + {i}\n'
     test = (
-        f"import unittest\n\nfrom mod_{i} import step_{i}\n\n\n"
+        f"import unittest\n\nfrom {layout.imports.format(i=i)} import step_{i}\n\n\n"
         f"class Step{i}Test(unittest.TestCase):\n"
         f"    def test_step(self):\n        self.assertEqual(step_{i}(1), {i + 1})\n"
     )
@@ -56,10 +73,11 @@ def make_project(root: Path, name: str = "sample") -> Path:
     return path
 
 
-def plan(steps: list[int], proposal: str) -> dict:
+def plan(steps: list[int], proposal: str, layout: Layout = SAMPLE) -> dict:
     """The planner's output: one task per step number."""
     tasks = [{"title": f"Add step {i}", "type": "code", "priority": 2,
-              "description": f"Create mod_{i}.py with step_{i}(x) returning x + {i}, and test_mod_{i}.py."}
+              "description": f"Create {layout.module.format(i=i)} with step_{i}(x) returning x + {i}, "
+                             f"and {layout.test.format(i=i)}."}
              for i in steps]
     return {"findings": "One module with one test.", "proposal": proposal, "deferred": [], "risks": [],
             "tasks": tasks}
@@ -70,20 +88,20 @@ def planner_turns(final: Turn) -> Script:
     return [[text("Looking."), tool("Glob", pattern="*.py")], [read("README.md")], final]
 
 
-def worker_script(i: int) -> Script:
+def worker_script(i: int, layout: Layout = SAMPLE) -> Script:
     """Read, write the step's module and test, run the tests, report."""
-    code, test = _module(i)
+    code, test = _module(i, layout)
     return [
-        [read("README.md")],
-        [write(f"mod_{i}.py", code), write(f"test_mod_{i}.py", test)],
-        [bash(TEST_COMMAND)],
+        [read(layout.readme)],
+        [write(layout.module.format(i=i), code), write(layout.test.format(i=i), test)],
+        [bash(layout.test_command)],
         [structured({"summary": f"Added step_{i} with a test.", "completed": True})],
     ]
 
 
-def judge_script() -> Script:
+def judge_script(layout: Layout = SAMPLE) -> Script:
     """Read, then approve."""
-    return [[read("README.md")], [structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})]]
+    return [[read(layout.readme)], [structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})]]
 
 
 def scenario(n: int, latency_s: float) -> Scenario:

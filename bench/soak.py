@@ -45,6 +45,8 @@ from orchestrator.demo.scripted import (
 from orchestrator.domain.models import TaskStatus
 
 from . import project as sample
+from . import realrepos
+from .project import Layout
 from .runs import ORCH, base_env
 
 STALL_S = 15  # agent_stall_seconds in the soak's projects: a hung request is cut after this
@@ -56,6 +58,7 @@ OVERLOADED = Fail(529, "Overloaded")
 class FaultyScenario(Scenario):
     """Endless small steps, with every ``fail_every``-th request failed and every ``hang_every``-th hung."""
 
+    layouts: dict[str, Layout] = field(default_factory=dict)  # by project name; the sample's by default
     fail_every: int = 9
     hang_every: int = 37
     steps: dict[str, int] = field(default_factory=dict)  # the next step number of each project
@@ -67,17 +70,29 @@ class FaultyScenario(Scenario):
         if role == "planner":
             script = sample.planner_turns(self._plan)
         elif role == "worker" and (found := re.search(r"Add step (\d+)\n", prompt)):
-            script, key = sample.worker_script(int(found.group(1))), found.group(0).strip()
+            step = int(found.group(1))
+            script = self._per_project(lambda layout: sample.worker_script(step, layout))
+            key = found.group(0).strip()
         elif role == "judge":
-            script = sample.judge_script()
+            script = self._per_project(sample.judge_script)
         return [self._faulty(t) for t in script], key
 
+    def _layout(self, view: RequestView) -> Layout:
+        # Every session runs in a worktree: <project>/.orch/worktrees/<name>.
+        return self.layouts.get(view.cwd.parents[2].name if view.cwd else "", sample.SAMPLE)
+
+    def _per_project(self, script: Callable[[Layout], Script]) -> Script:
+        """``script``'s turns, each written for the project of the session it answers."""
+        def turn(k: int) -> Callable[[RequestView], Any]:
+            return lambda view: script(self._layout(view))[k]
+        return [turn(k) for k in range(len(script(sample.SAMPLE)))]
+
     def _plan(self, view: RequestView) -> list[dict]:
-        project = view.cwd.parents[2].name if view.cwd else "?"  # <project>/.orch/worktrees/base-<cycle>
+        project = view.cwd.parents[2].name if view.cwd else "?"
         with self.lock:
             first = self.steps.get(project, 1)
             self.steps[project] = first + 2
-        return [structured(sample.plan([first, first + 1], "Two more steps."))]
+        return [structured(sample.plan([first, first + 1], "Two more steps.", self._layout(view)))]
 
     def _faulty(self, turn: Any) -> Callable[[RequestView], list[dict] | Fail]:
         def answer(view: RequestView) -> list[dict] | Fail:
@@ -93,9 +108,10 @@ class FaultyScenario(Scenario):
         return answer
 
 
-def make_portfolio(root: Path, projects: list[Path]) -> Path:
+def make_portfolio(root: Path, projects: list[Path], layouts: dict[str, Layout]) -> Path:
     def test_command(project: Path) -> str:  # hangs while the soak's marker for the project exists
-        return f"if [ -e {root / 'hang'}-{project.name} ]; then sleep 600; fi; {sample.TEST_COMMAND}"
+        command = layouts.get(project.name, sample.SAMPLE).test_command
+        return f"if [ -e {root / 'hang'}-{project.name} ]; then sleep 600; fi; {command}"
 
     config = {
         "name": "soak", "data_dir": str(root / "data"), "max_total_workers": 4, "retention_days": 1,
@@ -222,14 +238,14 @@ def growth(samples: list[Sample], warm_up_s: float) -> tuple[float, float, float
     return pct(lambda s: s.rss_kib), pct(lambda s: s.fds), round(settled[-1].at - settled[0].at)
 
 
-def main_is_green(project: Path, scratch: Path) -> bool:
-    """The project's tests pass on main, checked out apart from the user's working tree."""
+def main_is_green(project: Path, scratch: Path, layout: Layout) -> bool:
+    """The project's tests pass on main (as well as they came), checked out apart from the user's working tree."""
     folder = scratch / f"main-{project.name}"
     subprocess.run(["rm", "-rf", str(folder)], check=True)
     folder.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=project, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return subprocess.run(sample.TEST_COMMAND.split(), cwd=folder, capture_output=True, timeout=120).returncode == 0
+    return subprocess.run(layout.green_command.split(), cwd=folder, capture_output=True, timeout=300).returncode == 0
 
 
 def in_main(project: Path, commit: str) -> bool:
@@ -243,11 +259,12 @@ class Check:
     detail: str = ""
 
 
-def invariants(projects: list[Path], data: Path, scratch: Path, model: ScriptedModel) -> list[Check]:
+def invariants(projects: list[Path], layouts: dict[str, Layout], data: Path, scratch: Path,
+               model: ScriptedModel) -> list[Check]:
     """What must hold whatever the faults did; cheap enough to run after every cycle."""
     green, outside, failed = [], [], []
     for project in projects:
-        if not main_is_green(project, scratch):
+        if not main_is_green(project, scratch, layouts.get(project.name, sample.SAMPLE)):
             green.append(project.name)
         with closing(Store.for_project(data, project.name)) as store:
             for task in store.list_tasks(TaskStatus.done):
@@ -287,6 +304,7 @@ class Soak:
     port: int
     orch: OrchStart
     model: ScriptedModel
+    layouts: dict[str, Layout]  # the real projects'; the generated ones use the sample's
     events: list[tuple[str, str]] = field(default_factory=list)  # (fault, what it hit)
     samples: list[Sample] = field(default_factory=list)
     checks: list[list[Check]] = field(default_factory=list)
@@ -356,51 +374,39 @@ class Soak:
         return counts
 
     def check(self) -> list[Check]:
-        found = invariants(self.projects, self.root / "data", self.root / "scratch", self.model)
+        found = invariants(self.projects, self.layouts, self.root / "data", self.root / "scratch", self.model)
         self.checks.append(found)
         return found
 
 
-def soak(root: Path, minutes: float, count: int) -> tuple[list[str], bool]:
-    """Run the soak in ``root``; the report's lines and whether every invariant held."""
+def soak(root: Path, minutes: float, count: int, real: bool = True) -> tuple[list[str], bool]:
+    """Run the soak in ``root``; the report's lines and whether every invariant held.
+
+    ``count`` generated projects, and toolz from the real-project snapshots
+    when ``real`` and this machine has them.
+    """
     started, cpu_before = time.monotonic(), os.times()
     projects = [sample.make_project(root, f"p{i}") for i in range(count)]
-    config = make_portfolio(root, projects)
+    toolz = realrepos.make_toolz(root) if real else None
+    layouts = {toolz.name: realrepos.TOOLZ} if toolz else {}
+    projects += [toolz] if toolz else []
+    config = make_portfolio(root, projects, layouts)
     port = free_port()
     server = start_server(root / "server", port)
-    scenario = FaultyScenario()
-    with ScriptedModel(scenario) as model:
-        env = base_env(root, server.api_url) | model.env() | {"PREFECT_RUNNER_POLL_FREQUENCY": "5"}
-        orch = OrchStart(config, env, root / "orch-start.log")
-        run = Soak(root, projects, server, port, orch, model)
-        orch.start()
-        faults = run.faults()
-        deadline = started + minutes * 60
-        # Each fault in turn, again and again, every 20 to 90 s; a short soak runs on until each came once.
-        every = min(90.0, max(20.0, (deadline - time.monotonic()) / (len(faults) + 1)))
-        next_fault, done_cycles, turn = time.monotonic() + every, 0, 0
-        try:
-            while time.monotonic() < deadline or turn < len(faults):  # every fault at least once
-                time.sleep(5)
-                run.sample()
-                finished = sum(n for status, n in run.cycles().items() if status != "running")
-                if finished > done_cycles:  # after every cycle
-                    done_cycles = finished
-                    run.check()
-                if time.monotonic() >= next_fault:
-                    faults[turn % len(faults)]()
-                    turn += 1
-                    next_fault = time.monotonic() + every
-            stopped = orch.stop()
-        finally:
-            if orch.process is not None and orch.process.poll() is None:
-                orch.process.kill()
-        wait_until = time.monotonic() + 120  # runs an earlier, killed incarnation left finish on their own
-        while (left := leftovers(orch.groups, projects)) and time.monotonic() < wait_until:
-            time.sleep(2)
-        final = run.check()
-        held = slots_held(run.server.api_url, load_portfolio(str(config)).agent_pool)
-    run.server.stop()  # the one a restart left
+    run: Soak | None = None
+    try:
+        with ScriptedModel(FaultyScenario(layouts=layouts)) as model:
+            env = base_env(root, server.api_url) | model.env() | {"PREFECT_RUNNER_POLL_FREQUENCY": "5"}
+            orch = OrchStart(config, env, root / "orch-start.log")
+            run = Soak(root, projects, server, port, orch, model, layouts)
+            stopped = _serve(run, deadline=started + minutes * 60)
+            wait_until = time.monotonic() + 120  # runs an earlier, killed incarnation left finish on their own
+            while (left := leftovers(run.orch.groups, projects)) and time.monotonic() < wait_until:
+                time.sleep(2)
+            final = run.check()
+            held = slots_held(run.server.api_url, load_portfolio(str(config)).agent_pool)
+    finally:
+        (run.server if run is not None else server).stop()  # the one the last restart left
     cpu = os.times()
     cpu_s = (cpu.user - cpu_before.user) + (cpu.system - cpu_before.system) + \
         (cpu.children_user - cpu_before.children_user) + (cpu.children_system - cpu_before.children_system)
@@ -415,6 +421,31 @@ def soak(root: Path, minutes: float, count: int) -> tuple[list[str], bool]:
         final.append(Check("orch start's memory flat after warm-up (growth under 10%)", grew[0] < 10, f"{grew[0]}%"))
         final.append(Check("orch start's open files flat after warm-up (growth under 10%)", grew[1] < 10, f"{grew[1]}%"))
     return _report(run, started, cpu_s, grew, final), all(c.held for c in final)
+
+
+def _serve(run: Soak, deadline: float) -> bool:
+    """``orch start`` under faults until ``deadline`` and every fault came once; whether Ctrl+C stopped it."""
+    orch, faults = run.orch, run.faults()
+    orch.start()
+    # Each fault in turn, again and again, every 20 to 90 s; a short soak runs on until each came once.
+    every = min(90.0, max(20.0, (deadline - time.monotonic()) / (len(faults) + 1)))
+    next_fault, done_cycles, turn = time.monotonic() + every, 0, 0
+    try:
+        while time.monotonic() < deadline or turn < len(faults):
+            time.sleep(5)
+            run.sample()
+            finished = sum(n for status, n in run.cycles().items() if status != "running")
+            if finished > done_cycles:  # after every cycle
+                done_cycles = finished
+                run.check()
+            if time.monotonic() >= next_fault:
+                faults[turn % len(faults)]()
+                turn += 1
+                next_fault = time.monotonic() + every
+        return orch.stop()
+    finally:
+        if orch.process is not None and orch.process.poll() is None:
+            orch.kill()
 
 
 def _size(path: Path) -> int:
@@ -436,6 +467,8 @@ def _report(run: Soak, started: float, cpu_s: float, grew: tuple[float, float, f
     lines = [
         f"Soak: {len(run.projects)} projects, {round((time.monotonic() - started) / 60, 1)} min wall, "
         f"{round(cpu_s / 60, 1)} CPU-min (this process and the children it waited for)",
+        "Projects: " + ", ".join(p.name + (" (real, its own test suite)" if p.name in run.layouts else "")
+                                 for p in run.projects),
         "Cycles by status: " + ", ".join(f"{k} {v}" for k, v in sorted(cycles.items())),
         f"Tasks done: {done}; tasks that needed more than one attempt: {len(spent)}; "
         f"branches whose tests timed out: {timed_out}",
@@ -464,12 +497,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="How long to serve and inject faults.")
     parser.add_argument("--projects", type=int, default=2, help="How many generated projects to serve.")
     parser.add_argument("--keep", type=Path, help="Work in this folder and keep it (default: a temporary one).")
+    parser.add_argument("--no-real", dest="real", action="store_false",
+                        help="Serve generated projects only, not toolz from the real-project snapshots.")
     args = parser.parse_args(argv)
+    if args.real and realrepos.folder() is None:
+        print(f"No real-project snapshots (shared/realrepos next to this checkout, or ${realrepos.FOLDER_ENV}): "
+              "serving generated projects only.", file=sys.stderr)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        lines, held = soak(args.keep.resolve(), args.minutes, args.projects)
+        lines, held = soak(args.keep.resolve(), args.minutes, args.projects, args.real)
     else:
         with tempfile.TemporaryDirectory(prefix="orch-soak-") as folder:
-            lines, held = soak(Path(folder), args.minutes, args.projects)
+            lines, held = soak(Path(folder), args.minutes, args.projects, args.real)
     print("\n".join(lines))
     return 0 if held else 1

@@ -242,3 +242,28 @@ def test_a_temporary_server_that_does_not_start_is_one_error_line(tmp_path: Path
         "Error: the temporary Prefect server did not start in 1 s: start one with `prefect server start` "
         "(or `orch start`) and run again; `orch doctor` checks the set-up")
     assert Store.for_project(tmp_path / "data", "calc").list_cycles() == []
+
+
+_LEFT_WAITING = """
+import threading, sys
+from orchestrator.cli import main as cli
+from orchestrator.domain.errors import OrchestratorError
+cli.EXIT_GRACE_S = 1
+
+def command(**_):  # done, but leaves a thread waiting for ever, as a library can
+    threading.Thread(target=threading.Event().wait, name="left waiting").start()
+    if sys.argv[1] == "fails":
+        raise OrchestratorError("it failed")
+    return 0
+
+cli.app = command
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(("outcome", "code"), [("succeeds", 0), ("fails", 1)])
+def test_a_thread_left_waiting_does_not_keep_orch_from_exiting(outcome: str, code: int) -> None:
+    done = subprocess.run([sys.executable, "-c", _LEFT_WAITING, outcome], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == code, done.stderr
+    assert ("Error: it failed" in done.stdout) is (code == 1)

@@ -9,12 +9,14 @@ line and exit 1; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -305,8 +307,44 @@ def _hide_expected_tracebacks() -> None:
             handler.addFilter(_ExpectedErrors())
 
 
+EXIT_GRACE_S = 30.0
+"""How long the interpreter's own shutdown may take once a command is done (see :func:`main`)."""
+
+
 def main() -> None:
-    """Entry point: every error, ours or a usage error, is one ``Error:`` line and a non-zero exit."""
+    """Entry point: every error, ours or a usage error, is one ``Error:`` line and a non-zero exit.
+
+    Once the command is done, the process exits within ``EXIT_GRACE_S``.
+    Python waits at exit for every non-daemon thread, and a library can leave
+    one waiting for ever: anyio stops its worker threads only when the event
+    loop that started them finishes its main task, and Prefect runs some
+    calls on a loop thread that never does. `orch start` then hung after
+    Ctrl+C, now and then, with nothing left to do.
+    """
+    try:
+        _main()
+    except SystemExit as exc:
+        _exit_within_grace(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
+        raise
+    except BaseException:
+        _exit_within_grace(1)
+        raise
+
+
+def _exit_within_grace(code: int) -> None:
+    watchdog = threading.Timer(EXIT_GRACE_S, _exit_now, args=(code,))
+    watchdog.daemon = True  # a normal exit does not wait for it
+    watchdog.start()
+
+
+def _exit_now(code: int) -> None:
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _main() -> None:
     click_errors = click_exceptions()
     try:
         code = app(standalone_mode=False)

@@ -205,6 +205,14 @@ class Sample:
     incarnation: int
     rss_kib: int
     fds: int
+    runs: int  # flow runs in flight (its child processes): each holds pipes and connections
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def sample_process(pid: int, incarnation: int) -> Sample | None:
@@ -214,7 +222,8 @@ def sample_process(pid: int, incarnation: int) -> Sample | None:
     except OSError:
         return None
     rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return Sample(time.monotonic(), incarnation, rss, fds)
+    runs = sum(1 for child in _pids() if _parent(child) == pid)
+    return Sample(time.monotonic(), incarnation, rss, fds, runs)
 
 
 def growth(samples: list[Sample], warm_up_s: float) -> tuple[float, float, float] | None:
@@ -230,9 +239,11 @@ def growth(samples: list[Sample], warm_up_s: float) -> tuple[float, float, float
     early, late = settled[:third], settled[-third:]
 
     def pct(get: Callable[[Sample], int]) -> float:
-        # The floor: what is held while little runs. Runs in flight add pipes and memory and
-        # let go of them; a leak raises what is never let go of.
-        before, after = min(map(get, early)), min(map(get, late))
+        # The floor, taken while the fewest runs were in flight: runs add pipes, connections and
+        # memory and let go of them; a leak raises what is never let go of.
+        fewest = max(min(s.runs for s in early), min(s.runs for s in late))
+        before = min(get(s) for s in early if s.runs <= fewest)
+        after = min(get(s) for s in late if s.runs <= fewest)
         return round(100 * (after - before) / before, 1)
 
     return pct(lambda s: s.rss_kib), pct(lambda s: s.fds), round(settled[-1].at - settled[0].at)

@@ -35,6 +35,7 @@ OWN_PRIVATE_ATTRIBUTES = {
     ("orchestrator.demo.scripted", "_record"),
     ("orchestrator.domain.config", "_source"),
     ("orchestrator.adapters.leash", "_exit"),  # os._exit
+    ("orchestrator.cli.main", "_exit"),  # os._exit
 }
 # Third-party libraries and the only modules that may import them.
 OWNERS = {

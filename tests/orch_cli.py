@@ -1,4 +1,4 @@
-"""Running ``orch`` in the test process, as its entry point runs it."""
+"""Running ``orch`` in the test process, as its entry point runs it (less the exit watchdog, which would end the test process)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from orchestrator.cli.main import main
+from orchestrator.cli.main import run_command
 
 
 def orch(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
@@ -15,7 +15,7 @@ def orch(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *a
     monkeypatch.setenv("COLUMNS", "250")  # wide enough that no table cell wraps
     code = 0
     try:
-        main()
+        run_command()
     except SystemExit as exc:
         code = int(exc.code or 0)
     captured = capsys.readouterr()

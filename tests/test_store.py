@@ -122,30 +122,32 @@ def test_cycles_and_pause_state(store: Store) -> None:
     assert not store.state().paused and store.state().last_cycle_id == "c1"
 
 
-def _open_new(db_path: str, start, out: multiprocessing.Queue) -> None:
-    start.wait()  # every process opens the new store at the same instant
-    try:
-        Store(Path(db_path), "proj").close()
-        out.put("opened")
-    except StoreError as exc:
-        out.put(str(exc))
+def _open_new(folder: str, rounds: int, start, out: multiprocessing.Queue) -> None:
+    for round_ in range(rounds):
+        start.wait()  # every process opens the round's new store at the same instant
+        try:
+            Store(Path(folder) / f"proj{round_}.db", "proj").close()
+            out.put("opened")
+        except StoreError as exc:
+            out.put(str(exc))
 
 
 def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path: Path) -> None:
     """`orch start`'s first cycles and a user's `orch status` can meet on a store nobody made yet."""
-    ctx = multiprocessing.get_context("fork")
-    for round_ in range(10):  # a race: give it several chances
-        path = tmp_path / f"proj{round_}.db"
-        queue, start = ctx.Queue(), ctx.Barrier(6)
-        procs = [ctx.Process(target=_open_new, args=(str(path), start, queue)) for _ in range(6)]
-        for p in procs:
-            p.start()
-        outcomes = [queue.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
-        assert outcomes == ["opened"] * 6, outcomes
-        assert len(Store(path, "proj").db.execute("select name from _sqlite_migrations").fetchall()) == \
-            len(migrations.pending(sqlite_utils.Database(memory=True)))
+    ctx = multiprocessing.get_context("spawn")  # a fork of a pytest-xdist worker would take its channels along
+    rounds, count = 10, 6  # a race: give it several chances
+    queue, start = ctx.Queue(), ctx.Barrier(count)
+    procs = [ctx.Process(target=_open_new, args=(str(tmp_path), rounds, start, queue)) for _ in range(count)]
+    for p in procs:
+        p.start()
+    outcomes = [queue.get(timeout=120) for _ in range(rounds * count)]
+    for p in procs:
+        p.join(timeout=30)
+    assert outcomes == ["opened"] * rounds * count, [o for o in outcomes if o != "opened"]
+    expected = len(migrations.pending(sqlite_utils.Database(memory=True)))
+    for round_ in range(rounds):
+        store = Store(tmp_path / f"proj{round_}.db", "proj")
+        assert len(store.db.execute("select name from _sqlite_migrations").fetchall()) == expected
 
 
 def _claim_all(db_path: str, cycle_id: str, start, out: multiprocessing.Queue) -> None:

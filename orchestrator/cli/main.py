@@ -322,7 +322,7 @@ def main() -> None:
     Ctrl+C, now and then, with nothing left to do.
     """
     try:
-        _main()
+        run_command()
     except SystemExit as exc:
         _exit_within_grace(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
         raise
@@ -344,7 +344,8 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _main() -> None:
+def run_command() -> None:
+    """The command ``sys.argv`` names, ending in SystemExit; :func:`main` without its exit watchdog."""
     click_errors = click_exceptions()
     try:
         code = app(standalone_mode=False)

@@ -1,7 +1,8 @@
 """``python -m bench soak``: ``orch start`` serving projects for minutes while faults are injected.
 
-``orch start`` serves K generated projects on one-minute schedules against a
-Prefect server the soak owns and the scripted model, which plans two new
+``orch start`` serves K generated projects (and toolz, a real project with its
+own tests, when its snapshot is on this machine: see :mod:`bench.realrepos`)
+on one-minute schedules against a Prefect server the soak owns and the scripted model, which plans two new
 steps per cycle for ever. Meanwhile the soak breaks things, one at a time:
 the API fails some requests and hangs on others (always); a Claude Code CLI is
 killed mid-session; the Prefect server is restarted; ``orch start`` is

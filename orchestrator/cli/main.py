@@ -317,9 +317,8 @@ def main() -> None:
     Once the command is done, the process exits within ``EXIT_GRACE_S``.
     Python waits at exit for every non-daemon thread, and a library can leave
     one waiting for ever: anyio stops its worker threads only when the event
-    loop that started them finishes its main task, and Prefect runs some
-    calls on a loop thread that never does. `orch start` then hung after
-    Ctrl+C, now and then, with nothing left to do.
+    loop that started them finishes its main task. `orch start` was seen
+    hanging so after Ctrl+C, its work done, on an idle anyio worker thread.
     """
     try:
         run_command()

@@ -2,8 +2,8 @@
 
 ``orch start`` serves K generated projects (and toolz, a real project with its
 own tests, when its snapshot is on this machine: see :mod:`bench.realrepos`)
-on one-minute schedules against a Prefect server the soak owns and the scripted model, which plans two new
-steps per cycle for ever. Meanwhile the soak breaks things, one at a time:
+on one-minute schedules against a Prefect server the soak owns and the
+scripted model, which plans two new steps per cycle for ever. Meanwhile the soak breaks things, one at a time:
 the API fails some requests and hangs on others (always); a Claude Code CLI is
 killed mid-session; the Prefect server is restarted; ``orch start`` is
 SIGKILLed and started again; a stale ``.git/index.lock`` sits in a user's

@@ -93,8 +93,9 @@ def start(config: ConfigOpt = None,
         raise
     _print_schedules(portfolio)
     console.print("Serving; Ctrl+C stops (a cycle in progress resumes on the next run).")
-    # Ctrl+C stops like SIGTERM (see _interrupt). A SIGINT ignored by whoever
-    # started us (a background job) stays ignored.
+    # Ctrl+C stops like SIGTERM: KeyboardInterrupt at once (asyncio would first only
+    # cancel the main task). A SIGINT ignored by whoever started us (a background
+    # job) stays ignored.
     stops = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         stops.append(signal.SIGINT)
@@ -223,14 +224,5 @@ def _say_warning(note: str) -> None:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """Ctrl+C and SIGTERM stop alike: schedules paused, runs in flight stopped, our server stopped.
-
-    Once Prefect's runner serves, it has put its own SIGTERM handler in place
-    of ours: an orderly stop that ends the runs in flight first. Ctrl+C then
-    asks for that one. A KeyboardInterrupt raised wherever the loop happens to
-    be could leave serving waiting on a run for its whole length.
-    """
-    if signum == signal.SIGINT and signal.getsignal(signal.SIGTERM) is not _interrupt:
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
+    # SIGTERM stops like Ctrl+C: schedules paused, our server stopped.
     raise KeyboardInterrupt

@@ -78,9 +78,13 @@ class FaultyScenario(Scenario):
             script = self._per_project(sample.judge_script)
         return [self._faulty(t) for t in script], key
 
-    def _layout(self, view: RequestView) -> Layout:
+    @staticmethod
+    def _project(view: RequestView) -> str:
         # Every session runs in a worktree: <project>/.orch/worktrees/<name>.
-        return self.layouts.get(view.cwd.parents[2].name if view.cwd else "", sample.SAMPLE)
+        return view.cwd.parents[2].name if view.cwd else "?"
+
+    def _layout(self, view: RequestView) -> Layout:
+        return self.layouts.get(self._project(view), sample.SAMPLE)
 
     def _per_project(self, script: Callable[[Layout], Script]) -> Script:
         """``script``'s turns, each written for the project of the session it answers."""
@@ -89,7 +93,7 @@ class FaultyScenario(Scenario):
         return [turn(k) for k in range(len(script(sample.SAMPLE)))]
 
     def _plan(self, view: RequestView) -> list[dict]:
-        project = view.cwd.parents[2].name if view.cwd else "?"
+        project = self._project(view)
         with self.lock:
             first = self.steps.get(project, 1)
             self.steps[project] = first + 2
@@ -164,9 +168,10 @@ def _pids() -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
 
 
-def _group(pid: int) -> int | None:
+def _stat(pid: int, field: int) -> int | None:
+    """A number from /proc/<pid>/stat, counted after the command name: 1 the parent, 3 the process group."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[field])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -174,7 +179,7 @@ def _group(pid: int) -> int | None:
 def leftovers(groups: list[int], projects: list[Path]) -> list[int]:
     """Processes of any ``orch start`` incarnation, or marked as an agent session's of our projects."""
     sessions = {pid for p in projects for pid in marked(PROJECT_ENV, str(p))}
-    return sorted(sessions | {pid for pid in _pids() if _group(pid) in groups})
+    return sorted(sessions | {pid for pid in _pids() if _stat(pid, 3) in groups})
 
 
 def clis(projects: list[Path]) -> list[int]:
@@ -209,13 +214,6 @@ class Sample:
     runs: int  # flow runs in flight (its child processes): each holds pipes and connections
 
 
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def sample_process(pid: int, incarnation: int) -> Sample | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -223,7 +221,7 @@ def sample_process(pid: int, incarnation: int) -> Sample | None:
     except OSError:
         return None
     rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    runs = sum(1 for child in _pids() if _parent(child) == pid)
+    runs = sum(1 for child in _pids() if _stat(child, 1) == pid)
     return Sample(time.monotonic(), incarnation, rss, fds, runs)
 
 

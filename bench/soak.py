@@ -138,7 +138,7 @@ class OrchStart:
     def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
         self.config, self.env, self.log = config, env, log
         self.process: subprocess.Popen[bytes] | None = None
-        self.groups: list[int] = []  # every incarnation's process group
+        self.groups: list[int] = []  # every incarnation's session (it leads its own): its processes are found by it
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -169,7 +169,7 @@ def _pids() -> list[int]:
 
 
 def _stat(pid: int, field: int) -> int | None:
-    """A number from /proc/<pid>/stat, counted after the command name: 1 the parent, 3 the process group."""
+    """A number from /proc/<pid>/stat, counted after the command name: 1 the parent, 3 the session."""
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[field])
     except (OSError, IndexError, ValueError):

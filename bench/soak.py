@@ -26,8 +26,8 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import closing
-from dataclasses import dataclass, field
+from contextlib import closing, suppress
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -212,17 +212,23 @@ class Sample:
     rss_kib: int
     fds: int
     runs: int  # flow runs in flight (its child processes): each holds pipes and connections
+    kinds: dict[str, int] = field(default_factory=dict)  # open files by kind: socket, pipe, file...
 
 
 def sample_process(pid: int, incarnation: int) -> Sample | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        kinds: dict[str, int] = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with suppress(OSError):  # closed since
+                kind = os.readlink(f"/proc/{pid}/fd/{fd}").split(":")[0]
+                kind = kind if kind in ("socket", "pipe", "anon_inode") else "file"
+                kinds[kind] = kinds.get(kind, 0) + 1
     except OSError:
         return None
     rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
     runs = sum(1 for child in _pids() if _stat(child, 1) == pid)
-    return Sample(time.monotonic(), incarnation, rss, fds, runs)
+    return Sample(time.monotonic(), incarnation, rss, sum(kinds.values()), runs, kinds)
 
 
 def growth(samples: list[Sample], warm_up_s: float) -> tuple[float, float, float] | None:
@@ -426,6 +432,8 @@ def soak(root: Path, minutes: float, count: int, real: bool = True) -> tuple[lis
     during = [c for checks in run.checks[:-1] for c in checks if not c.held]
     final.append(Check("every check after every cycle held", not during,
                        "; ".join(f"{c.name}: {c.detail}" for c in during[:3])))
+    # For a closer look (with --keep): orch start's memory, open files and runs every 5 s.
+    (root / "samples.json").write_text(json.dumps([asdict(s) for s in run.samples]))
     grew = growth(run.samples, warm_up_s=60)
     if grew is not None:
         final.append(Check("orch start's memory flat after warm-up (growth under 10%)", grew[0] < 10, f"{grew[0]}%"))

@@ -139,22 +139,18 @@ def register(api_url: str, portfolio: PortfolioConfig, work_pool: str) -> list[s
         return anyio.run(apply)
 
 
-def serve(api_url: str, portfolio: PortfolioConfig) -> None:
-    """Serve every enabled project's deployment in this process until interrupted.
+def serve(api_url: str, portfolio: PortfolioConfig, ctrl_c: bool = True) -> None:
+    """Serve every enabled project's deployment in this process until SIGTERM or Ctrl+C.
 
-    Schedules of paused projects are registered paused; on shutdown Prefect
-    pauses the served schedules, and the next ``serve`` sets them from the
-    store's flags again.
+    Schedules of paused projects are registered paused. The stop (see
+    :mod:`deployments.serving`) pauses the served schedules; the next ``serve``
+    sets them from the store's flags again. ``ctrl_c=False`` leaves SIGINT alone.
     """
-    from prefect import aserve
+    from deployments import serving
 
     deployments = project_deployments(_source(portfolio), paused=_paused_projects(portfolio))
-
-    async def run() -> None:
-        await aserve(*deployments, print_starting_message=False)
-
     with api(api_url):
-        anyio.run(run)
+        anyio.run(serving.serve, deployments, ctrl_c)
 
 
 def _paused_projects(portfolio: PortfolioConfig) -> set[str]:

@@ -93,17 +93,18 @@ def start(config: ConfigOpt = None,
         raise
     _print_schedules(portfolio)
     console.print("Serving; Ctrl+C stops (a cycle in progress resumes on the next run).")
-    # Ctrl+C stops like SIGTERM: KeyboardInterrupt at once (asyncio would first only
-    # cancel the main task). A SIGINT ignored by whoever started us (a background
-    # job) stays ignored.
+    # Until serving starts, Ctrl+C and SIGTERM stop at once; from then on serving
+    # stops itself (deployments.serving). A SIGINT ignored by whoever started us
+    # (a background job) stays ignored.
     stops = [signal.SIGTERM]
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if ctrl_c:
         stops.append(signal.SIGINT)
     previous = {signum: signal.signal(signum, _interrupt) for signum in stops}
     # A signal mask is inherited through exec: one that blocks them would make both wait forever.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     try:
-        control.serve(server.api_url, portfolio)
+        control.serve(server.api_url, portfolio, ctrl_c)
     except KeyboardInterrupt:
         pass
     finally:

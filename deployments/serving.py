@@ -22,6 +22,8 @@ from typing import Any
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 
+from orchestrator.adapters import internals
+
 
 class StoppingRunner(Runner):
     """Prefect's runner, whose stop ends its runs' processes without cancelling the runs."""
@@ -37,9 +39,8 @@ class StoppingRunner(Runner):
     async def cancel_all(self) -> None:
         # The first step of Prefect's stop; its own proposes Cancelled for every run.
         # Killed at once: a SIGTERM lets a run's agents go on asking for seconds, and
-        # a cycle is built to resume after a kill. `_process_manager` is the runner's
-        # own (prefect is pinned in pyproject.toml).
-        processes = self._process_manager
+        # a cycle is built to resume after a kill.
+        processes = internals.prefect_runner_processes(self)
         for flow_run_id in processes.flow_run_ids():
             await processes.kill(flow_run_id, force=True)
 

@@ -42,3 +42,15 @@ def test_prefects_client_keeps_an_httpx_client_pointed_at_the_api() -> None:
 def test_a_prefect_without_it_is_one_clear_error() -> None:
     with pytest.raises(OrchestratorError, match=r"PrefectClient\._client"):
         internals.prefect_http(object())
+
+
+def test_prefects_runner_keeps_its_flow_runs_processes_where_orch_start_stops_them() -> None:
+    from prefect.runner import Runner
+
+    processes = internals.prefect_runner_processes(Runner())
+    assert not processes.flow_run_ids()  # none started yet
+
+
+def test_a_prefect_runner_without_them_is_one_clear_error() -> None:
+    with pytest.raises(OrchestratorError, match=r"Runner\._process_manager"):
+        internals.prefect_runner_processes(object())

@@ -10,6 +10,7 @@ attribute of a dependency.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -60,3 +61,21 @@ def prefect_http(client: Any) -> httpx.AsyncClient:
             f"this Prefect ({type(client).__module__}) keeps no httpx client at PrefectClient._client: "
             "install the Prefect version pyproject.toml names")
     return http
+
+
+def prefect_runner_processes(runner: Any) -> Any:
+    """The processes of a Prefect runner's flow runs (``Runner._process_manager``).
+
+    ``orch start`` stops by killing them, without Prefect's own stop, which
+    marks every run Cancelled (a cycle waiting for approval too). The runner
+    keeps them only there; the returned manager has ``flow_run_ids()`` and an
+    async ``kill(flow_run_id, force=True)``.
+    """
+    processes = getattr(runner, "_process_manager", None)
+    kill = getattr(processes, "kill", None)
+    if not (callable(getattr(processes, "flow_run_ids", None)) and callable(kill)
+            and "force" in inspect.signature(kill).parameters):
+        raise OrchestratorError(
+            f"this Prefect ({type(runner).__module__}) keeps no process manager with flow_run_ids() and "
+            "kill(force=) at Runner._process_manager: install the Prefect version pyproject.toml names")
+    return processes

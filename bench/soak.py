@@ -232,23 +232,29 @@ def sample_process(pid: int, incarnation: int) -> Sample | None:
 
 
 def growth(samples: list[Sample], warm_up_s: float) -> tuple[float, float, float] | None:
-    """RSS and open-file growth (%) over the longest incarnation after warm-up, and its span (s)."""
+    """RSS and open-file growth (%) over the longest incarnation after warm-up, and its span (s).
+
+    None when too short to tell: fewer than 6 samples after warm-up, or no
+    number of runs in flight seen in both its halves.
+    """
     by_run: dict[int, list[Sample]] = {}
     for s in samples:
         by_run.setdefault(s.incarnation, []).append(s)
     longest = max(by_run.values(), key=lambda run: run[-1].at - run[0].at, default=[])
     settled = [s for s in longest if s.at - longest[0].at >= warm_up_s]
-    if len(settled) < 6:
+    half = len(settled) // 2
+    early, late = settled[:half], settled[-half:]
+    # Compared at one load: each run in flight holds pipes, a connection and memory while it
+    # runs, so the figures follow the load; a leak raises them at any load. The load seen
+    # most often in both halves, and the floor there: what is never let go of.
+    loads = {s.runs for s in early} & {s.runs for s in late}
+    if half < 3 or not loads:
         return None
-    third = len(settled) // 3
-    early, late = settled[:third], settled[-third:]
+    load = max(loads, key=lambda n: min(sum(s.runs == n for s in early), sum(s.runs == n for s in late)))
 
     def pct(get: Callable[[Sample], int]) -> float:
-        # The floor, taken while the fewest runs were in flight: runs add pipes, connections and
-        # memory and let go of them; a leak raises what is never let go of.
-        fewest = max(min(s.runs for s in early), min(s.runs for s in late))
-        before = min(get(s) for s in early if s.runs <= fewest)
-        after = min(get(s) for s in late if s.runs <= fewest)
+        before = min(get(s) for s in early if s.runs == load)
+        after = min(get(s) for s in late if s.runs == load)
         return round(100 * (after - before) / before, 1)
 
     return pct(lambda s: s.rss_kib), pct(lambda s: s.fds), round(settled[-1].at - settled[0].at)

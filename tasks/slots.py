@@ -40,7 +40,9 @@ from orchestrator.domain.errors import OrchestratorError
 from orchestrator.stages.context import Services
 
 logger = logging.getLogger(__name__)
-LEASE_S = 300  # renewed while the session runs; frees the slot of a killed process
+# Renewed while the session runs. A killed session's slot (a stopped `orch start` kills its runs)
+# frees itself at the lease's end and the server's next repossessor pass (every 15 s).
+LEASE_S = 60
 RENEW_EVERY_S = LEASE_S / 3
 BUSY_RETRIES = 50
 LIMIT_ATTEMPTS = 5  # reads and writes of the limit, while other callers race this one

@@ -27,6 +27,7 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
+from orchestrator.adapters.checks import flaky_names
 from orchestrator.adapters.lock import CycleLock
 from orchestrator.adapters.portfolio_file import find_config
 from orchestrator.adapters.timing import span
@@ -313,7 +314,9 @@ async def _baseline(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: s
 async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkResult]], verdicts: list[Verdict]) -> None:
     rows = [
         {"task": t.title, "id": t.id, "verdict": "pass" if v.passed else "fail",
-         "reasons": "; ".join(v.reasons) or "-", "review cost ($)": f"{v.cost_usd:.4f}"}
+         "reasons": "; ".join(v.reasons) or "-",
+         "flaky tests": ", ".join(flaky_names(v.tests)) if v.tests and v.tests.flaky else "-",
+         "review cost ($)": f"{v.cost_usd:.4f}"}
         for (t, _), v in zip(judged, verdicts, strict=True)
     ]
     await acreate_table_artifact(key=artifact_key("verdicts", ctx.name), table=rows,

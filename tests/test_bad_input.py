@@ -87,6 +87,8 @@ CASES: dict[str, Case] = {
                    "projects[0] (app).max_workers: input should be a valid integer"),
     "non-positive number": (lambda t: ["run", "-p", "app", "-c", project(t, max_budget_per_task=0)],
                             "projects[0] (app).max_budget_per_task: must be greater than 0"),
+    "test reruns out of range": (lambda t: ["run", "-p", "app", "-c", project(t, test_retries=9)],
+                                 "projects[0] (app).test_retries: input should be less than or equal to 5"),
     "unknown field": (lambda t: ["run", "-p", "app", "-c", project(t, max_worker=2)],
                       "projects[0] (app).max_worker: unknown field"),
     "duplicate names": (lambda t: ["status", "-c", portfolio(t, {"projects": [

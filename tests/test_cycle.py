@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cycles import run_cycle
+from cycles import run_cycle, set_fields, use_model
 
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
@@ -181,3 +181,37 @@ def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
     assert git(project, "worktree", "list").count("\n") == 1
     green = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, capture_output=True, text=True)
     assert green.returncode == 0 and (project / "stats.py").exists()
+
+
+@pytest.mark.guarantee
+def test_a_flaky_test_rejects_no_branch_blames_no_merge_and_is_reported(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from orchestrator.adapters.portfolio_file import load_portfolio
+    from orchestrator.cli.reports import cycle_story, status_rows
+
+    project, config = sample
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    # In each checkout (the base's, each branch's, the merged result's) the first test run
+    # fails one test; every run after it runs the real tests.
+    flake = "test_io (test_calc.T.test_io)"
+    set_fields(config, test_command=(
+        f'm={ran}/$(pwd | cksum | cut -d" " -f1); if [ -e "$m" ]; then {sys.executable} -m unittest -q; '
+        f'else touch "$m"; echo "FAIL: {flake}"; exit 1; fi'))
+    with ScriptedModel(demo_scenario()) as model:
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
+    store = Store.for_project(config.parent / "data", "calc")
+    verdicts = {store.get_task(v.task_id).title: v for v in store.verdicts(summary.cycle_id)}
+    bad = verdicts.pop("Make add faster")
+    assert not bad.passed and "AssertionError" in bad.tests.output  # a real failure still rejects
+    assert all(v.passed and v.tests.flaky_tests == [flake] for v in verdicts.values())
+    assert len(summary.merged) == 2  # the merged result's flake blamed no branch
+    assert len(list(ran.iterdir())) == 5  # the base, three branches, the merged result: one flake each
+    portfolio = load_portfolio(config)
+    assert status_rows(portfolio, {})[0].flaky_on_main == [flake]
+    told = [t.verdict for t in cycle_story(portfolio, summary.cycle_id, "calc").tasks if t.verdict and t.verdict.passed]
+    assert [v.flaky_tests for v in told] == [[flake], [flake]]
+    green = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, capture_output=True, text=True)
+    assert green.returncode == 0

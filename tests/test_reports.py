@@ -31,6 +31,7 @@ from orchestrator.cli.reports import (
 )
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
+    CheckResult,
     CycleStatus,
     CycleSummary,
     Task,
@@ -87,8 +88,10 @@ def _fill_app(store: Store) -> None:
     for task, ok, cost in (("t1", True, 0.5), ("t2", False, 0.25)):
         store.record_work(WorkResult(task_id=task, cycle_id=DONE, attempt=1, branch=f"orch/{task}", base_commit="b",
                                      success=True, summary=f"did {task}", diff_stat=DIFF if ok else "", cost_usd=cost))
+        # t1's tests failed once, then passed when run again
+        tests = CheckResult(command="pytest", ran=True, passed=ok, runs=2, flaky_tests=["test_io.py::test_read"] if ok else [])
         store.record_verdict(Verdict(task_id=task, cycle_id=DONE, attempt=1, commit="c", passed=ok, cost_usd=0.1,
-                                     reasons=["looks right"] if ok else ["tests fail on the branch"]))
+                                     reasons=["looks right"] if ok else ["tests fail on the branch"], tests=tests))
         _cost(store, f"w-{task}", DONE, task, "worker", "sonnet", cost, "2030-01-01")
         _cost(store, f"j-{task}", DONE, task, "judge", "haiku", 0.1, "2030-01-01")
     _cost(store, "plan", DONE, None, "planner", "opus", 1.0, "2030-01-01")
@@ -150,7 +153,8 @@ def test_status_table_and_json(config: Path, capsys, monkeypatch) -> None:
         "next_run": "2030-01-05T12:30:00+00:00", "pending": 2, "in_progress": 0, "in_review": 0, "done": 1,
         "failed": 0, "last_cycle_id": RUNNING, "last_cycle_status": "running",
         "last_cycle_at": "2030-01-03T08:00:00+00:00", "cost_usd": 1.95, "merge_waiting": "",
-        "budget_stop": "", "rate_limit": "", "approval": "", "agent_cap": "", "pull_requests": [],
+        "budget_stop": "", "rate_limit": "", "approval": "", "agent_cap": "", "flaky_on_main": [],
+        "pull_requests": [],
     }
     assert rows["lib"]["paused"] and rows["lib"]["paused_reason"] == "holiday"
     assert rows["lib"]["last_cycle_at"] == "2030-01-02T09:00:30+00:00" and rows["lib"]["next_run"] is None
@@ -172,6 +176,14 @@ def test_status_says_when_merged_work_waits_for_main(config: Path, capsys, monke
     assert rows["app"]["merge_waiting"] == ""
     code, out = orch(capsys, monkeypatch, "status", "-c", str(config))
     assert code == 0 and "merge waiting: your uncommitted changes touch stats.py" in out
+
+
+def test_status_names_the_tests_flaky_on_main(config: Path, capsys, monkeypatch) -> None:
+    Store.for_project(config.parent / "data", "lib").set_flaky_on_main(["tests/test_io.py::test_read"], "b" * 40)
+    rows = {r["project"]: r for r in orch_json(capsys, monkeypatch, "status", "-c", str(config))}
+    assert (rows["lib"]["flaky_on_main"], rows["app"]["flaky_on_main"]) == (["tests/test_io.py::test_read"], [])
+    code, out = orch(capsys, monkeypatch, "status", "-c", str(config))
+    assert code == 0 and "flaky on main:" in out and "test_read" in out
 
 
 def test_tasks_json(config: Path, capsys, monkeypatch) -> None:
@@ -214,7 +226,7 @@ def test_show_tells_the_story_of_a_cycle_by_prefix(config: Path, capsys, monkeyp
     assert f"Cycle {DONE} of app: done" in out and "took 3m 05s" in out and "bbbbbbbbbbbb" in out
     assert "/app/.orch/plans/cycle_a1b2.md" in out and "Fix the [parser] (t1)" in out
     assert _cells(out, "t1") == ["t1", "Fix the [parser]", "ok", "did t1", "1 file changed, 1 insertion(+), 1 deletion(-)",
-                                 "passed", "looks right", "eeeeeeeeeeee (resolved)", "0.6000"]
+                                 "passed (flaky: test_io.py::test_read)", "looks right", "eeeeeeeeeeee (resolved)", "0.6000"]
     assert _cells(out, "t2") == ["t2", "Test subtraction", "ok", "did t2", "-", "rejected",
                                  "tests fail on the branch", "no", "0.3500"]
     assert _cells(out, "planner") == ["planner", "opus", "1", "1.0000"]
@@ -227,7 +239,8 @@ def test_show_tells_the_story_of_a_cycle_by_prefix(config: Path, capsys, monkeyp
     first, second = story["tasks"]
     assert first["status"] == "done" and first["merged"] and first["merge_commit"] == MERGE
     assert first["work"]["success"] and first["work"]["diff_stat"] == DIFF and first["work"]["cost_usd"] == 0.5
-    assert first["verdict"] == {"passed": True, "reasons": ["looks right"], "cost_usd": 0.1}
+    assert first["verdict"] == {"passed": True, "reasons": ["looks right"], "cost_usd": 0.1,
+                                "flaky_tests": ["test_io.py::test_read"]}
     assert second["status"] == "pending" and not second["merged"] and second["merge_commit"] is None
     assert second["verdict"]["reasons"] == ["tests fail on the branch"]
     assert story["costs"] == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from orchestrator.adapters.checks import flaky_names
 from orchestrator.adapters.secrets import redact
 from orchestrator.domain.models import (
     CheckResult,
@@ -129,10 +130,12 @@ def _check_section(title: str, check: CheckResult | None) -> str:
     if check is None:
         return f"## {title}\n\nNot configured.\n"
     state = "passed" if check.passed else ("could not run" if not check.ran else "failed")
+    runs = f", the last of {check.runs} runs" if check.runs > 1 else ""
+    flaky = f"\nFlaky (failed, then passed when run again): {', '.join(flaky_names(check))}\n" if check.flaky else ""
     return f"""## {title}: {state}
 
-`{check.command}` exit {check.exit_code}, {check.duration_s:.1f}s
-
+`{check.command}` exit {check.exit_code}, {check.duration_s:.1f}s{runs}
+{flaky}
 ```
 {check.output.strip()}
 ```

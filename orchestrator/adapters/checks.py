@@ -2,7 +2,8 @@
 
 A command that cannot run (missing, not executable, exit 126/127) or that
 runs past its timeout is a failure, never a pass. A timed-out command is
-killed with its whole process group, so no stray test process lingers.
+killed with its whole process group, so no stray test process lingers. A
+failing test run is run again before its failures count (:func:`confirmed`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.adapters.secrets import redact
@@ -85,6 +87,38 @@ def run_check(command: str, cwd: Path, timeout_s: float) -> CheckResult:
         # Read from the whole output: the stored tail may have lost the first failures.
         failed_tests=None if code == 0 else failed_tests(output),
     )
+
+
+def confirmed(first: CheckResult, again: Callable[[], CheckResult], retries: int) -> CheckResult:
+    """A failing test run, run ``again`` up to ``retries`` times before its failures count.
+
+    A run that passes ends it: the result passes, and the tests the runs
+    before failed are flaky. When every run fails, a test counts as failing
+    only if it failed in every run; the others are flaky. When some run names
+    no failing test, or none fails in every run, the last run stands as it
+    is. A run that timed out or could not run is not run again: a hang is no
+    flake, and would cost its timeout again.
+    """
+    runs = [first]
+    while runs[-1].ran and not runs[-1].passed and len(runs) <= retries:
+        runs.append(again())
+    last = runs[-1].model_copy(update={"runs": len(runs)})
+    if len(runs) == 1:
+        return first
+    failing = [set(r.failed_tests or ()) for r in runs if not r.passed]
+    if last.passed:
+        return last.model_copy(update={"flaky_tests": sorted(set().union(*failing))})
+    always = set.intersection(*failing)
+    if not last.ran or any(r.failed_tests is None for r in runs) or not always:
+        return last
+    return last.model_copy(update={"failed_tests": sorted(always), "flaky_tests": sorted(set().union(*failing) - always)})
+
+
+def flaky_names(tests: CheckResult) -> list[str]:
+    """The flaky tests of a run, by id; a run that named none, as one entry."""
+    if not tests.flaky:
+        return []
+    return tests.flaky_tests or [f"`{tests.command}` (failed, then passed; it names no failing test)"]
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

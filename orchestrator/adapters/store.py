@@ -463,6 +463,10 @@ class Store(CostLedger):
         """Park the project until ``until`` (ISO, UTC) for a rate or usage limit; None lifts it."""
         self._update_state(rate_limited_until=until, rate_limit_reason=reason if until else "")
 
+    def set_flaky_on_main(self, tests: list[str], commit: str) -> None:
+        """The tests flaky on main as of ``commit`` (the last cycle's base); [] when none were."""
+        self._update_state(flaky_on_main=tests, flaky_on_main_commit=commit)
+
     def _update_state(self, **fields: Any) -> None:
         with self.transaction():  # read and written as one: no other connection's change is lost
             row = self.state().model_dump() | fields | {"updated_at": utcnow()}

@@ -135,3 +135,10 @@ def m007_rate_limits_and_retention(db: sqlite_utils.Database) -> None:
     db.table("project_state").add_column("rate_limit_reason", str, not_null_default="")
     # Retention has collected what cycles that finished until then left.
     db.table("project_state").add_column("collected_through", str)
+
+
+@migrations()
+def m008_flaky_on_main(db: sqlite_utils.Database) -> None:
+    # Tests that failed on the base and passed when run again: `orch status` names them.
+    db.table("project_state").add_column("flaky_on_main", str, not_null_default="[]")
+    db.table("project_state").add_column("flaky_on_main_commit", str, not_null_default="")

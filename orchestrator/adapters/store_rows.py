@@ -82,7 +82,9 @@ def approval_from(row: dict[str, Any]) -> Approval:
 
 def state_from(row: dict[str, Any]) -> ProjectState:
     """The project state a row of ``project_state`` holds."""
-    return ProjectState.model_validate(_set(row))
+    fields = _set(row)
+    fields["flaky_on_main"] = json.loads(fields.get("flaky_on_main") or "[]")
+    return ProjectState.model_validate(fields)
 
 
 def work_row(result: WorkResult) -> dict[str, Any]:

@@ -125,6 +125,8 @@ def _print_status(rows: list[ProjectStatus], title: str) -> None:
             last += f"\n{escape(r.rate_limit)}"
         if r.agent_cap:
             last += f"\nagent cap: {escape(r.agent_cap)}"
+        if r.flaky_on_main:
+            last += f"\nflaky on main: {escape(', '.join(r.flaky_on_main))}"
         review = "\n".join([str(r.in_review), *r.pull_requests])
         table.add_row(r.project, "yes" if r.enabled else "no", paused, _time(r.next_run),
                       str(r.pending), str(r.in_progress), review, str(r.done), str(r.failed), last,
@@ -228,6 +230,8 @@ def _story_cells(t: TaskStory) -> list[str]:
         # git's --stat ends with the totals line ("1 file changed, ...").
         diff = work.diff_stat.strip().splitlines()[-1].strip() if work.diff_stat.strip() else "-"
     judged = "-" if verdict is None else "passed" if verdict.passed else "rejected"
+    if verdict and verdict.flaky_tests:
+        judged += f" (flaky: {escape(', '.join(verdict.flaky_tests))})"
     merged = "no"
     if t.merged:
         merged = (t.merge_commit or "")[:12] + (" (resolved)" if t.resolved_conflict else "")

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from orchestrator.adapters.checks import flaky_names
 from orchestrator.adapters.store import Store
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import ConfigError, StoreError
@@ -82,6 +83,7 @@ class ProjectStatus(BaseModel):
     rate_limit: str = ""  # "rate-limited until HH:MM (UTC)" and why, while the model API's limit holds
     approval: str = ""  # the cycle waiting for approval, until when ('' when none)
     agent_cap: str = ""  # what the portfolio's max_total_workers does to it ('' when nothing)
+    flaky_on_main: list[str] = Field(default_factory=list)  # failed on the last base, passed when run again
     pull_requests: list[str] = Field(default_factory=list)  # URLs of the open ones
 
 
@@ -126,6 +128,7 @@ class VerdictView(BaseModel):
     passed: bool
     reasons: list[str] = Field(default_factory=list)
     cost_usd: float = 0.0
+    flaky_tests: list[str] = Field(default_factory=list)  # failed, then passed when run again
 
 
 class TaskStory(BaseModel):
@@ -230,6 +233,7 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
             rate_limit=rate_limit.holds(state, datetime.now(UTC)),
             approval="; ".join(describe(r) for r in store.waiting_approvals()),
             agent_cap=cap_note(portfolio, portfolio.project(name), last),
+            flaky_on_main=state.flaky_on_main,
             pull_requests=[t.pr_url for t in store.list_tasks(TaskStatus.in_review, limit=20) if t.pr_url],
         ))
     return rows
@@ -317,6 +321,7 @@ def _task_story(store: Store, task_id: str, work: WorkResult | None,
         work=WorkView.model_validate(work.model_dump()) if work else None,
         verdict=VerdictView(
             passed=verdict.passed, reasons=verdict.reasons, cost_usd=verdict.cost_usd,
+            flaky_tests=flaky_names(verdict.tests) if verdict.tests else [],
         ) if verdict else None,
         merged=merge is not None, merge_commit=merge.commit if merge else None,
         resolved_conflict=merge.resolved_conflict if merge else False,

@@ -222,6 +222,10 @@ class ProjectConfig(BaseModel):
     test_command: str = Field("", description="Shell command that runs the tests (empty = skip).")
     lint_command: str = Field("", description="Shell command that runs the linter (empty = skip).")
     test_timeout_seconds: int = Field(600, gt=0, description="Limit on one test run.")
+    test_retries: int = Field(
+        1, ge=0, le=5, description="Times a failing test run is run again before its failures count: "
+        "a test that fails, then passes, is flaky and rejects nothing."
+    )
     lint_timeout_seconds: int = Field(300, gt=0, description="Limit on one lint run.")
     planner_timeout_seconds: int = Field(600, gt=0, description="Limit on one planner session.")
     judge_timeout_seconds: int = Field(300, gt=0, description="Limit on one AI review session.")

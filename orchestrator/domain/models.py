@@ -259,6 +259,14 @@ class CheckResult(BaseModel):
     warnings: int = 0  # non-empty output lines, counted for lint
     failed_tests: list[str] | None = None
     """Ids of the failing tests found in the whole output; None when none could be read."""
+    runs: int = 1  # a failing test run is run again (``test_retries``) before it counts
+    flaky_tests: list[str] = Field(default_factory=list)
+    """Tests that failed on one run and passed on another: they do not count as failing."""
+
+    @property
+    def flaky(self) -> bool:
+        """Failed, then passed when run again (or some of its failing tests did)."""
+        return self.runs > 1 and (self.passed or bool(self.flaky_tests))
 
 
 class Baseline(BaseModel):

@@ -73,6 +73,9 @@ class ProjectState(BaseModel):
     rate_limit_reason: str = ""
     collected_through: str | None = None
     """Retention is done with the cycles that finished until then (those after may still hold something)."""
+    flaky_on_main: list[str] = Field(default_factory=list)
+    """Tests that failed on the last cycle's base and passed when run again."""
+    flaky_on_main_commit: str = ""
     updated_at: str | None = None
 
 

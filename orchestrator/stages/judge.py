@@ -6,19 +6,23 @@ pass on the base and fail on the branch reject the branch whatever the
 reviewer says; when the base fails too, the failing tests are compared by
 id, and any new one rejects the branch (as do failures that cannot be told
 apart); a test command that cannot run is a failure; lint that was clean on
-the base and fails on the branch is a failure. Only a branch through the
+the base and fails on the branch is a failure. Tests are run again before
+they reject a branch or count as failing on the base: a test that fails, then
+passes, is flaky (kept in the verdict, and for the base in the project's
+state) and rejects nothing. Only a branch through the
 checks is shown to the reviewer.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import anyio
 
 from orchestrator.adapters.agent import run_agent
-from orchestrator.adapters.checks import run_check, tail
+from orchestrator.adapters.checks import confirmed, flaky_names, run_check, tail
 from orchestrator.adapters.prompts import task_text, untrusted
 from orchestrator.adapters.secret_scan import known_secrets, scan_branch, secret_reason
 from orchestrator.domain.errors import AgentError, BudgetReached
@@ -45,9 +49,22 @@ def run_checks(ctx: ProjectContext, cwd: Path) -> tuple[CheckResult | None, Chec
     return tests, lint
 
 
+def tests_again(ctx: ProjectContext, cwd: Path, tests: CheckResult) -> CheckResult:
+    """A failing test run confirmed by running it again (``test_retries``); see :func:`confirmed`."""
+    return confirmed(tests, partial(run_check, tests.command, cwd, ctx.config.test_timeout_seconds),
+                     ctx.config.test_retries)
+
+
 def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Baseline:
-    """Test and lint results on the cycle's base commit, computed once per cycle."""
-    tests, lint = run_checks(ctx, ctx.base_worktree(cycle_id, base_commit))
+    """Test and lint results on the cycle's base commit, computed once per cycle.
+
+    What is flaky there is kept in the project's state, for ``orch status``.
+    """
+    worktree = ctx.base_worktree(cycle_id, base_commit)
+    tests, lint = run_checks(ctx, worktree)
+    if tests is not None:
+        tests = tests_again(ctx, worktree, tests)
+        ctx.store.set_flaky_on_main(flaky_names(tests), base_commit)
     return Baseline(commit=base_commit, tests=tests, lint=lint)
 
 
@@ -155,6 +172,9 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
     tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
     warnings = await anyio.to_thread.run_sync(scope_warnings, ctx, worktree, work.base_commit)  # git
     verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})
+    if tests is not None and failed_checks(base, tests, None):  # before the tests reject it
+        tests = await anyio.to_thread.run_sync(tests_again, ctx, worktree, tests)
+        verdict = verdict.model_copy(update={"tests": tests})
     reasons = failed_checks(base, tests, lint)
     if reasons:  # the reviewer cannot overrule the checks, so do not pay for it
         return verdict.model_copy(update={"reasons": reasons})

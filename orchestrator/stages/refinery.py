@@ -23,6 +23,7 @@ from orchestrator.adapters.prompts import task_text
 from orchestrator.adapters.secret_scan import known_secrets, scan_branch, secret_reason
 from orchestrator.domain.errors import AgentError, BudgetReached, GitError
 from orchestrator.domain.models import (
+    CheckResult,
     MergeOutcome,
     ResolverReport,
     Role,
@@ -33,6 +34,7 @@ from orchestrator.domain.models import (
 )
 from orchestrator.stages.backlog import tick_item
 from orchestrator.stages.context import ProjectContext
+from orchestrator.stages.judge import tests_again
 
 
 def integration_name(cycle_id: str) -> str:
@@ -106,11 +108,15 @@ class MergedTests:
 
     Tests main already fails do not block a merge, compared by test id as the
     judge does; main's own failures are read once, and only when a merged
-    result fails, from a checkout of main as it was.
+    result fails, from a checkout of main as it was. A failing run is run
+    again first, as the judge does, so a flaky test blames no branch; but not
+    when the tests it fails already failed twice in a row here (the search for
+    the branch that breaks them meets the same failure again and again).
     """
 
     def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
         self.ctx, self.cycle_id, self.main_before = ctx, cycle_id, main_before
+        self.steady: list[set[str]] = []  # sets of tests seen failing on a run and its rerun
 
     def check(self, worktree: Path) -> tuple[bool, str]:
         """(passes, the end of the test output when it does not)."""
@@ -118,6 +124,10 @@ class MergedTests:
         if not c.test_command:
             return True, ""
         result = run_check(c.test_command, worktree, c.test_timeout_seconds)
+        if not result.passed and not self._steady(result):  # before it blames a branch
+            result = tests_again(self.ctx, worktree, result)
+            if not result.passed and result.runs > 1 and result.failed_tests:
+                self.steady.append(set(result.failed_tests))
         if result.passed:
             return True, ""
         if result.ran and result.failed_tests is not None:
@@ -125,6 +135,10 @@ class MergedTests:
             if known is not None and set(result.failed_tests) <= set(known):
                 return True, ""
         return False, result.output[-500:]
+
+    def _steady(self, result: CheckResult) -> bool:
+        failing = set(result.failed_tests or ())
+        return bool(failing) and any(failing <= seen for seen in self.steady)
 
     @cached_property
     def main_failures(self) -> list[str] | None:
@@ -134,6 +148,8 @@ class MergedTests:
         try:
             c = self.ctx.config
             result = run_check(c.test_command, path, c.test_timeout_seconds)
+            if not result.passed:
+                result = tests_again(self.ctx, path, result)
         finally:
             self.ctx.repo.remove_worktree(name, self.ctx.branch(name))
         return [] if result.passed else (result.failed_tests if result.ran else None)

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from deployments.server import Server, free_port, start_server
-from orchestrator.adapters.leash import PROJECT_ENV, marked
+from orchestrator.adapters.leash import PROJECT_ENV, SESSION_ENV, marked
 from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.adapters.store import Store
 from orchestrator.demo.scripted import (
     Fail,
+    RecordedRequest,
     RequestView,
     Scenario,
     Script,
@@ -196,6 +197,16 @@ def clis(projects: list[Path]) -> list[int]:
     return found
 
 
+def session_of(pid: int) -> str:
+    """The agent session a CLI runs ('' if it is gone)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    mark = f"{SESSION_ENV}=".encode()
+    return next((e[len(mark):].decode() for e in environ if e.startswith(mark)), "")
+
+
 def wait_for_agents(projects: list[Path], timeout_s: float = 90) -> bool:
     """Wait until an agent session is at work in one of ``projects``: faults should hit work."""
     deadline = time.monotonic() + timeout_s
@@ -283,8 +294,13 @@ class Check:
 
 
 def invariants(projects: list[Path], layouts: dict[str, Layout], data: Path, scratch: Path,
-               model: ScriptedModel) -> list[Check]:
-    """What must hold whatever the faults did; cheap enough to run after every cycle."""
+               model: ScriptedModel, cut: list[tuple[str, float]]) -> list[Check]:
+    """What must hold whatever the faults did; cheap enough to run after every cycle.
+
+    ``cut``: (session, when) of each CLI the soak killed. One killed before it
+    could write its final answer to its transcript asks for it again when
+    resumed: the CLI's loss, counted apart (see :func:`asked_again`).
+    """
     green, outside, failed = [], [], []
     for project in projects:
         if not main_is_green(project, scratch, layouts.get(project.name, sample.SAMPLE)):
@@ -294,21 +310,32 @@ def invariants(projects: list[Path], layouts: dict[str, Layout], data: Path, scr
                 if not (task.merge_commit and in_main(project, task.merge_commit)):
                     outside.append(f"{project.name}/{task.id}")
             failed += [f"{project.name}/{t.id}: {(t.last_failure or '')[:120]}" for t in store.list_tasks(TaskStatus.failed)]
-    finished: dict[str, float] = {}
-    again = []
-    for request in model.requests:
-        if request.role == "unknown":  # the CLI's own side requests
-            continue
-        if request.session_id in finished and request.started > finished[request.session_id]:
-            again.append(f"{request.role} {request.session_id[:8]} turn {request.turn}")
-        if request.final:
-            finished.setdefault(request.session_id, request.finished)
+    again = [f"{r.role} {r.session_id[:8]} turn {r.turn}" for r in asked_again(model, cut, lost=False)]
     return [
         Check("main green in every project", not green, ", ".join(green)),
         Check("every done task's change is in main", not outside, ", ".join(outside[:5])),
         Check("no task failed because of a fault", not failed, "; ".join(failed[:3])),
         Check("no finished session asked again", not again, ", ".join(again[:5])),
     ]
+
+
+def asked_again(model: ScriptedModel, cut: list[tuple[str, float]], lost: bool) -> list[RecordedRequest]:
+    """Requests of sessions after their final answer: those whose CLI the soak killed while that
+    answer was on its way or had just come (``lost``: before the CLI could write it down), or the others."""
+    final: dict[str, RecordedRequest] = {}
+    found = []
+    for request in model.requests:
+        if request.role == "unknown":  # the CLI's own side requests
+            continue
+        answer = final.get(request.session_id)
+        if answer is not None and request.started > answer.finished:
+            cut_off = any(session == request.session_id and answer.started <= when <= answer.finished + 2
+                          for session, when in cut)
+            if cut_off == lost:
+                found.append(request)
+        if request.final:
+            final.setdefault(request.session_id, request)
+    return found
 
 
 def slots_held(api_url: str, pool: str) -> int:
@@ -331,6 +358,7 @@ class Soak:
     events: list[tuple[str, str]] = field(default_factory=list)  # (fault, what it hit)
     samples: list[Sample] = field(default_factory=list)
     checks: list[list[Check]] = field(default_factory=list)
+    cut: list[tuple[str, float]] = field(default_factory=list)  # (session, when) of each CLI killed
 
     def fault(self, name: str, detail: str) -> None:
         self.events.append((name, detail))
@@ -341,7 +369,9 @@ class Soak:
     def kill_cli(self) -> None:
         running = clis(self.projects) if wait_for_agents(self.projects) else []
         if running:
+            session = session_of(running[0])
             os.kill(running[0], signal.SIGKILL)
+            self.cut.append((session, time.monotonic()))
         self.fault("CLI killed mid-session", f"pid {running[0]}" if running else "no CLI ran in 90 s")
 
     def restart_server(self) -> None:
@@ -397,7 +427,8 @@ class Soak:
         return counts
 
     def check(self) -> list[Check]:
-        found = invariants(self.projects, self.layouts, self.root / "data", self.root / "scratch", self.model)
+        found = invariants(self.projects, self.layouts, self.root / "data", self.root / "scratch", self.model,
+                           self.cut)
         self.checks.append(found)
         return found
 
@@ -503,7 +534,8 @@ def _report(run: Soak, started: float, cpu_s: float, grew: tuple[float, float, f
         f"Tasks done: {done}; tasks that needed more than one attempt: {len(spent)}; "
         f"branches whose tests timed out: {timed_out}",
         f"Model requests: {len(requests)}, of which failed on purpose: "
-        f"{sum(r.status != 200 for r in requests)}",
+        f"{sum(r.status != 200 for r in requests)}; final answers asked again because a killed CLI had "
+        f"not written them down: {len(asked_again(run.model, run.cut, lost=True))}",
         "Faults injected: " + ("; ".join(f"{name} ({detail})" for name, detail in run.events) or "none"),
         f"Data dir: {_size(run.root / 'data') // 1024} KiB; .orch folders: "
         f"{sum(_size(p / '.orch') for p in run.projects) // 1024} KiB",

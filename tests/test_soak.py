@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from bench.soak import Sample, growth
+from bench.soak import Sample, asked_again, growth
+from orchestrator.demo.scripted import RecordedRequest, Usage
 
 
 def samples(fds: list[tuple[int, int]], every_s: float = 5) -> list[Sample]:
@@ -35,6 +37,24 @@ def test_open_files_that_stay_behind_at_the_same_load_are_growth() -> None:
 def test_too_short_to_tell_is_no_figure() -> None:
     assert growth(samples([(13, 0)] * 12), warm_up_s=60) is None  # 55 s in all: all warm-up
     assert growth(samples([(25, 3)] * 6 + [(13, 0)] * 6), warm_up_s=0) is None  # no load in both halves
+
+
+def asked(session: str, turn: int, started: float, final: bool = False) -> RecordedRequest:
+    return RecordedRequest(role="worker", task="t", key="k", session_id=session, turn=turn, model="m",
+                           started=started, finished=started + 1, status=200, usage=Usage(), tools=(),
+                           prompt="", final=final)
+
+
+def test_a_finished_session_asked_again_is_a_failure_unless_its_cli_was_killed_as_the_answer_came() -> None:
+    # What the check reads of the scripted model: its requests.
+    model = SimpleNamespace(requests=[
+        asked("cut", 0, 0), asked("cut", 1, 10, final=True), asked("cut", 2, 13),
+        asked("again", 0, 0), asked("again", 1, 10, final=True), asked("again", 2, 20)])
+    # "cut" lost its final answer: its CLI was killed half a second after it came. "again" was
+    # killed once too, long before its final answer: asking after that answer is a failure.
+    kills = [("cut", 11.5), ("again", 0.5)]
+    assert [(r.session_id, r.turn) for r in asked_again(model, kills, lost=True)] == [("cut", 2)]  # type: ignore[arg-type]
+    assert [(r.session_id, r.turn) for r in asked_again(model, kills, lost=False)] == [("again", 2)]  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

@@ -315,7 +315,7 @@ async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkRe
     rows = [
         {"task": t.title, "id": t.id, "verdict": "pass" if v.passed else "fail",
          "reasons": "; ".join(v.reasons) or "-",
-         "flaky tests": ", ".join(flaky_names(v.tests)) if v.tests and v.tests.flaky else "-",
+         "flaky tests": ", ".join(flaky_names(v.tests) if v.tests else []) or "-",
          "review cost ($)": f"{v.cost_usd:.4f}"}
         for (t, _), v in zip(judged, verdicts, strict=True)
     ]

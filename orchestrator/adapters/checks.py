@@ -102,9 +102,9 @@ def confirmed(first: CheckResult, again: Callable[[], CheckResult], retries: int
     runs = [first]
     while runs[-1].ran and not runs[-1].passed and len(runs) <= retries:
         runs.append(again())
-    last = runs[-1].model_copy(update={"runs": len(runs)})
     if len(runs) == 1:
         return first
+    last = runs[-1].model_copy(update={"runs": len(runs)})
     failing = [set(r.failed_tests or ()) for r in runs if not r.passed]
     if last.passed:
         return last.model_copy(update={"flaky_tests": sorted(set().union(*failing))})

@@ -147,9 +147,7 @@ class MergedTests:
         path = self.ctx.repo.add_worktree(name, self.ctx.branch(name), self.main_before)
         try:
             c = self.ctx.config
-            result = run_check(c.test_command, path, c.test_timeout_seconds)
-            if not result.passed:
-                result = tests_again(self.ctx, path, result)
+            result = tests_again(self.ctx, path, run_check(c.test_command, path, c.test_timeout_seconds))
         finally:
             self.ctx.repo.remove_worktree(name, self.ctx.branch(name))
         return [] if result.passed else (result.failed_tests if result.ran else None)

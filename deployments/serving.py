@@ -9,8 +9,9 @@ for something that will never come (serving then ignores Ctrl+C).
 Here SIGTERM, and Ctrl+C when asked, make the loop stop serving: no new run
 starts, the flow runs in flight have their processes killed (Prefect records
 them as crashed; their agents stop with them and their cycles resume on the
-next run), Prefect pauses the served schedules, and serving returns. A second
-signal stops at once.
+next run), but for a run that has just suspended for approval and is ending
+by itself; Prefect pauses the served schedules, and serving returns. A
+second signal stops at once.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from __future__ import annotations
 import signal
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
+import httpx
+from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.runner import Runner
 
 from orchestrator.adapters import internals
@@ -41,8 +47,25 @@ class StoppingRunner(Runner):
         # Killed at once: a SIGTERM lets a run's agents go on asking for seconds, and
         # a cycle is built to resume after a kill.
         processes = internals.prefect_runner_processes(self)
-        for flow_run_id in processes.flow_run_ids():
-            await processes.kill(flow_run_id, force=True)
+        async with get_client() as client:
+            for flow_run_id in processes.flow_run_ids():
+                if await _suspended(client, flow_run_id):
+                    continue
+                await processes.kill(flow_run_id, force=True)
+
+
+async def _suspended(client: PrefectClient, flow_run_id: UUID) -> bool:
+    """Whether the run has just suspended (a cycle waiting for approval) and its process is ending.
+
+    Killed then, the runner would report the run Crashed over its Suspended
+    state, and the approval would have no run left to resume. Its process
+    ends by itself within moments.
+    """
+    try:
+        run = await client.read_flow_run(flow_run_id)
+    except (ObjectNotFound, httpx.HTTPError, PrefectHTTPStatusError):
+        return False  # not known to be waiting: stopped like any other run
+    return run.state is not None and run.state.is_paused()
 
 
 async def serve(deployments: Sequence[RunnerDeployment], ctrl_c: bool) -> None:

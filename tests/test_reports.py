@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from orchestrator.domain.models import (
     CycleStatus,
     CycleSummary,
     Task,
+    TaskStatus,
     TaskWait,
     Verdict,
     WorkResult,
@@ -81,7 +83,7 @@ def _fill_app(store: Store) -> None:
     """A done cycle (t1 merged, t2 rejected by the judge) and a running one."""
     store.add_task(Task(id="t1", title="Fix the [parser]", cycle_id=DONE))
     store.add_task(Task(id="t2", title="Test subtraction", cycle_id=DONE))
-    store.add_task(Task(id="t3", title="Later work"))
+    store.add_task(Task(id="t3", title="Later work", depends_on=["t2"]))
     store.start_cycle(DONE, "b" * 40)
     store.update_cycle(DONE, planned=["t1", "t2"], claimed=["t1", "t2"], plan_path="/app/.orch/plans/cycle_a1b2.md")
     store.claim_tasks(DONE, 2)
@@ -195,6 +197,18 @@ def test_tasks_json(config: Path, capsys, monkeypatch) -> None:
     assert orch_json(capsys, monkeypatch, "tasks", "-p", "empty", "-c", str(config)) == []
 
 
+def test_tasks_say_what_they_wait_for(config: Path, capsys, monkeypatch) -> None:
+    assert [t["depends_on"] for t in orch_json(capsys, monkeypatch, "tasks", "-p", "app", "-c", str(config))] == [
+        [], ["t2"], []]
+    code, out = orch(capsys, monkeypatch, "tasks", "-p", "app", "-c", str(config))
+    assert code == 0 and _cells(out, "t3")[:7] == ["t3", "pending", "code", "3", "0/3", "Later work", "after t2"]
+    assert _cells(out, "t2")[6] == "-"
+    with closing(Store.for_project(config.parent / "data", "app")) as store:
+        store.update_task("t2", status=TaskStatus.failed)  # as its last attempt failing would
+    code, out = orch(capsys, monkeypatch, "tasks", "-p", "app", "-c", str(config))
+    assert _cells(out, "t3")[1] == "blocked" and _cells(out, "t3")[6] == "blocked by t2 (failed)"
+
+
 def test_cycles_newest_first_across_projects(config: Path, capsys, monkeypatch) -> None:
     rows = orch_json(capsys, monkeypatch, "cycles", "--config", str(config))
     assert [(r["project"], r["cycle_id"]) for r in rows] == [("app", RUNNING), ("lib", FAILED), ("app", DONE)]
@@ -234,8 +248,8 @@ def test_show_tells_the_story_of_a_cycle_by_prefix(config: Path, capsys, monkeyp
     assert "total $1.9500" in out
     story = orch_json(capsys, monkeypatch, "show", "a1b2", "--project", "app", "--config", str(config))
     assert story["cycle_id"] == DONE and story["duration_s"] == 185.0 and story["total_cost_usd"] == 1.95
-    assert story["planned"] == [{"task_id": "t1", "title": "Fix the [parser]"},
-                                {"task_id": "t2", "title": "Test subtraction"}]
+    assert story["planned"] == [{"task_id": "t1", "title": "Fix the [parser]", "depends_on": []},
+                                {"task_id": "t2", "title": "Test subtraction", "depends_on": []}]
     first, second = story["tasks"]
     assert first["status"] == "done" and first["merged"] and first["merge_commit"] == MERGE
     assert first["work"]["success"] and first["work"]["diff_stat"] == DIFF and first["work"]["cost_usd"] == 0.5

@@ -118,7 +118,7 @@ def test_a_store_with_approvals_reads_back_through_the_models(tmp_path: Path, st
     _check_approval(store)
     _check_cycles(store)
     names = [r["name"] for r in store.db["_sqlite_migrations"].rows]
-    assert names[-1] == "m008_flaky_on_main" and len(names) == len(set(names)) == 8
+    assert names[-1] == "m009_task_dependencies" and len(names) == len(set(names)) == 9
     assert store.state().flaky_on_main == []  # a column added since, read as its default
 
 
@@ -137,6 +137,7 @@ def test_tasks_whose_work_waited_by_their_last_failure_wait_by_the_column(tmp_pa
     # As the words did, the column tells of the wait whatever became of the task since.
     assert {t.id: t.waiting for t in store.list_tasks()} == {
         "m": TaskWait.merge, "b": TaskWait.budget, "f": None, "d": TaskWait.merge}
+    assert all(t.depends_on == [] for t in store.list_tasks())  # m009: no task of before waits for another
     assert store.get_task("m").last_failure == "merge waited: main moved"  # the words stay, for people
     assert store.waiting_failure(TaskWait.merge) == "merge waited: main moved"
     # A failure of its own ends the wait.

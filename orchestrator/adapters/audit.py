@@ -17,6 +17,7 @@ from orchestrator.domain.models import (
     MergeOutcome,
     PlanOutput,
     Task,
+    TaskStatus,
     Verdict,
     WorkResult,
 )
@@ -38,7 +39,10 @@ def _bullets(items: list[str], empty: str = "None.") -> str:
 def plan_markdown(cycle_id: str, output: PlanOutput, accepted: list[Task], rejected: list[str], history: str = "") -> str:
     tasks = "\n".join(
         f"{i}. **{t.title}** (`{t.id}`, {t.type.value}, priority {t.priority}"
-        f"{f', backlog item `{t.backlog_item}`' if t.backlog_item else ''})\n\n   {t.description}"
+        f"{f', backlog item `{t.backlog_item}`' if t.backlog_item else ''}"
+        f"{', after ' + ', '.join(f'`{d}`' for d in t.depends_on) if t.depends_on else ''}"
+        f"{', blocked: a task it comes after failed' if t.status is TaskStatus.blocked else ''})"
+        f"\n\n   {t.description}"
         for i, t in enumerate(accepted, 1)
     )
     return f"""# Plan for cycle {cycle_id}

@@ -24,6 +24,7 @@ import sqlite_utils
 from orchestrator.adapters import store_rows as codec
 from orchestrator.adapters.secrets import redact_all
 from orchestrator.adapters.store_costs import CostLedger
+from orchestrator.adapters.store_dependencies import READY, Dependencies
 from orchestrator.adapters.store_migrations import migrations
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
@@ -41,7 +42,8 @@ from orchestrator.domain.models import (
 )
 from orchestrator.domain.state import Approval, Cycle, MergeRecord, ProjectState
 
-PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.failed, TaskStatus.done)
+PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.blocked,
+              TaskStatus.failed, TaskStatus.done)
 
 
 def is_paused(data_dir: Path, project: str) -> bool:
@@ -72,7 +74,7 @@ def _enable_wal(db: sqlite_utils.Database) -> None:
             time.sleep(0.02)
 
 
-class Store(CostLedger):
+class Store(CostLedger, Dependencies):
     """One project's SQLite database."""
 
     def __init__(self, path: Path, project: str) -> None:
@@ -123,8 +125,13 @@ class Store(CostLedger):
     # -- tasks -------------------------------------------------------------
 
     def add_task(self, task: Task) -> Task:
-        """Insert a task, or leave it as it is if its id exists (replay-safe)."""
-        self.db.table("tasks").insert(codec.task_row(task), ignore=True)
+        """Insert a task, or leave it as it is if its id exists (replay-safe).
+
+        Its prerequisites must exist; one that failed for good makes it blocked.
+        """
+        with self.transaction():
+            task = self.check_prerequisites(task)
+            self.db.table("tasks").insert(codec.task_row(task), ignore=True)
         return self.get_task(task.id)
 
     def get_task(self, task_id: str) -> Task:
@@ -181,7 +188,7 @@ class Store(CostLedger):
     def live_fingerprints(self) -> set[str]:
         """Fingerprints of tasks that are open or done (re-planning them is a duplicate)."""
         rows = self.db.execute(
-            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress', 'in_review', 'done')"
+            "SELECT fingerprint FROM tasks WHERE status IN ('pending', 'in_progress', 'in_review', 'blocked', 'done')"
         )
         return {r[0] for r in rows}
 
@@ -195,8 +202,8 @@ class Store(CostLedger):
         """Atomically take up to ``limit`` tasks for ``cycle_id``.
 
         Tasks the cycle already holds (claimed before a crash) come first; then
-        pending ones by priority. The claim is one UPDATE statement, so two
-        processes can never take the same task.
+        pending ones whose prerequisites are all done, by priority. The claim is
+        one UPDATE statement, so two processes can never take the same task.
         """
         held = list(self.db.table("tasks").rows_where(
             "status = 'in_progress' AND claimed_by = ?", [cycle_id], order_by="priority, created_at"
@@ -206,10 +213,10 @@ class Store(CostLedger):
             now = utcnow()
             with self.db.conn:
                 self.db.execute(
-                    """UPDATE tasks SET status = 'in_progress', claimed_by = ?,
+                    f"""UPDATE tasks SET status = 'in_progress', claimed_by = ?,
                            attempts = attempts + 1, updated_at = ?
-                       WHERE id IN (SELECT id FROM tasks WHERE status = 'pending'
-                                    ORDER BY priority, created_at LIMIT ?)
+                       WHERE id IN (SELECT t.id FROM tasks AS t WHERE t.status = 'pending' AND {READY}
+                                    ORDER BY t.priority, t.created_at LIMIT ?)
                          AND status = 'pending'""",
                     [cycle_id, now, wanted],
                 )
@@ -220,11 +227,17 @@ class Store(CostLedger):
         return [codec.task_from(r) for r in held[:limit]]
 
     def update_task(self, task_id: str, **fields: Any) -> Task:
-        """Set fields of a task; a new ``last_failure`` ends a wait unless ``waiting`` is given too."""
+        """Set fields of a task; a new ``last_failure`` ends a wait unless ``waiting`` is given too.
+
+        A task that fails for good blocks the tasks that depend on it.
+        """
         if "last_failure" in fields:
             fields.setdefault("waiting", None)
         fields["updated_at"] = utcnow()
-        self.db.table("tasks").update(task_id, {k: codec.plain(v) for k, v in fields.items()})
+        with self.transaction():
+            self.db.table("tasks").update(task_id, {k: codec.plain(v) for k, v in fields.items()})
+            if fields.get("status") == TaskStatus.failed:
+                self.block_dependents(task_id)
         return self.get_task(task_id)
 
     def fail_attempt(self, task_id: str, reason: str) -> Task:
@@ -241,11 +254,17 @@ class Store(CostLedger):
     def retry_task(self, task_id: str) -> Task:
         """Give a failed task a fresh set of attempts; its last failure still informs the worker."""
         task = self.get_task(task_id)
+        if task.status is TaskStatus.blocked:
+            roots = ", ".join(t.id for t in self.failed_roots(task))
+            raise StoreError(f"task {task_id!r} is blocked by failed task(s) {roots}: retry those instead")
         if task.status is not TaskStatus.failed:
             raise StoreError(
                 f"task {task_id!r} is {task.status.value}, not failed: only a failed task can be retried"
             )
-        return self.update_task(task_id, status=TaskStatus.pending, attempts=0, claimed_by=None)
+        with self.transaction():
+            retried = self.update_task(task_id, status=TaskStatus.pending, attempts=0, claimed_by=None)
+            self.unblock_dependents(task_id)
+        return retried
 
     def release_task(self, task_id: str, wait: Wait | None = None) -> Task:
         """Give a claimed task back without spending its attempt (nothing was judged of it).

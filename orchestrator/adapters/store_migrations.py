@@ -142,3 +142,9 @@ def m008_flaky_on_main(db: sqlite_utils.Database) -> None:
     # Tests that failed on the base and passed when run again: `orch status` names them.
     db.table("project_state").add_column("flaky_on_main", str, not_null_default="[]")
     db.table("project_state").add_column("flaky_on_main_commit", str, not_null_default="")
+
+
+@migrations()
+def m009_task_dependencies(db: sqlite_utils.Database) -> None:
+    # A task is claimed only once the tasks it depends on are done (a JSON list of their ids).
+    db.table("tasks").add_column("depends_on", str, not_null_default="[]")

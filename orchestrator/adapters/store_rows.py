@@ -44,7 +44,9 @@ def task_row(task: Task) -> dict[str, Any]:
 
 def task_from(row: dict[str, Any]) -> Task:
     """The task a row of ``tasks`` holds."""
-    return Task.model_validate({k: v for k, v in row.items() if k != "fingerprint"})
+    fields = {k: v for k, v in row.items() if k != "fingerprint"}
+    fields["depends_on"] = json.loads(fields.get("depends_on") or "[]")
+    return Task.model_validate(fields)
 
 
 def cycle_row(cycle: Cycle) -> dict[str, Any]:

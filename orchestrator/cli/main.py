@@ -34,9 +34,10 @@ from orchestrator.cli.read import (  # there: read cannot import main
     ProjectOpt,
     _print_tasks,
 )
+from orchestrator.cli.reports import waits_for
 from orchestrator.cli.serve import prepare_prefect, use_running_server
 from orchestrator.domain.errors import OrchestratorError
-from orchestrator.domain.models import CycleStatus, CycleSummary, Task, TaskType
+from orchestrator.domain.models import CycleStatus, CycleSummary, Task, TaskStatus, TaskType
 
 if TYPE_CHECKING:
     from deployments.server import Server
@@ -168,7 +169,8 @@ def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to 
             summary = run_cycle("calc", str(config))
         print_summary(summary)
         store = _store("calc", str(config))
-        _print_tasks(store.list_tasks(), "Tasks after the cycle")
+        after = store.list_tasks()
+        _print_tasks(after, [waits_for(store, t) for t in after], "Tasks after the cycle")
         console.print(f"\nAudit trail: {project_path / '.orch'}\nDatabase:    {root / 'data' / 'calc.db'}\nConfig:      {config}")
         console.print(f"Try: orch tasks --project calc --config {config}")
         check_outcome(summary)
@@ -218,17 +220,24 @@ def add_task(project: ProjectOpt, title: Annotated[str, typer.Option(help="Short
              desc: Annotated[str, typer.Option("--desc", help="What to do, self-contained.")] = "",
              type: Annotated[TaskType, typer.Option("--type", help="Task type.")] = TaskType.code,
              priority: Annotated[int, typer.Option(min=1, max=5, help="1 is most urgent.")] = 3,
+             after: Annotated[list[str] | None, typer.Option(
+                 "--after", help="Id of a task that must merge first (repeat for several).")] = None,
              config: ConfigOpt = None) -> None:
-    """Add a task by hand; the next cycle works on it."""
+    """Add a task by hand; the next cycle works on it (once the tasks it comes after merged)."""
     from orchestrator.adapters.portfolio_file import load_portfolio
 
     if not title.strip():
         raise OrchestratorError("--title must not be empty")
     store = _store(project, config)
     attempts = load_portfolio(config).project(project).max_task_attempts
-    task = store.add_task(Task(title=title.strip(), description=desc or title, type=type,
-                               priority=priority, source="manual", max_attempts=attempts))
-    console.print(f"Added task [bold]{task.id}[/]: {task.title}")
+    prerequisites = list(dict.fromkeys(a.strip() for a in after or []))
+    task = store.add_task(Task(title=title.strip(), description=desc or title, type=type, priority=priority,
+                               source="manual", max_attempts=attempts, depends_on=prerequisites))
+    console.print(f"Added task [bold]{task.id}[/]: {escape(task.title)}"
+                  + (f" (after {', '.join(task.depends_on)})" if task.depends_on else ""))
+    if task.status is TaskStatus.blocked:
+        roots = ", ".join(t.id for t in store.failed_roots(task))
+        console.print(f"It is blocked: {roots} failed for good; `orch retry` it to let this one run.")
 
 
 @app.command()

@@ -32,6 +32,7 @@ from orchestrator.cli.reports import (
     cycle_story,
     open_store,
     status_rows,
+    waits_for,
 )
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
@@ -142,23 +143,26 @@ def tasks(project: ProjectOpt, config: ConfigOpt = None,
     with open_store(load_portfolio(config), project) as store:
         items = store.tasks_page(status, limit)
         counts = store.count_by_status()
+        waits = [waits_for(store, t) for t in items]
     total = counts[status.value] if status else sum(counts.values())
     if as_json:
         _print_json(items)
         return
-    _print_tasks(items, f"Tasks of {project}")
+    _print_tasks(items, waits, f"Tasks of {project}")
     if len(items) < total:
         console.print(f"Showing {len(items)} of {total:,} tasks (--limit 0 shows all, --status one status).")
 
 
-def _print_tasks(items: list[Task], title: str) -> None:
-    # The link column (backlog item, pull request) only when some task has one: narrow terminals.
+def _print_tasks(items: list[Task], waits: list[str], title: str) -> None:
+    # The link and waits columns only when some task has one: narrow terminals.
     links = [" ".join(x for x in (t.backlog_item, t.pr_url) if x) for t in items]
-    columns = ["id", "status", "type", "pri", "tries", "title"] + (["link"] if any(links) else []) + ["last failure"]
+    columns = (["id", "status", "type", "pri", "tries", "title"] + (["link"] if any(links) else [])
+               + (["waits for"] if any(waits) else []) + ["last failure"])
     table = _table(title, *columns)
-    for t, link in zip(items, links, strict=True):
+    for t, link, wait in zip(items, links, waits, strict=True):
         cells = [t.id, t.status.value, t.type.value, str(t.priority), f"{t.attempts}/{t.max_attempts}", escape(t.title)]
-        table.add_row(*cells, *([escape(link or "-")] if any(links) else []), _short(t.last_failure))
+        table.add_row(*cells, *([escape(link or "-")] if any(links) else []),
+                      *([wait or "-"] if any(waits) else []), _short(t.last_failure))
     console.print(table)
 
 
@@ -203,7 +207,8 @@ def _print_story(story: CycleStory) -> None:
         console.print(escape(story.message), highlight=False)
     console.print(f"\n[bold]Plan[/]: {escape(story.plan_path) or 'the planner did not run'}", highlight=False)
     for item in story.planned:
-        console.print(f"  - {escape(item.title)} ({item.task_id})", highlight=False)
+        after = f", after {', '.join(item.depends_on)}" if item.depends_on else ""
+        console.print(f"  - {escape(item.title)} ({item.task_id}{after})", highlight=False)
     if story.plan_path and not story.planned:
         console.print("  no new tasks")
     _print_story_tasks(story.tasks)

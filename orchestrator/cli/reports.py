@@ -107,6 +107,7 @@ class PlannedItem(BaseModel):
 
     task_id: str
     title: str
+    depends_on: list[str] = Field(default_factory=list)
 
 
 class WorkView(BaseModel):
@@ -307,6 +308,21 @@ def _task(store: Store, task_id: str) -> Task | None:
     return store.get_task(task_id) if store.has_task(task_id) else None
 
 
+def _planned(store: Store, task_id: str) -> PlannedItem:
+    task = _task(store, task_id)
+    return PlannedItem(task_id=task_id, title=_title(store, task_id), depends_on=task.depends_on if task else [])
+
+
+def waits_for(store: Store, task: Task) -> str:
+    """What keeps a task from being claimed: the failed tasks that block it, or those it comes after."""
+    if task.status is TaskStatus.blocked:
+        return "blocked by " + ", ".join(f"{t.id} (failed)" for t in store.failed_roots(task))
+    if task.status is TaskStatus.pending:
+        waiting = store.blockers(task)
+        return "after " + ", ".join(t.id for t in waiting) if waiting else ""
+    return ""
+
+
 def _title(store: Store, task_id: str) -> str:
     task = _task(store, task_id)
     return task.title if task else "(unknown task)"
@@ -359,7 +375,7 @@ def cycle_story(
             started_at=cycle.started_at, finished_at=cycle.finished_at,
             duration_s=_duration_s(cycle.started_at, cycle.finished_at),
             message=cycle.message, plan_path=cycle.plan_path,
-            planned=[PlannedItem(task_id=t, title=_title(store, t)) for t in cycle.planned],
+            planned=[_planned(store, t) for t in cycle.planned],
             tasks=[
                 _task_story(store, t, work.get(t), verdicts.get(t), merges.get(t)) for t in touched
             ],

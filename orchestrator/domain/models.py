@@ -42,6 +42,7 @@ class TaskStatus(StrEnum):
     in_review = "in_review"  # its pull request is open; done when it merges
     done = "done"
     failed = "failed"
+    blocked = "blocked"  # a task it depends on failed for good; pending again once that one is retried
 
 
 class CycleStatus(StrEnum):
@@ -123,6 +124,8 @@ class Task(BaseModel):
     backlog_done: bool = False  # the item was closed or ticked after the merge
     pr_number: int | None = None
     pr_url: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    """Ids of the tasks that must be done (merged) before this one is claimed."""
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
 
@@ -169,6 +172,10 @@ class PlannedTask(BaseModel):
     backlog_item: str | None = Field(
         default=None, description="Id of the backlog item this task does, as listed; null if none."
     )
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="Titles of tasks in this plan, or ids of open tasks, that must merge before this one starts.",
+    )
 
 
 class PlanOutput(BaseModel):
@@ -208,6 +215,8 @@ class Plan(BaseModel):
     error: str = ""  # why the planner failed; the cycle still works on pending tasks
     budget_stop: str = ""  # the budget cap that kept the planner from starting
     backlog_ids: list[str] = Field(default_factory=list)  # the open backlog items the planner was shown
+    backlog_depends: dict[str, list[str]] = Field(default_factory=dict)
+    """Open items shown that wait for others, with the ids of those (open items, or names of none)."""
 
 
 class WorkerReport(BaseModel):

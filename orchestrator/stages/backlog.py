@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.adapters.git_repo import GitRepo
@@ -76,7 +77,9 @@ def open_items(ctx: ProjectContext, root: Path) -> list[BacklogItem]:
                 f"project {ctx.name!r}: backlog_file {name!r} is not committed on {ctx.repo.main}; "
                 "commit it or fix the config"
             )
-        return [i for i in parse_backlog(path.read_text(encoding="utf-8"), name) if not i.done]
+        items = parse_backlog(path.read_text(encoding="utf-8"), name)
+        done = {i.id for i in items if i.done}  # waiting for a done item is waiting for nothing
+        return [replace(i, depends_on=tuple(d for d in i.depends_on if d not in done)) for i in items if not i.done]
     if source == "github_issues":
         with github(ctx) as gh:
             issues = gh.open_issues(ctx.config.github_label)
@@ -99,10 +102,13 @@ def backlog_text(ctx: ProjectContext, items: list[BacklogItem]) -> str:
         return f"The backlog ({where}) has no open item."
     lines = [f"Open items of the backlog ({where}), each an id line then its title and text. Give each "
              "task the `backlog_item` id of the item it does; an item too big for one task gets only its "
-             "first piece.", ""]
+             "first piece. An item marked (after ...) waits for those items: its task waits for theirs "
+             "by itself.", ""]
     for item in items:
         taken = [t for t in ctx.store.linked_tasks(item.id) if t.status is not TaskStatus.failed]
         note = f" (already a task: {taken[0].status.value})" if taken else ""
+        if item.depends_on:
+            note += " (after " + ", ".join(f"`{d}`" for d in item.depends_on) + ")"
         body = item.body.strip()
         shown = body if len(body) <= BODY_LIMIT else body[:BODY_LIMIT] + " [truncated]"
         origin = f"GitHub issue {item.id}" if github else f"item {item.id} of {ctx.config.backlog_file}"

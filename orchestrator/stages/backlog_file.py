@@ -9,11 +9,15 @@ Markdown::
 
     - [ ] Add a square root
       Return NaN for negative input.
+      depends: Add subtraction
     - [x] Add subtraction
 
 JSON::
 
-    ["Add a square root", {"title": "Add subtraction", "done": true, "id": 7}]
+    ["Add a square root", {"title": "Add subtraction", "done": true, "id": 7, "depends_on": []}]
+
+An item's ``depends:`` line (comma-separated) or JSON ``depends_on`` names
+the items, by id or by title, whose tasks must merge before its own starts.
 
 An item without an id of its own gets ``B`` and 8 hex digits from its title,
 so the id holds as long as the title does; a repeated title gets ``-2``,
@@ -26,7 +30,7 @@ import hashlib
 import json
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.domain.errors import OrchestratorError
@@ -45,6 +49,8 @@ class BacklogItem:
     body: str
     """Further lines of the item (markdown) or its description (JSON); may be empty."""
     done: bool
+    depends_on: tuple[str, ...] = ()
+    """Ids of the items it waits for (a name that is no item's id or title stays as written)."""
 
 
 def parse_backlog(text: str, name: str) -> list[BacklogItem]:
@@ -176,10 +182,34 @@ def _markdown_items(text: str) -> list[tuple[BacklogItem, int]]:
         elif stack:
             stack[-1].body.append(line)
     ids = _assign_ids([e.title for e in found], [None] * len(found))
-    return [
-        (BacklogItem(id=i, title=e.title, body=_body(e.body), done=e.done), e.mark_at)
-        for i, e in zip(ids, found, strict=True)
-    ]
+    items = [BacklogItem(id=i, title=e.title, body=_body(e.body), done=e.done,
+                         depends_on=tuple(_depends_line(e.body))) for i, e in zip(ids, found, strict=True)]
+    return list(zip(_resolve_depends(items), [e.mark_at for e in found], strict=True))
+
+
+_DEPENDS = re.compile(r"[ \t]*depends(?:[ \t]+on)?[ \t]*:[ \t]*(?P<names>.*)", re.IGNORECASE)
+
+
+def _depends_line(body: list[str]) -> list[str]:
+    """The names on an item's ``depends:`` lines."""
+    names: list[str] = []
+    for line in body:
+        found = _DEPENDS.fullmatch(line)
+        if found:
+            names += [n.strip() for n in found.group("names").split(",") if n.strip()]
+    return names
+
+
+def _resolve_depends(items: list[BacklogItem]) -> list[BacklogItem]:
+    """Each item with the names it depends on turned into item ids, where one matches."""
+    by_title = {" ".join(item.title.lower().split()): item.id for item in items}
+    ids = {item.id for item in items}
+
+    def resolve(name: str) -> str:
+        return name if name in ids else by_title.get(" ".join(name.lower().split()), name)
+
+    return [replace(item, depends_on=tuple(resolve(n) for n in item.depends_on)) if item.depends_on else item
+            for item in items]
 
 
 def _width(line: str) -> int:
@@ -210,6 +240,7 @@ def _json_items(text: str, name: str) -> tuple[list[Any], list[tuple[BacklogItem
     titles: list[str] = []
     bodies: list[str] = []
     dones: list[bool] = []
+    depends: list[list[str]] = []
     given: list[str | None] = []
     first_at: dict[str, int] = {}
     for number, entry in enumerate(data, start=1):
@@ -224,13 +255,12 @@ def _json_items(text: str, name: str) -> tuple[list[Any], list[tuple[BacklogItem
         titles.append(title)
         bodies.append(body)
         dones.append(done)
+        depends.append(_json_depends(entry, name, number))
         given.append(own)
     ids = _assign_ids(titles, given)
-    items = [
-        (BacklogItem(id=ids[i], title=titles[i], body=bodies[i], done=dones[i]), i)
-        for i in range(len(data))
-    ]
-    return data, items
+    items = _resolve_depends([BacklogItem(id=ids[i], title=titles[i], body=bodies[i], done=dones[i],
+                                          depends_on=tuple(depends[i])) for i in range(len(data))])
+    return data, list(zip(items, range(len(data)), strict=True))
 
 
 def _json_entry(entry: Any, name: str, number: int) -> tuple[str, str, bool, str | None]:
@@ -260,6 +290,18 @@ def _json_entry(entry: Any, name: str, number: int) -> tuple[str, str, bool, str
     if isinstance(own, str) and not own.strip():
         raise BacklogError(f'{where}: "id" is empty')
     return title.strip(), body.strip(), done, None if own is None else str(own)
+
+
+def _json_depends(entry: Any, name: str, number: int) -> list[str]:
+    """The names an entry's ``depends_on`` gives: one id or title, or a list of them."""
+    value = entry.get("depends_on") if isinstance(entry, dict) else None
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
+    if not isinstance(names, list) or any(isinstance(n, bool) or not isinstance(n, str | int) for n in names):
+        raise BacklogError(f'{name}: item {number}: "depends_on" is a JSON {_kind(value)}, '
+                           "not a list of item ids or titles")
+    return [str(n).strip() for n in names if str(n).strip()]
 
 
 def _tick_json(text: str, name: str, item_id: str) -> str:

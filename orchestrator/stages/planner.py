@@ -22,6 +22,7 @@ from orchestrator.domain.models import CycleStatus, Plan, PlanOutput, Role, Task
 from orchestrator.stages.backlog import backlog_text, open_items
 from orchestrator.stages.backlog_file import BacklogItem
 from orchestrator.stages.context import ProjectContext
+from orchestrator.stages.plan_graph import plan_graph
 
 HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
 
@@ -52,10 +53,10 @@ def build_prompt(ctx: ProjectContext, root: Path, max_tasks: int, items: list[Ba
         content = _read_limited(root / name)
         parts.append(f"### {name}\n\n{content if content is not None else '(missing)'}\n")
     parts += ["## Backlog", "", backlog_text(ctx, items), "", "## Open tasks", ""]
-    open_tasks = [t for s in (TaskStatus.pending, TaskStatus.in_progress, TaskStatus.in_review)
+    open_tasks = [t for s in (TaskStatus.pending, TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.blocked)
                   for t in ctx.store.list_tasks(s)]
     # Titles, reasons and test output were written by agents, issues and tests: data, not instructions.
-    listed = "\n".join(f"- [{t.status.value}] {t.title}" for t in open_tasks)
+    listed = "\n".join(f"- `{t.id}` [{t.status.value}] {t.title}" for t in open_tasks)
     parts.append(untrusted(listed, "the open tasks' titles") if listed else "None.")
     parts += ["", "## Recently failed attempts (do not re-emit these as they are)", ""]
     failures = "\n".join(f"- {t.title} ({t.status.value}): {t.last_failure}" for t in ctx.store.recent_failures())
@@ -97,19 +98,35 @@ def accept_tasks(ctx: ProjectContext, plan: Plan, output: PlanOutput) -> tuple[l
     """Turn planned tasks into store tasks, refusing what must not run.
 
     A task linked to a backlog item the planner was not shown loses the link;
-    one whose item already has an open or finished task is a duplicate.
+    one whose item already has an open or finished task is a duplicate. A
+    task's prerequisites (``depends_on``, and its item's ``depends:``) become
+    task ids; one naming no task, on a cycle, or waiting for a refused task is
+    refused. Tasks are taken prerequisites first, so the cap keeps a chain whole.
     """
     cycle_id, max_tasks = plan.cycle_id, plan.max_tasks
     failed = ctx.store.failed_fingerprints()
     seen = ctx.store.live_fingerprints()
     shown = set(plan.backlog_ids)
     linked = {i for i in shown if any(t.status is not TaskStatus.failed for t in ctx.store.linked_tasks(i))}
+    ids = [task_id_for(cycle_id, index) for index in range(len(output.tasks))]
+    items = [p.backlog_item if p.backlog_item in shown else None for p in output.tasks]
+    names = [list(p.depends_on) for p in output.tasks]
+    item_refusals: dict[int, str] = {}
+    for index, item in enumerate(items):
+        for wanted in plan.backlog_depends.get(item or "", []):
+            task_id = _task_of_item(ctx, wanted, items, ids, shown)
+            if task_id:
+                names[index].append(task_id)
+            else:
+                item_refusals[index] = f"backlog item {item} waits for item {wanted}, which has no task yet"
+    graph = plan_graph([p.title for p in output.tasks], names, ids, ctx.store.has_task)
     accepted: list[Task] = []
     rejected: list[str] = []
-    for index, planned in enumerate(output.tasks):
-        item = planned.backlog_item if planned.backlog_item in shown else None
+    refused: set[str] = set()
+    for index in graph.order:
+        planned, item = output.tasks[index], items[index]
         task = Task(
-            id=task_id_for(cycle_id, index),
+            id=ids[index],
             title=planned.title,
             description=planned.description,
             type=planned.type,
@@ -118,23 +135,44 @@ def accept_tasks(ctx: ProjectContext, plan: Plan, output: PlanOutput) -> tuple[l
             max_attempts=ctx.config.max_task_attempts,
             backlog_item=item,
             source="backlog" if item else "planner",
+            depends_on=list(dict.fromkeys(graph.prerequisites[index])),
         )
+        waits_for = next((t for t in task.depends_on if t in refused), None)
+        why = ""
         if ctx.store.has_task(task.id):  # recorded before a crash: keep it
             accepted.append(ctx.store.get_task(task.id))
+            continue
+        if index in graph.refused or index in item_refusals:
+            why = graph.refused.get(index) or item_refusals[index]
+        elif waits_for is not None:
+            why = f"waits for {output.tasks[ids.index(waits_for)].title!r}, which was refused"
         elif task.fingerprint in failed:
-            rejected.append(f"{planned.title}: repeats a failed task as is")
+            why = "repeats a failed task as is"
         elif task.fingerprint in seen:
-            rejected.append(f"{planned.title}: duplicates an open or finished task")
+            why = "duplicates an open or finished task"
         elif item in linked:
-            rejected.append(f"{planned.title}: backlog item {item} already has a task")
+            why = f"backlog item {item} already has a task"
         elif len(accepted) >= max_tasks:
-            rejected.append(f"{planned.title}: over the limit of {max_tasks} task(s)")
-        else:
-            accepted.append(task)
-            seen.add(task.fingerprint)
-            if item:
-                linked.add(item)
+            why = f"over the limit of {max_tasks} task(s)"
+        if why:
+            rejected.append(f"{planned.title}: {why}")
+            refused.add(task.id)
+            continue
+        accepted.append(task)
+        seen.add(task.fingerprint)
+        if item:
+            linked.add(item)
     return accepted, rejected
+
+
+def _task_of_item(ctx: ProjectContext, item: str, items: list[str | None], ids: list[str], shown: set[str]) -> str:
+    """The task that does backlog ``item``: one of this plan, else the store's latest ('' if none)."""
+    if item in items:
+        return ids[items.index(item)]
+    if item not in shown:
+        return ""
+    tasks = sorted(ctx.store.linked_tasks(item), key=lambda t: (t.status is not TaskStatus.failed, t.created_at))
+    return tasks[-1].id if tasks else ""
 
 
 async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
@@ -161,6 +199,7 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
     return Plan(
         cycle_id=cycle_id, ran_planner=True, max_tasks=slots, output=output, cost_usd=run.cost_usd,
         session_id=run.session_id, backlog_ids=[i.id for i in items],
+        backlog_depends={i.id: list(i.depends_on) for i in items if i.depends_on},
     )
 
 
@@ -179,9 +218,8 @@ def adopt(ctx: ProjectContext, plan: Plan) -> Path | None:
     elif plan.output is None:
         return None
     else:
-        accepted, rejected = accept_tasks(ctx, plan, plan.output)
-        for task in accepted:
-            ctx.store.add_task(task)
+        planned, rejected = accept_tasks(ctx, plan, plan.output)
+        accepted = [ctx.store.add_task(task) for task in planned]  # one after a failed task is blocked
         history = recent_history(ctx, before=plan.cycle_id)
         path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected, history)
     ctx.store.update_cycle(

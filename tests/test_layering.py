@@ -42,7 +42,8 @@ OWNERS = {
     "git": {"orchestrator.adapters.git_commands"},
     "claude_agent_sdk": {"orchestrator.adapters.agent", "orchestrator.adapters.session_watch", INTERNALS},
     "sqlite_utils": {"orchestrator.adapters.store", "orchestrator.adapters.store_costs",
-                     "orchestrator.adapters.store_dependencies", "orchestrator.adapters.store_migrations"},
+                     "orchestrator.adapters.store_dependencies", "orchestrator.adapters.store_migrations",
+                     "orchestrator.adapters.store_records"},
     "prefect": {m for m in LAYERS if LAYERS[m] >= LAYERS["tasks"]},  # the core runs without Prefect
 }
 

@@ -1,7 +1,9 @@
 """The project's state in SQLite: one file per project, WAL mode.
 
-With its migrations (:mod:`.store_migrations`) and its cost ledger
-(:mod:`.store_costs`), the only module that imports ``sqlite_utils``. Tasks,
+With its migrations (:mod:`.store_migrations`), its cost ledger
+(:mod:`.store_costs`), its task graph (:mod:`.store_dependencies`) and its
+approvals and project state (:mod:`.store_records`), the only module that
+imports ``sqlite_utils``. Tasks,
 results, cycles, approval requests and the project's state come out as
 models, read from their rows (and written to them) by
 :mod:`.store_rows`; merges and cost sums, with no JSON or status in them, stay
@@ -17,19 +19,17 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import sqlite_utils
 
 from orchestrator.adapters import store_rows as codec
-from orchestrator.adapters.secrets import redact_all
 from orchestrator.adapters.store_costs import CostLedger
 from orchestrator.adapters.store_dependencies import READY, Dependencies
 from orchestrator.adapters.store_migrations import migrations
+from orchestrator.adapters.store_records import ProjectRecords
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
-    ApprovalStage,
-    ApprovalStatus,
     CycleStatus,
     CycleSummary,
     Task,
@@ -40,7 +40,7 @@ from orchestrator.domain.models import (
     WorkResult,
     utcnow,
 )
-from orchestrator.domain.state import Approval, Cycle, MergeRecord, ProjectState
+from orchestrator.domain.state import Cycle, MergeRecord
 
 PAGE_ORDER = (TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.pending, TaskStatus.blocked,
               TaskStatus.failed, TaskStatus.done)
@@ -74,7 +74,7 @@ def _enable_wal(db: sqlite_utils.Database) -> None:
             time.sleep(0.02)
 
 
-class Store(CostLedger, Dependencies):
+class Store(CostLedger, Dependencies, ProjectRecords):
     """One project's SQLite database."""
 
     def __init__(self, path: Path, project: str) -> None:
@@ -414,79 +414,3 @@ class Store(CostLedger, Dependencies):
     def _cycles(self, where: str | None, args: list[Any], order_by: str, limit: int | None = None) -> list[Cycle]:
         rows = self.db.table("cycles").rows_where(where, args, order_by=order_by, limit=limit)
         return [codec.cycle_from(r) for r in rows]
-
-    # -- approvals -------------------------------------------------------------------
-
-    def request_approval(self, cycle_id: str, stage: ApprovalStage, deadline: str,
-                         default: Literal["approve", "reject"], flow_run_id: str) -> Approval:
-        """Record that ``cycle_id`` waits for approval of ``stage``; the existing request if any."""
-        asked = Approval(cycle_id=cycle_id, stage=stage, status=ApprovalStatus.waiting, requested_at=utcnow(),
-                         deadline=deadline, default=default, flow_run_id=flow_run_id)
-        self.db.table("approvals").insert(codec.approval_row(asked), ignore=True)
-        request = self.approval(cycle_id, stage)
-        if request is None:  # only if another connection deleted it in between
-            raise StoreError(f"the approval request of cycle {cycle_id!r} ({stage}) vanished as it was made")
-        return request
-
-    def approval(self, cycle_id: str, stage: ApprovalStage) -> Approval | None:
-        """The request of ``cycle_id`` for ``stage``, decided or not; None if it never asked."""
-        try:
-            return codec.approval_from(self.db.table("approvals").get((cycle_id, stage.value)))
-        except sqlite_utils.db.NotFoundError:
-            return None
-
-    def waiting_approvals(self) -> list[Approval]:
-        """Requests nobody decided yet, oldest first."""
-        rows = self.db.table("approvals").rows_where(
-            "status = ?", [ApprovalStatus.waiting.value], order_by="requested_at"
-        )
-        return [codec.approval_from(r) for r in rows]
-
-    def decide_approval(self, cycle_id: str, stage: ApprovalStage, status: ApprovalStatus, reason: str,
-                        decided_by: str) -> bool:
-        """Decide a waiting request; False when it was decided already (the first decision stands)."""
-        with self.db.conn:
-            cursor = self.db.execute(
-                """UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
-                   WHERE cycle_id = ? AND stage = ? AND status = ?""",
-                [status.value, redact_all(reason), decided_by, utcnow(), cycle_id, stage.value,
-                 ApprovalStatus.waiting.value],
-            )
-        return cursor.rowcount == 1
-
-    # -- project state -------------------------------------------------------------
-
-    def state(self) -> ProjectState:
-        """The project's pause, failure streak, last cycle and budget stop (defaults if never set)."""
-        try:
-            return codec.state_from(self.db.table("project_state").get(self.project))
-        except sqlite_utils.db.NotFoundError:
-            return ProjectState(name=self.project)
-
-    def set_paused(self, paused: bool, reason: str = "") -> None:
-        """Pause or resume; resuming also forgives the failure streak that may have paused it."""
-        if paused:
-            self._update_state(paused=True, paused_reason=reason)
-        else:
-            self._update_state(paused=False, paused_reason="", consecutive_failures=0)
-
-    def set_budget_stop(self, message: str, resets_at: str | None) -> None:
-        """Which cap stopped the work and when it resets ('' clears it)."""
-        self._update_state(budget_stop=message, budget_resets_at=resets_at)
-
-    def set_collected_through(self, finished_at: str) -> None:
-        """Retention is done with the cycles that finished until ``finished_at``."""
-        self._update_state(collected_through=finished_at)
-
-    def set_rate_limit(self, until: str | None, reason: str = "") -> None:
-        """Park the project until ``until`` (ISO, UTC) for a rate or usage limit; None lifts it."""
-        self._update_state(rate_limited_until=until, rate_limit_reason=reason if until else "")
-
-    def set_flaky_on_main(self, tests: list[str], commit: str) -> None:
-        """The tests flaky on main as of ``commit`` (the last cycle's base); [] when none were."""
-        self._update_state(flaky_on_main=tests, flaky_on_main_commit=commit)
-
-    def _update_state(self, **fields: Any) -> None:
-        with self.transaction():  # read and written as one: no other connection's change is lost
-            row = self.state().model_dump() | fields | {"updated_at": utcnow()}
-            self.db.table("project_state").upsert(row, pk="name")

@@ -70,6 +70,7 @@ class FakeGitHub(LoopbackServer):
             ("GET", re.compile(rf"^{_REPO}/pulls$"), self._list_pulls),
             ("POST", re.compile(rf"^{_REPO}/pulls$"), self._create_pull),
             ("GET", re.compile(rf"^{_REPO}/pulls/(?P<n>\d+)$"), self._get_pull),
+            ("PUT", re.compile(rf"^{_REPO}/pulls/(?P<n>\d+)/merge$"), self._merge_via_api),
         ]
 
     @property
@@ -129,8 +130,16 @@ class FakeGitHub(LoopbackServer):
         with self._lock:
             self._failures.clear()
 
-    def merge_pull(self, number: int) -> str:
-        """Merge pull request ``number`` in ``remote`` as GitHub's merge button does; the new sha."""
+    def set_mergeable(self, number: int, state: str) -> None:
+        """What GitHub says of merging pull request ``number``: "clean", "blocked", "dirty", ..."""
+        with self._lock:
+            self.pulls[number]["mergeable_state"] = state
+
+    def merge_pull(self, number: int, method: str = "merge") -> str:
+        """Merge pull request ``number`` in ``remote`` as GitHub's merge button does; the new sha.
+
+        ``method``: a merge commit, one squashed commit, or the head's commits rebased on the base.
+        """
         with self._lock:
             pull = self.pulls[number]
             if self.remote is None or pull["state"] != "open":
@@ -141,7 +150,16 @@ class FakeGitHub(LoopbackServer):
             _git(Path(tmp), "clone", "-q", str(self.remote), str(work))
             _git(work, "checkout", "-q", base)
             message = f"Merge pull request #{number} from {self.owner}/{head}"
-            _git(work, "merge", "-q", "--no-ff", "-m", message, f"origin/{head}")
+            if method == "squash":
+                _git(work, "merge", "-q", "--squash", f"origin/{head}")
+                _git(work, "commit", "-q", "-m", f"{pull['title']} (#{number})")
+            elif method == "rebase":
+                _git(work, "checkout", "-q", "-B", "rebased", f"origin/{head}")
+                _git(work, "rebase", "-q", base)
+                _git(work, "checkout", "-q", base)
+                _git(work, "merge", "-q", "--ff-only", "rebased")
+            else:
+                _git(work, "merge", "-q", "--no-ff", "-m", message, f"origin/{head}")
             _git(work, "push", "-q", "origin", base)
             sha = _git(work, "rev-parse", "HEAD").strip()
         with self._lock:
@@ -253,9 +271,24 @@ class FakeGitHub(LoopbackServer):
             "merged_at": pull["merged_at"],
             "merge_commit_sha": pull["merge_commit_sha"],
         }
-        if single:  # as on GitHub, listings carry merged_at but not "merged"
+        if self.remote is not None and _has_branch(self.remote, pull["head"]):
+            shown["head"]["sha"] = _git(self.remote, "rev-parse", pull["head"]).strip()
+        if single:  # as on GitHub, listings carry merged_at but not "merged" or the merge state
             shown["merged"] = pull["merged"]
+            shown["mergeable_state"] = pull.get("mergeable_state", "unknown")
         return shown
+
+    def _merge_via_api(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        number = int(match.group("n"))
+        pull = self.pulls.get(number)
+        if pull is None:
+            return 404, {"message": "Not Found"}, {}
+        if pull["state"] != "open" or pull.get("mergeable_state") != "clean":
+            return 405, {"message": "Pull Request is not mergeable"}, {}
+        if body.get("sha") and body["sha"] != self._pull_json(number)["head"].get("sha"):
+            return 409, {"message": "Head branch was modified. Review and try the merge again."}, {}
+        sha = self.merge_pull(number, str(body.get("merge_method") or "merge"))
+        return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}, {}
 
     def _list_pulls(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
         head = query.get("head")
@@ -361,6 +394,9 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
 
         def do_PATCH(self) -> None:
             self._serve("PATCH")
+
+        def do_PUT(self) -> None:
+            self._serve("PUT")
 
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("content-length") or 0)

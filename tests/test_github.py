@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -145,9 +146,9 @@ def test_open_find_and_read_a_pull(hub: FakeGitHub) -> None:
     assert opened.number == issue + 1  # issues and pulls share one counter
     assert opened.url == f"{hub.url}/acme/widgets/pull/{opened.number}"
     assert (opened.state, opened.merged, opened.merge_commit_sha) == ("open", False, None)
-    assert opened.head == "feature"
-    assert gh.find_pull("feature") == opened
-    assert gh.pull(opened.number) == opened
+    assert opened.head == "feature" and opened.head_sha == git(hub.remote or Path(), "rev-parse", "feature").strip()
+    assert gh.pull(opened.number) == opened and opened.mergeable_state == "unknown"
+    assert gh.find_pull("feature") == replace(opened, mergeable_state="")  # listings do not say
     assert gh.find_pull("no-such-branch") is None
     assert hub.pulls[opened.number]["body"] == f"Closes #{issue}"
 
@@ -164,7 +165,28 @@ def test_a_merged_pull_reports_the_merge_commit(hub: FakeGitHub, remote: Path) -
     )
     merged = gh.pull(opened.number)
     assert (merged.state, merged.merged, merged.merge_commit_sha) == ("closed", True, sha)
-    assert gh.find_pull("feature") == merged  # the listing says so through merged_at
+    assert gh.find_pull("feature") == replace(merged, mergeable_state="")  # the listing says so through merged_at
+
+
+@pytest.mark.parametrize("method", ["merge", "squash", "rebase"])
+def test_a_pull_is_merged_through_the_api_only_when_github_says_it_can_be(
+    hub: FakeGitHub, remote: Path, method: str
+) -> None:
+    gh = client(hub)
+    opened = gh.open_pull("feature", "main", "Add greeting", "")
+    assert refused(lambda: gh.merge(opened.number, method, opened.head_sha)).status == 405  # "unknown" yet
+    hub.set_mergeable(opened.number, "clean")
+    moved = refused(lambda: gh.merge(opened.number, method, "0" * 40))
+    assert moved.status == 409 and "Head branch was modified" in str(moved)
+
+    sha = gh.merge(opened.number, method, opened.head_sha)
+
+    assert git(remote, "rev-parse", "main").strip() == sha
+    parents = git(remote, "log", "-1", "--format=%P", "main").split()
+    assert len(parents) == (2 if method == "merge" else 1)
+    assert git(remote, "show", "main:greet.py") == "print('hello')\n"
+    merged = gh.pull(opened.number)
+    assert (merged.state, merged.merged, merged.merge_commit_sha) == ("closed", True, sha)
 
 
 def test_find_pull_gives_the_newest(hub: FakeGitHub) -> None:

@@ -93,3 +93,34 @@ def test_a_backlog_file_item_is_ticked_on_its_pull_request_branch(tmp_path: Path
             use_model(model, monkeypatch)
             run_cycle(config)
     assert git(project, "show", "main:BACKLOG.md") == "- [x] A shout helper\n- [ ] A mean function\n"
+
+
+def test_with_auto_merge_a_pull_github_calls_clean_is_merged_through_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
+        shout = gh.add_issue("Add a shout helper")
+        gh.add_issue("Add a mean function")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=2,
+                               auto_merge=True, merge_method="squash")
+        project = tmp_path / "calc"
+        bare_origin(project)
+        store = Store.for_project(tmp_path / "data", "calc")
+        with ScriptedModel(linking_scenario()) as model:
+            use_model(model, monkeypatch)
+            run_cycle(config)
+            reviewed = {t.title: t for t in store.list_tasks(TaskStatus.in_review)}
+            ready, held = reviewed["Add shout helper"], reviewed["Add mean function"]
+            # Nothing is merged while GitHub has not said it can be ("unknown" at first).
+            assert not any(method == "PUT" for method, _ in gh.requests)
+            gh.set_mergeable(ready.pr_number or 0, "clean")
+            gh.set_mergeable(held.pr_number or 0, "blocked")  # a required review is missing
+            run_cycle(config)
+        merges = [path for method, path in gh.requests if method == "PUT"]
+    assert merges == [f"/repos/{gh.repo}/pulls/{ready.pr_number}/merge"]
+    done = store.get_task(ready.id)
+    assert done.status is TaskStatus.done and done.merge_commit == git(gh.remote, "rev-parse", "main").strip()
+    assert git(gh.remote, "log", "-1", "--format=%s", "main").strip() == f"Add shout helper (#{ready.pr_number})"
+    assert git(project, "rev-parse", "main").strip() == done.merge_commit  # main followed origin
+    assert gh.issues[shout]["state"] == "closed"
+    assert store.get_task(held.id).status is TaskStatus.in_review

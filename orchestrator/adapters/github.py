@@ -27,6 +27,7 @@ from orchestrator.adapters.github_models import (
     ErrorJSON,
     Issue,
     IssueJSON,
+    MergeJSON,
     PullJSON,
     PullRequest,
     WireModel,
@@ -167,6 +168,14 @@ class GitHub:
         """Pull request ``number`` as it is now."""
         path = f"/repos/{self.repo}/pulls/{number}"
         return _pull(self._json("GET", path), "GET", path)
+
+    def merge(self, number: int, method: str, head_sha: str) -> str:
+        """Merge pull request ``number`` (``method``: merge, squash or rebase) if its head is still
+        ``head_sha``; the commit it made on the base. GitHub refuses with 405 (not mergeable now)
+        or 409 (the head moved): a GitHubError with that status."""
+        path = f"/repos/{self.repo}/pulls/{number}/merge"
+        answer = self._json("PUT", path, json={"merge_method": method, "sha": head_sha})
+        return _parse(MergeJSON, answer, "PUT", path).sha
 
     # -- transport --------------------------------------------------------------
 

@@ -19,6 +19,7 @@ __all__ = [
     "ErrorJSON",
     "Issue",
     "IssueJSON",
+    "MergeJSON",
     "PullJSON",
     "PullRequest",
     "WireModel",
@@ -48,6 +49,10 @@ class PullRequest:
     # None until merged: before that GitHub fills the field with a throwaway test merge.
     merge_commit_sha: str | None
     head: str  # head branch name
+    head_sha: str = ""
+    # GitHub's word on merging it: "clean" when nothing stands in the way (approved where the
+    # repository requires it, required checks green, no conflict); "" when not told (listings).
+    mergeable_state: str = ""
 
 
 class WireModel(BaseModel):
@@ -81,9 +86,10 @@ class IssueJSON(WireModel):
 
 
 class _Ref(WireModel):
-    """A pull request's ``head`` or ``base``: only the branch name is read."""
+    """A pull request's ``head`` or ``base``: its branch name and commit."""
 
     ref: str | None = None
+    sha: str | None = None
 
 
 class PullJSON(WireModel):
@@ -96,6 +102,7 @@ class PullJSON(WireModel):
     merged_at: str | None = None
     merge_commit_sha: str | None = None
     head: _Ref | None = None
+    mergeable_state: str | None = None
 
     def pull(self) -> PullRequest:
         """The pull request as callers see it."""
@@ -108,7 +115,16 @@ class PullJSON(WireModel):
             merged=merged,
             merge_commit_sha=self.merge_commit_sha if merged and self.merge_commit_sha else None,
             head=(self.head.ref if self.head else None) or "",
+            head_sha=(self.head.sha if self.head else None) or "",
+            mergeable_state=self.mergeable_state or "",
         )
+
+
+class MergeJSON(WireModel):
+    """What ``PUT /repos/{repo}/pulls/{number}/merge`` answers when it merged."""
+
+    sha: str
+    merged: bool = True
 
 
 class ErrorDetail(WireModel):

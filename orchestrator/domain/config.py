@@ -192,6 +192,13 @@ class ProjectConfig(BaseModel):
         "merge", description="`merge`: passing branches merge into main here. `pr`: they are "
         "pushed and a GitHub pull request is opened; the task is done when it merges."
     )
+    auto_merge: bool = Field(
+        False, description="With merge_strategy `pr`: merge our pull request through GitHub's API once "
+        "GitHub says nothing stands in its way (approved where required, required checks green, no conflict)."
+    )
+    merge_method: Literal["merge", "squash", "rebase"] = Field(
+        "merge", description="How auto_merge merges a pull request: `merge`, `squash` or `rebase`."
+    )
     require_approval: Literal["none", "plan", "merge"] = Field(
         "none", description="Stop for a person's approval: `plan` before workers start, "
         "`merge` before passing branches merge (or open pull requests)."

@@ -6,14 +6,15 @@ one for that branch is reused); a branch, or a pull request's text, holding a
 secret is sent back instead and nothing of it is pushed. The task waits
 ``in_review``; a later cycle asks GitHub about it (:func:`sync`): merged,
 the task is done and main is fast-forwarded from ``origin``; closed
-unmerged, the task fails with that reason.
+unmerged, the task fails with that reason. With ``auto_merge``, an open one
+GitHub calls mergeable is merged through the API first.
 """
 
 from __future__ import annotations
 
 import logging
 
-from orchestrator.adapters.github import GitHub, GitHubError
+from orchestrator.adapters.github import GitHub, GitHubError, PullRequest
 from orchestrator.adapters.secret_scan import (
     Secret,
     known_secrets,
@@ -119,7 +120,31 @@ def _settle(ctx: ProjectContext, gh: GitHub, task: Task) -> bool:
     if pull.state == "closed":
         ctx.store.update_task(task.id, status=TaskStatus.failed,
                               last_failure=f"pull request {pull.url} was closed without merging")
-    return False
+        return False
+    merged = _auto_merge(ctx, gh, pull)
+    if merged:
+        ctx.store.complete_task(task.id, merged)
+    return bool(merged)
+
+
+def _auto_merge(ctx: ProjectContext, gh: GitHub, pull: PullRequest) -> str:
+    """Merge an open pull request of ours through the API once GitHub says nothing stands in its
+    way; the merge commit, or '' when it stays open.
+
+    Only "clean" counts: approved where the repository requires it, required checks green, no
+    conflict. Its head must still be the one GitHub judged, so a push since is never merged
+    unseen. A refusal (the state changed meanwhile) waits for the next sync; a merge whose
+    answer was lost is found merged then.
+    """
+    if not ctx.config.auto_merge or pull.mergeable_state != "clean":
+        return ""
+    try:
+        return gh.merge(pull.number, ctx.config.merge_method, pull.head_sha)
+    except GitHubError as exc:
+        if exc.status not in (405, 409):
+            raise
+        logger.info("Pull request %s of %s is not merged yet: %s", pull.url, ctx.name, exc)
+        return ""
 
 
 def _follow_remote(ctx: ProjectContext) -> None:

@@ -113,7 +113,10 @@ async def _open_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None
             logger.warning(message)
             await notify(ctx, Event.project_paused, f"Project paused: {report.paused_reason}")
             return CycleSummary(project=project, cycle_id="", status=CycleStatus.skipped, message=message)
-        await sync(ref)  # pull requests merged (or closed) since, issues still to close
+        found = await sync(ref)  # pull requests merged, closed or failing CI since; issues still to close
+        for notice in found.notices:
+            event = Event.needs_human if notice.needs_human else Event.ci_failed
+            await notify(ctx, event, notice.reason, {"task": notice.task_id}, link=notice.url)
         return await _locked_cycle(ctx, ref, cycle_id)
     finally:
         lock.release()

@@ -8,6 +8,7 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
+from orchestrator.domain.models import PullSync
 from orchestrator.stages import backlog, pulls, retention
 from orchestrator.stages import patrol as core
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
@@ -28,11 +29,11 @@ async def patrol(ref: ProjectRef) -> core.PatrolReport:
 
 
 @task(name="sync", cache_policy=NO_CACHE, persist_result=False, task_run_name="sync: {ref.project}")
-async def sync(ref: ProjectRef) -> list[str]:
-    """Learn what merged elsewhere: pull requests, and issues still to close. Returns merged task ids."""
-    merged = await in_thread(ref, pulls.sync)
+async def sync(ref: ProjectRef) -> PullSync:
+    """Learn what happened elsewhere: pull requests merged, closed or failing CI; issues still to close."""
+    found = await in_thread(ref, pulls.sync)
     await in_thread(ref, backlog.sync_done)
-    return merged
+    return found
 
 
 async def stop_if_failing(ctx: ProjectContext) -> str:

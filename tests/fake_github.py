@@ -56,6 +56,9 @@ class FakeGitHub(LoopbackServer):
         self.prefix = prefix.rstrip("/")
         self.issues: dict[int, dict[str, Any]] = {}
         self.pulls: dict[int, dict[str, Any]] = {}
+        self.check_runs: dict[str, list[dict[str, Any]]] = {}  # by commit sha
+        self.statuses: dict[str, list[dict[str, Any]]] = {}  # by commit sha
+        self.job_logs: dict[int, str] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path below the API prefix)
         self.last_headers: dict[str, str] = {}
         self._failures: list[tuple[int, dict[str, str]]] = []
@@ -71,6 +74,10 @@ class FakeGitHub(LoopbackServer):
             ("POST", re.compile(rf"^{_REPO}/pulls$"), self._create_pull),
             ("GET", re.compile(rf"^{_REPO}/pulls/(?P<n>\d+)$"), self._get_pull),
             ("PUT", re.compile(rf"^{_REPO}/pulls/(?P<n>\d+)/merge$"), self._merge_via_api),
+            ("GET", re.compile(rf"^{_REPO}/commits/(?P<sha>[0-9a-f]+)/check-runs$"), self._check_runs),
+            ("GET", re.compile(rf"^{_REPO}/commits/(?P<sha>[0-9a-f]+)/status$"), self._combined_status),
+            ("GET", re.compile(rf"^{_REPO}/actions/jobs/(?P<id>\d+)/logs$"), self._job_log_redirect),
+            ("GET", re.compile(rf"^{_REPO}/_raw/job-logs/(?P<id>\d+)$"), self._job_log),
         ]
 
     @property
@@ -129,6 +136,34 @@ class FakeGitHub(LoopbackServer):
         """Drop the failures still queued by :meth:`fail_next`."""
         with self._lock:
             self._failures.clear()
+
+    def head_of(self, number: int) -> str:
+        """The commit at the head of pull request ``number``'s branch in ``remote``."""
+        with self._lock:
+            return str(self._pull_json(number)["head"]["sha"])
+
+    def add_check_run(self, sha: str, name: str, conclusion: str | None, log: str | None = None,
+                      output: str = "") -> int:
+        """A check run on ``sha`` (``conclusion`` None: still running). With ``log``, it is a
+        GitHub Actions job whose log that is; else another app's, saying ``output``."""
+        with self._lock:
+            run_id = self._take_number() + 1000
+            self.check_runs.setdefault(sha, []).append({
+                "id": run_id, "name": name, "status": "in_progress" if conclusion is None else "completed",
+                "conclusion": conclusion, "html_url": f"{self.url}/{self.repo}/runs/{run_id}",
+                "output": {"title": name, "summary": output, "text": None},
+                "app": {"slug": "github-actions" if log is not None else "other-ci"},
+            })
+            if log is not None:
+                self.job_logs[run_id] = log
+            return run_id
+
+    def add_status(self, sha: str, context: str, state: str, description: str = "") -> None:
+        """A commit status on ``sha`` (the older API): pending, success, failure or error."""
+        with self._lock:
+            self.statuses.setdefault(sha, []).append({
+                "context": context, "state": state, "description": description,
+                "target_url": f"{self.url}/ci/{context}"})
 
     def set_mergeable(self, number: int, state: str) -> None:
         """What GitHub says of merging pull request ``number``: "clean", "blocked", "dirty", ..."""
@@ -339,6 +374,26 @@ class FakeGitHub(LoopbackServer):
         }
         return 201, self._pull_json(number), {}
 
+    def _check_runs(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        runs = self.check_runs.get(match.group("sha"), [])
+        return 200, {"total_count": len(runs), "check_runs": runs}, {}
+
+    def _combined_status(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        statuses = self.statuses.get(match.group("sha"), [])
+        states = {s["state"] for s in statuses}
+        state = "failure" if states & {"failure", "error"} else "pending" if "pending" in states or not states else "success"
+        return 200, {"state": state, "statuses": statuses}, {}
+
+    def _job_log_redirect(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        # As GitHub does: a redirect to where the log file can be downloaded.
+        job = int(match.group("id"))
+        if job not in self.job_logs:
+            return 404, {"message": "Not Found"}, {}
+        return 302, {}, {"location": f"{self.api_url}/repos/{self.repo}/_raw/job-logs/{job}"}
+
+    def _job_log(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        return 200, self.job_logs[int(match.group("id"))], {}  # plain text, not JSON
+
     def _page(self, items: list[dict[str, Any]], query: Query, path: str) -> Answer:
         """One page of a listing, with a Link header when there are more."""
         per_page = min(max(_int(query.get("per_page"), 30), 1), 100)
@@ -414,9 +469,10 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             self._send(status, payload, extra)
 
         def _send(self, status: int, payload: Any, extra: dict[str, str]) -> None:
-            data = json.dumps(payload).encode()
+            text = isinstance(payload, str)  # a file, such as a job's log
+            data = payload.encode() if text else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("content-type", "application/json; charset=utf-8")
+            self.send_header("content-type", "text/plain; charset=utf-8" if text else "application/json; charset=utf-8")
             self.send_header("content-length", str(len(data)))
             for name, value in extra.items():
                 self.send_header(name, value)

@@ -399,3 +399,27 @@ def test_a_malformed_repository_name_is_refused() -> None:
 )
 def test_repo_from_remote(url: str, repo: str | None) -> None:
     assert repo_from_remote(url) == repo
+
+
+def test_checks_of_a_commit_and_a_jobs_log(fake: FakeGitHub) -> None:
+    gh = client(fake)
+    sha = "ab" * 20
+    log = "collecting...\n" + "x" * 50 + "\nFAILED test_calc.py::test_add"
+    job = fake.add_check_run(sha, "tests", "failure", log=log)
+    fake.add_check_run(sha, "lint", "success", output="all clean")
+    fake.add_check_run(sha, "docs", None)
+    fake.add_check_run(sha, "deploy preview", "timed_out", output="gave up after 10 minutes")
+    fake.add_status(sha, "ci/other", "error", "the runner died")
+    fake.add_status(sha, "ci/legacy", "pending")
+
+    checks = {c.name: c for c in gh.checks(sha)}
+
+    assert {n: c.state for n, c in checks.items()} == {
+        "tests": "failure", "lint": "success", "docs": "pending", "deploy preview": "failure",
+        "ci/other": "failure", "ci/legacy": "pending"}
+    assert checks["tests"].job_id == job and checks["lint"].job_id is None
+    assert checks["deploy preview"].output == "deploy preview\n\ngave up after 10 minutes"
+    assert checks["ci/other"].output == "the runner died" and checks["ci/other"].url.endswith("/ci/ci/other")
+    # The log is a file GitHub redirects to; its end is where the failure is.
+    assert gh.job_log(job, tail_chars=30) == log[-30:] and gh.job_log(job) == log
+    assert gh.checks("cd" * 20) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ from cycles import (
 )
 from fake_github import FakeGitHub
 from orch_cli import orch
+from webhook_receiver import WebhookReceiver
 
 from orchestrator.adapters.store import Store
-from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.demo.sample import STRINGS_PY, TEST_STRINGS_PY
+from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured, write
 from orchestrator.domain.models import TaskStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
@@ -124,3 +127,99 @@ def test_with_auto_merge_a_pull_github_calls_clean_is_merged_through_the_api(
     assert git(project, "rev-parse", "main").strip() == done.merge_commit  # main followed origin
     assert gh.issues[shout]["state"] == "closed"
     assert store.get_task(held.id).status is TaskStatus.in_review
+
+
+SHOUT_FIXED = STRINGS_PY.replace('return text.upper() + "!"', 'return text.strip().upper() + "!"')
+CI_LOG = "Run python -m unittest\nFAIL: test_shout_strips (test_strings.ShoutTest)\nAssertionError: ' HI!' != 'HI!'\n"
+
+
+def ci_scenario() -> Scenario:
+    """One issue's task; its worker fixes what CI's log says when a round sends it back."""
+    scenario = linking_scenario()
+
+    def shout(view: RequestView) -> list[dict]:
+        if "CI failed on pull request" in view.prompt:
+            return [write("strings.py", SHOUT_FIXED)]
+        return [write("strings.py", STRINGS_PY), write("test_strings.py", TEST_STRINGS_PY)]
+
+    scenario.workers["Add shout helper"] = [shout, [structured({"summary": "Done.", "completed": True})]]
+    return scenario
+
+
+def shout_sessions(model: ScriptedModel) -> list[str]:
+    """The task prompt of each session of the shout task's worker, in order."""
+    first: dict[str, str] = {}
+    for request in model.requests:
+        if request.role == "worker" and request.key == "Add shout helper":
+            first.setdefault(request.session_id, request.prompt)
+    return list(first.values())
+
+
+def test_a_pull_whose_ci_fails_goes_back_to_its_worker_and_merges_once_green(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
+        gh.add_issue("Add a shout helper")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1, auto_merge=True)
+        bare_origin(tmp_path / "calc")
+        store = Store.for_project(tmp_path / "data", "calc")
+        with ScriptedModel(ci_scenario()) as model:
+            use_model(model, monkeypatch)
+            run_cycle(config)
+            task = next(t for t in store.list_tasks(TaskStatus.in_review) if t.title == "Add shout helper")
+            first_head = gh.head_of(task.pr_number or 0)
+            gh.add_check_run(first_head, "lint", "success")
+            gh.add_check_run(first_head, "tests", None, log=CI_LOG)  # still running: nothing to act on yet
+            run_cycle(config)
+            assert len(shout_sessions(model)) == 1 and store.get_task(task.id).status is TaskStatus.in_review
+
+            gh.check_runs[first_head][-1].update(status="completed", conclusion="failure")
+            run_cycle(config)
+            # The worker was sent back with the log, worked on top of its pull request, and pushed there.
+            fixed = store.get_task(task.id)
+            assert (fixed.status, fixed.ci_fixes, fixed.ci_seen_sha, fixed.pr_number) == (
+                TaskStatus.in_review, 1, first_head, task.pr_number)
+            prompt = shout_sessions(model)[-1]
+            assert len(shout_sessions(model)) == 2 and "AssertionError: ' HI!' != 'HI!'" in prompt
+            assert f"pull request {task.pr_url} holds it" in prompt
+            second_head = gh.head_of(task.pr_number or 0)
+            assert git(gh.remote, "rev-parse", f"{second_head}^").strip() == first_head
+            assert git(gh.remote, "show", f"{second_head}:strings.py") == SHOUT_FIXED
+            assert [p["head"] for p in gh.pulls.values()].count(f"orch/{task.id}") == 1  # no second one
+            assert fixed.attempts == 2 and fixed.max_attempts == task.max_attempts + 1  # the round spent none
+
+            # Green on the new head, and GitHub calls it clean: merged through the API.
+            gh.add_check_run(second_head, "tests", "success")
+            gh.set_mergeable(task.pr_number or 0, "clean")
+            run_cycle(config)
+            assert len(shout_sessions(model)) == 2
+    done = store.get_task(task.id)
+    assert done.status is TaskStatus.done and git(gh.remote, "show", "main:strings.py") == SHOUT_FIXED
+
+
+def test_ci_failing_past_the_cap_asks_a_person_once_and_starts_no_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGitHub(remote=tmp_path / "origin.git") as gh, WebhookReceiver() as hook:
+        gh.add_issue("Add a shout helper")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1,
+                               max_ci_fix_attempts=1, webhook_url=hook.url)
+        bare_origin(tmp_path / "calc")
+        store = Store.for_project(tmp_path / "data", "calc")
+        with ScriptedModel(ci_scenario()) as model:
+            use_model(model, monkeypatch)
+            run_cycle(config)
+            task = next(t for t in store.list_tasks(TaskStatus.in_review) if t.title == "Add shout helper")
+            gh.add_status(gh.head_of(task.pr_number or 0), "ci/tests", "failure", "2 tests failed")
+            run_cycle(config)  # the one round
+            second_head = gh.head_of(task.pr_number or 0)
+            gh.add_status(second_head, "ci/tests", "failure", "still 1 test failing")
+            run_cycle(config)
+            run_cycle(config)  # the same failure again: nothing new to do or say
+            sessions = len(shout_sessions(model))
+    assert sessions == 2
+    waiting = store.get_task(task.id)
+    assert waiting.status is TaskStatus.in_review and waiting.ci_seen_sha == second_head
+    assert "CI still fails after 1 fix round(s): ci/tests; a person must look at" in waiting.last_failure
+    asked = [b for b in hook.received if b.get("event") == "needs_human"]
+    assert len(asked) == 1 and task.pr_url in json.dumps(asked[0])

@@ -443,9 +443,11 @@ class GitRepo:
 
     def fetch_main(self, remote: str = "origin") -> str:
         """Fetch ``remote``'s main and return its commit."""
-        # Into a ref of our own: FETCH_HEAD is shared with whatever else fetches here.
-        ref = "refs/orch/remote-main"
-        run(self.path, "fetch", "-q", remote, f"+refs/heads/{self.main}:{ref}", env={"GIT_TERMINAL_PROMPT": "0"},
+        return self.fetch_branch(self.main, "refs/orch/remote-main", remote)
+
+    def fetch_branch(self, branch: str, ref: str, remote: str = "origin") -> str:
+        """Fetch ``remote``'s ``branch`` into ``ref`` (ours: FETCH_HEAD is shared) and return its commit."""
+        run(self.path, "fetch", "-q", remote, f"+refs/heads/{branch}:{ref}", env={"GIT_TERMINAL_PROMPT": "0"},
              timeout_s=300)
         return self.head(ref)
 

@@ -24,6 +24,9 @@ import httpx
 from pydantic import ValidationError
 
 from orchestrator.adapters.github_models import (
+    Check,
+    CheckRunsJSON,
+    CombinedStatusJSON,
     ErrorJSON,
     Issue,
     IssueJSON,
@@ -39,6 +42,7 @@ from orchestrator.domain.errors import OrchestratorError
 __all__ = [
     "DEFAULT_API_URL",
     "MAX_WAIT_S",
+    "Check",
     "GitHub",
     "GitHubError",
     "Issue",
@@ -177,6 +181,20 @@ class GitHub:
         answer = self._json("PUT", path, json={"merge_method": method, "sha": head_sha})
         return _parse(MergeJSON, answer, "PUT", path).sha
 
+    def checks(self, sha: str) -> list[Check]:
+        """The CI results on commit ``sha``: its check runs, then its commit statuses."""
+        path = f"/repos/{self.repo}/commits/{sha}"
+        runs = _parse(CheckRunsJSON, self._json("GET", f"{path}/check-runs", params={"per_page": "100"}),
+                      "GET", f"{path}/check-runs")
+        statuses = _parse(CombinedStatusJSON, self._json("GET", f"{path}/status"), "GET", f"{path}/status")
+        return [r.check() for r in runs.check_runs] + [s.check() for s in statuses.statuses]
+
+    def job_log(self, job_id: int, tail_chars: int = 6000) -> str:
+        """The end of a GitHub Actions job's log (GitHub answers with a redirect to the file)."""
+        path = f"/repos/{self.repo}/actions/jobs/{job_id}/logs"
+        text = self._request("GET", path, follow_redirects=True).text
+        return text[-tail_chars:]
+
     # -- transport --------------------------------------------------------------
 
     def _json(
@@ -227,12 +245,13 @@ class GitHub:
         url: str | None = None,
         params: dict[str, str] | None = None,
         json: Any = None,
+        follow_redirects: bool = False,
     ) -> httpx.Response:
         """Send one request, retrying transient failures; raise GitHubError on failure."""
 
         def send() -> httpx.Response:
             return self._client.request(
-                method, url or self.api_url + path, params=params, json=json
+                method, url or self.api_url + path, params=params, json=json, follow_redirects=follow_redirects
             )
 
         # MAX_WAIT_S is read on each request, not at import: tests shorten it.

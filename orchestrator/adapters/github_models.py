@@ -15,6 +15,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
+    "Check",
+    "CheckRunsJSON",
+    "CombinedStatusJSON",
     "ErrorDetail",
     "ErrorJSON",
     "Issue",
@@ -53,6 +56,17 @@ class PullRequest:
     # GitHub's word on merging it: "clean" when nothing stands in the way (approved where the
     # repository requires it, required checks green, no conflict); "" when not told (listings).
     mergeable_state: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One CI result on a commit: a check run or a commit status."""
+
+    name: str
+    state: str  # "pending", "success" or "failure"
+    url: str  # where a person reads it
+    output: str  # what it said: a check run's title, summary and text, a status's description
+    job_id: int | None = None  # a GitHub Actions job: its log tells more than its output
 
 
 class WireModel(BaseModel):
@@ -118,6 +132,64 @@ class PullJSON(WireModel):
             head_sha=(self.head.sha if self.head else None) or "",
             mergeable_state=self.mergeable_state or "",
         )
+
+
+# Check run conclusions that ask for a fix; the rest (success, neutral, skipped, cancelled, stale) do not.
+_FAILED = {"failure", "timed_out", "startup_failure"}
+
+
+class _App(WireModel):
+    slug: str | None = None
+
+
+class _Output(WireModel):
+    title: str | None = None
+    summary: str | None = None
+    text: str | None = None
+
+
+class CheckRunJSON(WireModel):
+    """A check run, as ``GET /repos/{repo}/commits/{sha}/check-runs`` lists it."""
+
+    id: int
+    name: str = ""
+    status: str | None = None  # queued, in_progress, completed
+    conclusion: str | None = None
+    html_url: str | None = None
+    details_url: str | None = None
+    output: _Output | None = None
+    app: _App | None = None
+
+    def check(self) -> Check:
+        state = "pending" if self.status != "completed" else "failure" if self.conclusion in _FAILED else "success"
+        out = self.output or _Output()
+        said = "\n\n".join(part.strip() for part in (out.title, out.summary, out.text) if part and part.strip())
+        actions = self.app is not None and self.app.slug == "github-actions"
+        return Check(name=self.name, state=state, url=self.html_url or self.details_url or "", output=said,
+                     job_id=self.id if actions else None)
+
+
+class CheckRunsJSON(WireModel):
+    check_runs: list[CheckRunJSON] = []
+
+
+class StatusJSON(WireModel):
+    """One commit status (the older API other CI services post to)."""
+
+    context: str = ""
+    state: str = ""  # pending, success, failure, error
+    description: str | None = None
+    target_url: str | None = None
+
+    def check(self) -> Check:
+        state = {"success": "success", "failure": "failure", "error": "failure"}.get(self.state, "pending")
+        return Check(name=self.context, state=state, url=self.target_url or "", output=self.description or "")
+
+
+class CombinedStatusJSON(WireModel):
+    """``GET /repos/{repo}/commits/{sha}/status``: the latest status of each context."""
+
+    statuses: list[StatusJSON] = []
 
 
 class MergeJSON(WireModel):

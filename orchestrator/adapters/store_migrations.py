@@ -148,3 +148,10 @@ def m008_flaky_on_main(db: sqlite_utils.Database) -> None:
 def m009_task_dependencies(db: sqlite_utils.Database) -> None:
     # A task is claimed only once the tasks it depends on are done (a JSON list of their ids).
     db.table("tasks").add_column("depends_on", str, not_null_default="[]")
+
+
+@migrations()
+def m010_ci_fix_rounds(db: sqlite_utils.Database) -> None:
+    # A pull request whose CI failed goes back to its worker, once per head commit, a few times.
+    db.table("tasks").add_column("ci_fixes", int, not_null_default=0)
+    db.table("tasks").add_column("ci_seen_sha", str, not_null_default="")

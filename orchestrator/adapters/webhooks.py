@@ -54,6 +54,8 @@ class Event(StrEnum):
     approval_needed = "approval_needed"
     budget_reached = "budget_reached"
     rate_limited = "rate_limited"
+    ci_failed = "ci_failed"  # on a pull request of ours, with on_ci_failure "notify"
+    needs_human = "needs_human"  # CI still fails after max_ci_fix_attempts rounds
 
 
 EMOJI: dict[Event, str] = {
@@ -63,6 +65,8 @@ EMOJI: dict[Event, str] = {
     Event.approval_needed: ":raised_hand:",
     Event.budget_reached: ":moneybag:",
     Event.rate_limited: ":hourglass:",
+    Event.ci_failed: ":rotating_light:",
+    Event.needs_human: ":sos:",
 }
 """The Slack emoji code that opens each event's message."""
 

@@ -199,6 +199,13 @@ class ProjectConfig(BaseModel):
     merge_method: Literal["merge", "squash", "rebase"] = Field(
         "merge", description="How auto_merge merges a pull request: `merge`, `squash` or `rebase`."
     )
+    on_ci_failure: Literal["fix", "notify", "ignore"] = Field(
+        "fix", description="With merge_strategy `pr`, when CI fails on our pull request: `fix` (its worker "
+        "fixes it from the failing checks' output), `notify` (a notice only) or `ignore`."
+    )
+    max_ci_fix_attempts: int = Field(
+        3, ge=0, le=20, description="CI fix rounds per pull request; past them, a needs_human notice."
+    )
     require_approval: Literal["none", "plan", "merge"] = Field(
         "none", description="Stop for a person's approval: `plan` before workers start, "
         "`merge` before passing branches merge (or open pull requests)."

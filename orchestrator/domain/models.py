@@ -126,6 +126,8 @@ class Task(BaseModel):
     pr_url: str | None = None
     depends_on: list[str] = Field(default_factory=list)
     """Ids of the tasks that must be done (merged) before this one is claimed."""
+    ci_fixes: int = 0  # rounds its worker spent on CI failures of its pull request
+    ci_seen_sha: str = ""  # the pull request head whose CI failure was last acted on (once per head)
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
 
@@ -311,6 +313,23 @@ class Verdict(BaseModel):
     session_id: str = ""
     budget_stop: str = ""  # the budget cap that kept the reviewer from starting: judged again later
     api_fault: str = ""  # the API kept failing past the review's retries: judged again later
+
+
+class PullNotice(BaseModel):
+    """Something about a pull request of ours that a person should hear of."""
+
+    task_id: str
+    url: str
+    needs_human: bool  # CI failed past max_ci_fix_attempts (else: it failed, with on_ci_failure "notify")
+    reason: str
+
+
+class PullSync(BaseModel):
+    """What asking GitHub about our open pull requests found."""
+
+    merged: list[str] = Field(default_factory=list)  # task ids
+    sent_back: list[str] = Field(default_factory=list)  # task ids whose worker fixes CI failures
+    notices: list[PullNotice] = Field(default_factory=list)
 
 
 class MergeOutcome(BaseModel):

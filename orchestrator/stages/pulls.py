@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from orchestrator.adapters.github import GitHub, GitHubError, PullRequest
+from orchestrator.adapters.github import Check, GitHub, GitHubError, PullRequest
 from orchestrator.adapters.secret_scan import (
     Secret,
     known_secrets,
@@ -23,7 +23,16 @@ from orchestrator.adapters.secret_scan import (
     secret_reason,
 )
 from orchestrator.domain.errors import ConfigError, GitError
-from orchestrator.domain.models import MergeOutcome, Task, TaskStatus, TaskWait, Wait, WorkResult
+from orchestrator.domain.models import (
+    MergeOutcome,
+    PullNotice,
+    PullSync,
+    Task,
+    TaskStatus,
+    TaskWait,
+    Wait,
+    WorkResult,
+)
 from orchestrator.stages.backlog import github, tick_item
 from orchestrator.stages.context import ProjectContext
 
@@ -91,40 +100,91 @@ def pull_number(url: str) -> int:
     return int(url.rstrip("/").rsplit("/", 1)[1])
 
 
-def sync(ctx: ProjectContext) -> list[str]:
-    """Finish tasks whose pull requests merged or closed; fast-forward main from ``origin``.
+def sync(ctx: ProjectContext) -> PullSync:
+    """Finish tasks whose pull requests merged or closed, send CI failures back to their workers,
+    merge what may be merged (``auto_merge``); fast-forward main from ``origin``.
 
-    Returns the ids of the tasks that merged. Never raises for GitHub or git
-    trouble: it is logged and asked again next cycle.
+    Never raises for GitHub or git trouble: it is logged and asked again next cycle.
     """
     waiting = ctx.store.list_tasks(TaskStatus.in_review)
-    merged: list[str] = []
+    found = PullSync()
     if waiting:
         try:
             with github(ctx) as gh:
                 for task in waiting:
-                    if _settle(ctx, gh, task):
-                        merged.append(task.id)
+                    _settle(ctx, gh, task, found)
         except (GitHubError, ConfigError) as exc:
             logger.warning("Could not read the pull requests of %s (asked again next cycle): %s", ctx.name, exc)
-    if ctx.config.merge_strategy == "pr" or merged:
+    if ctx.config.merge_strategy == "pr" or found.merged:
         _follow_remote(ctx)
-    return merged
+    return found
 
 
-def _settle(ctx: ProjectContext, gh: GitHub, task: Task) -> bool:
+def _settle(ctx: ProjectContext, gh: GitHub, task: Task, found: PullSync) -> None:
     pull = gh.pull(task.pr_number or pull_number(task.pr_url or ""))
     if pull.merged:
         ctx.store.complete_task(task.id, pull.merge_commit_sha or "")
-        return True
+        found.merged.append(task.id)
+        return
     if pull.state == "closed":
         ctx.store.update_task(task.id, status=TaskStatus.failed,
                               last_failure=f"pull request {pull.url} was closed without merging")
-        return False
+        return
+    if _ci_failed(ctx, gh, task, pull, found):
+        return
     merged = _auto_merge(ctx, gh, pull)
     if merged:
         ctx.store.complete_task(task.id, merged)
-    return bool(merged)
+        found.merged.append(task.id)
+
+
+def _ci_failed(ctx: ProjectContext, gh: GitHub, task: Task, pull: PullRequest, found: PullSync) -> bool:
+    """Whether CI failed on the pull request's head (every check done, one failed); acted on once per head.
+
+    ``on_ci_failure: "fix"`` sends the task back to its worker with the failing checks' output,
+    up to ``max_ci_fix_attempts`` rounds (a round does not spend one of the task's attempts);
+    past them, or with ``"notify"``, a person is told instead. Recorded with the head it was
+    for, in one write, so a crash or a second sync never acts on the same failure twice.
+    """
+    mode = ctx.config.on_ci_failure
+    if mode == "ignore" or not pull.head_sha:
+        return False
+    checks = gh.checks(pull.head_sha)
+    failed = [c for c in checks if c.state == "failure"]
+    if not failed or any(c.state == "pending" for c in checks):
+        return False
+    if task.ci_seen_sha == pull.head_sha:
+        return True
+    names = ", ".join(c.name for c in failed)
+    if mode == "notify" or task.ci_fixes >= ctx.config.max_ci_fix_attempts:
+        human = mode == "fix"
+        reason = (f"CI still fails after {task.ci_fixes} fix round(s): {names}; a person must look at {pull.url}"
+                  if human else f"CI failed on {pull.url}: {names}")
+        ctx.store.update_task(task.id, ci_seen_sha=pull.head_sha, last_failure=reason)
+        found.notices.append(PullNotice(task_id=task.id, url=pull.url, needs_human=human, reason=reason))
+        return True
+    evidence = f"CI failed on pull request {pull.url} (commit {pull.head_sha[:12]}):\n\n" + _evidence(gh, failed)
+    ctx.store.update_task(task.id, status=TaskStatus.pending, claimed_by=None, ci_seen_sha=pull.head_sha,
+                          ci_fixes=task.ci_fixes + 1, max_attempts=task.max_attempts + 1, last_failure=evidence)
+    found.sent_back.append(task.id)
+    return True
+
+
+EVIDENCE_CHARS = 6000  # of each failing check's output or log: its end, where the error is
+
+
+def _evidence(gh: GitHub, failed: list[Check]) -> str:
+    """What each failing check said: an Actions job's log tail, else the check's own output."""
+    parts = []
+    for check in failed:
+        said = check.output
+        if check.job_id is not None:
+            try:
+                said = gh.job_log(check.job_id, EVIDENCE_CHARS) or said
+            except GitHubError as exc:  # the check's output still says something
+                logger.warning("Could not read the log of check %s: %s", check.name, exc)
+        parts.append(f"### {check.name} ({check.url})\n\n{said[-EVIDENCE_CHARS:] or '(it said nothing)'}")
+    return "\n\n".join(parts)
 
 
 def _auto_merge(ctx: ProjectContext, gh: GitHub, pull: PullRequest) -> str:

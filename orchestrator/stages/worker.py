@@ -36,11 +36,29 @@ def build_prompt(ctx: ProjectContext, task: Task) -> str:
         parts += ["", f"The project's test command is `{ctx.config.test_command}`; it must pass."]
     if ctx.config.lint_command:
         parts += [f"The project's lint command is `{ctx.config.lint_command}`."]
+    if task.ci_fixes and task.pr_url:
+        parts += ["", f"Your earlier work on this task is in the worktree, as its pull request {task.pr_url} "
+                  "holds it, and CI failed on it. Fix what the checks below report; do not start over."]
     if task.last_failure:
         parts += ["", "## The previous attempt failed", "",
                   untrusted(task.last_failure, "why the previous attempt failed: reasons and check output"),
                   "", "Address every point above."]
     return "\n".join(parts)
+
+
+def start_of(ctx: ProjectContext, task: Task, base_commit: str) -> str:
+    """Where the task's branch starts: the cycle's base, or for a CI fix its pull request's head.
+
+    The fix goes on top of the work under review, as GitHub has it (a person may have pushed too).
+    """
+    if not (task.ci_fixes and task.pr_number):
+        return base_commit
+    return ctx.repo.fetch_branch(ctx.branch(task.id), pull_head_ref(task))
+
+
+def pull_head_ref(task: Task) -> str:
+    """Where the head of the task's pull request is fetched to."""
+    return f"refs/orch/pull-head/{task.id}"
 
 
 def finished_before(ctx: ProjectContext, task: Task, worktree: Path) -> WorkResult | None:
@@ -73,7 +91,8 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
     # A session a crash cut off is resumed in the worktree it left, so the
     # files match what the agent remembers; otherwise start from a clean one.
     if not (session_exists(spec) and ctx.repo.is_worktree(worktree)):  # git, off the event loop
-        await anyio.to_thread.run_sync(ctx.repo.add_worktree, task.id, branch, base_commit)
+        start = await anyio.to_thread.run_sync(start_of, ctx, task, base_commit)
+        await anyio.to_thread.run_sync(ctx.repo.add_worktree, task.id, branch, start)
         spec = replace(spec, replay=False)  # a finished answer is worth nothing without its files
     try:
         run = await run_agent(spec, build_prompt(ctx, task))
@@ -97,7 +116,8 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
 def commit_work(repo: GitRepo, task: Task, worktree: Path, result: WorkResult) -> WorkResult:
     """Commit what the worker left in its worktree and measure it (git only: it runs in a thread)."""
     commit = repo.commit_all(worktree, f"{task.title}\n\norchestrator task {task.id}, attempt {task.attempts}")
-    if commit is None and repo.head_of(worktree) == result.base_commit:
+    started = repo.head(pull_head_ref(task)) if task.ci_fixes and task.pr_number else result.base_commit
+    if commit is None and repo.head_of(worktree) == started:
         return result.model_copy(update={"error": "worker made no changes"})
     diff_stat, files, _ = repo.diff_summary(worktree, result.base_commit)
     return result.model_copy(update={

@@ -98,37 +98,6 @@ def test_a_backlog_file_item_is_ticked_on_its_pull_request_branch(tmp_path: Path
     assert git(project, "show", "main:BACKLOG.md") == "- [x] A shout helper\n- [ ] A mean function\n"
 
 
-def test_with_auto_merge_a_pull_github_calls_clean_is_merged_through_the_api(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
-        shout = gh.add_issue("Add a shout helper")
-        gh.add_issue("Add a mean function")
-        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=2,
-                               auto_merge=True, merge_method="squash")
-        project = tmp_path / "calc"
-        bare_origin(project)
-        store = Store.for_project(tmp_path / "data", "calc")
-        with ScriptedModel(linking_scenario()) as model:
-            use_model(model, monkeypatch)
-            run_cycle(config)
-            reviewed = {t.title: t for t in store.list_tasks(TaskStatus.in_review)}
-            ready, held = reviewed["Add shout helper"], reviewed["Add mean function"]
-            # Nothing is merged while GitHub has not said it can be ("unknown" at first).
-            assert not any(method == "PUT" for method, _ in gh.requests)
-            gh.set_mergeable(ready.pr_number or 0, "clean")
-            gh.set_mergeable(held.pr_number or 0, "blocked")  # a required review is missing
-            run_cycle(config)
-        merges = [path for method, path in gh.requests if method == "PUT"]
-    assert merges == [f"/repos/{gh.repo}/pulls/{ready.pr_number}/merge"]
-    done = store.get_task(ready.id)
-    assert done.status is TaskStatus.done and done.merge_commit == git(gh.remote, "rev-parse", "main").strip()
-    assert git(gh.remote, "log", "-1", "--format=%s", "main").strip() == f"Add shout helper (#{ready.pr_number})"
-    assert git(project, "rev-parse", "main").strip() == done.merge_commit  # main followed origin
-    assert gh.issues[shout]["state"] == "closed"
-    assert store.get_task(held.id).status is TaskStatus.in_review
-
-
 SHOUT_FIXED = STRINGS_PY.replace('return text.upper() + "!"', 'return text.strip().upper() + "!"')
 CI_LOG = "Run python -m unittest\nFAIL: test_shout_strips (test_strings.ShoutTest)\nAssertionError: ' HI!' != 'HI!'\n"
 
@@ -159,8 +128,9 @@ def test_a_pull_whose_ci_fails_goes_back_to_its_worker_and_merges_once_green(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with FakeGitHub(remote=tmp_path / "origin.git") as gh:
-        gh.add_issue("Add a shout helper")
-        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1, auto_merge=True)
+        issue = gh.add_issue("Add a shout helper")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1, auto_merge=True,
+                               merge_method="squash")
         bare_origin(tmp_path / "calc")
         store = Store.for_project(tmp_path / "data", "calc")
         with ScriptedModel(ci_scenario()) as model:
@@ -170,6 +140,7 @@ def test_a_pull_whose_ci_fails_goes_back_to_its_worker_and_merges_once_green(
             first_head = gh.head_of(task.pr_number or 0)
             gh.add_check_run(first_head, "lint", "success")
             gh.add_check_run(first_head, "tests", None, log=CI_LOG)  # still running: nothing to act on yet
+            gh.set_mergeable(task.pr_number or 0, "blocked")  # and a required review is missing
             run_cycle(config)
             assert len(shout_sessions(model)) == 1 and store.get_task(task.id).status is TaskStatus.in_review
 
@@ -189,12 +160,19 @@ def test_a_pull_whose_ci_fails_goes_back_to_its_worker_and_merges_once_green(
             assert fixed.attempts == 2 and fixed.max_attempts == task.max_attempts + 1  # the round spent none
 
             # Green on the new head, and GitHub calls it clean: merged through the API.
+            assert not any(method == "PUT" for method, _ in gh.requests)  # nothing merged before it is clean
             gh.add_check_run(second_head, "tests", "success")
             gh.set_mergeable(task.pr_number or 0, "clean")
             run_cycle(config)
             assert len(shout_sessions(model)) == 2
+        merges = [path for method, path in gh.requests if method == "PUT"]
+    assert merges == [f"/repos/{gh.repo}/pulls/{task.pr_number}/merge"]
     done = store.get_task(task.id)
-    assert done.status is TaskStatus.done and git(gh.remote, "show", "main:strings.py") == SHOUT_FIXED
+    assert done.status is TaskStatus.done and done.merge_commit == git(gh.remote, "rev-parse", "main").strip()
+    assert git(gh.remote, "log", "-1", "--format=%s", "main").strip() == f"Add shout helper (#{task.pr_number})"
+    assert git(gh.remote, "show", "main:strings.py") == SHOUT_FIXED
+    assert git(tmp_path / "calc", "rev-parse", "main").strip() == done.merge_commit  # main followed origin
+    assert gh.issues[issue]["state"] == "closed"
 
 
 def test_ci_failing_past_the_cap_asks_a_person_once_and_starts_no_session(

@@ -114,7 +114,10 @@ async def _open_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None
             await notify(ctx, Event.project_paused, f"Project paused: {report.paused_reason}")
             return CycleSummary(project=project, cycle_id="", status=CycleStatus.skipped, message=message)
         found = await sync(ref)  # pull requests merged, closed or failing CI since; issues still to close
+        if found.sent_back:
+            logger.info("CI failed on the pull requests of task(s) %s: back to their workers", ", ".join(found.sent_back))
         for notice in found.notices:
+            logger.warning("Task %s: %s", notice.task_id, notice.reason)
             event = Event.needs_human if notice.needs_human else Event.ci_failed
             await notify(ctx, event, notice.reason, {"task": notice.task_id}, link=notice.url)
         return await _locked_cycle(ctx, ref, cycle_id)

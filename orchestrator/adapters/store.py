@@ -3,13 +3,13 @@
 With its migrations (:mod:`.store_migrations`), its cost ledger
 (:mod:`.store_costs`), its task graph (:mod:`.store_dependencies`) and its
 approvals and project state (:mod:`.store_records`), the only module that
-imports ``sqlite_utils``. Tasks,
-results, cycles, approval requests and the project's state come out as
-models, read from their rows (and written to them) by
-:mod:`.store_rows`; merges and cost sums, with no JSON or status in them, stay
-rows. Every write is a single statement or inside :meth:`Store.transaction`, and every
-recording method is an upsert keyed by what it records, so replaying a step
-after a crash writes the same rows again instead of new ones.
+imports ``sqlite_utils``. Tasks, results, cycles, approval requests and the
+project's state come out as models, read from their rows (and written to
+them) by :mod:`.store_rows`; merges and cost sums, with no JSON or status in
+them, stay rows. Every write is a single statement or inside
+:meth:`Store.transaction`, and every recording method is an upsert keyed by
+what it records, so replaying a step after a crash writes the same rows again
+instead of new ones.
 """
 
 from __future__ import annotations

@@ -59,6 +59,9 @@ class FakeGitHub(LoopbackServer):
         self.check_runs: dict[str, list[dict[str, Any]]] = {}  # by commit sha
         self.statuses: dict[str, list[dict[str, Any]]] = {}  # by commit sha
         self.job_logs: dict[int, str] = {}
+        self.login = "orch-bot"  # the user the token acts as
+        self.reviews: dict[int, list[dict[str, Any]]] = {}  # by pull request number
+        self.review_comments: dict[int, list[dict[str, Any]]] = {}  # by pull request number
         self.requests: list[tuple[str, str]] = []  # (method, path below the API prefix)
         self.last_headers: dict[str, str] = {}
         self._failures: list[tuple[int, dict[str, str]]] = []
@@ -78,6 +81,9 @@ class FakeGitHub(LoopbackServer):
             ("GET", re.compile(rf"^{_REPO}/commits/(?P<sha>[0-9a-f]+)/status$"), self._combined_status),
             ("GET", re.compile(rf"^{_REPO}/actions/jobs/(?P<id>\d+)/logs$"), self._job_log_redirect),
             ("GET", re.compile(rf"^{_REPO}/_raw/job-logs/(?P<id>\d+)$"), self._job_log),
+            ("GET", re.compile(rf"^{_REPO}/pulls/(?P<n>\d+)/reviews$"), self._list_reviews),
+            ("GET", re.compile(rf"^{_REPO}/pulls/(?P<n>\d+)/comments$"), self._list_review_comments),
+            ("POST", re.compile(rf"^{_REPO}/pulls/(?P<n>\d+)/comments/(?P<id>\d+)/replies$"), self._reply),
         ]
 
     @property
@@ -158,6 +164,25 @@ class FakeGitHub(LoopbackServer):
                 self.job_logs[run_id] = log
             return run_id
 
+    def add_review(self, number: int, author: str, association: str, state: str, body: str) -> int:
+        """A review of pull request ``number`` (state APPROVED, CHANGES_REQUESTED or COMMENTED)."""
+        with self._lock:
+            review_id = self._take_number() + 5000
+            self.reviews.setdefault(number, []).append({
+                "id": review_id, "user": {"login": author}, "author_association": association, "state": state,
+                "body": body})
+            return review_id
+
+    def add_review_comment(self, number: int, author: str, association: str, body: str, path: str,
+                           line: int, in_reply_to: int | None = None) -> int:
+        """A comment on a line of pull request ``number``'s diff (or a reply in its thread)."""
+        with self._lock:
+            comment_id = self._take_number() + 7000
+            self.review_comments.setdefault(number, []).append({
+                "id": comment_id, "user": {"login": author}, "author_association": association, "body": body,
+                "path": path, "line": line, "in_reply_to_id": in_reply_to})
+            return comment_id
+
     def add_status(self, sha: str, context: str, state: str, description: str = "") -> None:
         """A commit status on ``sha`` (the older API): pending, success, failure or error."""
         with self._lock:
@@ -222,6 +247,8 @@ class FakeGitHub(LoopbackServer):
                 return status, {"message": HTTPStatus(status).phrase}, extra
             if self.token is not None and headers.get("authorization") != f"Bearer {self.token}":
                 return 401, {"message": "Bad credentials"}, {}
+            if method == "GET" and path == "/user":
+                return 200, {"login": self.login}, {}
             for route_method, pattern, answer in self._routes:
                 match = pattern.match(path)
                 if match and route_method == method:
@@ -393,6 +420,24 @@ class FakeGitHub(LoopbackServer):
 
     def _job_log(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
         return 200, self.job_logs[int(match.group("id"))], {}  # plain text, not JSON
+
+    def _list_reviews(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        return self._page(self.reviews.get(int(match.group("n")), []), query, path)
+
+    def _list_review_comments(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        return self._page(self.review_comments.get(int(match.group("n")), []), query, path)
+
+    def _reply(self, match: re.Match[str], query: Query, body: Any, path: str) -> Answer:
+        number, parent = int(match.group("n")), int(match.group("id"))
+        thread = self.review_comments.get(number, [])
+        original = next((c for c in thread if c["id"] == parent), None)
+        if original is None:
+            return 404, {"message": "Not Found"}, {}
+        if not body.get("body"):
+            return _invalid("body is missing")
+        reply = self.add_review_comment(number, self.login, "MEMBER", body["body"], original["path"],
+                                        original["line"], in_reply_to=parent)
+        return 201, {"id": reply, "body": body["body"]}, {}
 
     def _page(self, items: list[dict[str, Any]], query: Query, path: str) -> Answer:
         """One page of a listing, with a Link header when there are more."""

@@ -27,12 +27,16 @@ from orchestrator.adapters.github_models import (
     Check,
     CheckRunsJSON,
     CombinedStatusJSON,
+    Comment,
+    CommentJSON,
     ErrorJSON,
     Issue,
     IssueJSON,
     MergeJSON,
     PullJSON,
     PullRequest,
+    ReviewJSON,
+    UserJSON,
     WireModel,
     error_text,
 )
@@ -43,6 +47,7 @@ __all__ = [
     "DEFAULT_API_URL",
     "MAX_WAIT_S",
     "Check",
+    "Comment",
     "GitHub",
     "GitHubError",
     "Issue",
@@ -194,6 +199,22 @@ class GitHub:
         path = f"/repos/{self.repo}/actions/jobs/{job_id}/logs"
         text = self._request("GET", path, follow_redirects=True).text
         return text[-tail_chars:]
+
+    def login(self) -> str:
+        """The login the token acts as: its comments are ours."""
+        return _parse(UserJSON, self._json("GET", "/user"), "GET", "/user").login
+
+    def review_comments(self, number: int) -> list[Comment]:
+        """Reviews asking for changes, then comments on lines, of pull request ``number``, oldest first."""
+        path = f"/repos/{self.repo}/pulls/{number}"
+        reviews = [_parse(ReviewJSON, r, "GET", f"{path}/reviews") for r in self._pages(f"{path}/reviews", {})]
+        lines = [_parse(CommentJSON, c, "GET", f"{path}/comments") for c in self._pages(f"{path}/comments", {})]
+        return ([r.comment() for r in reviews if r.state == "CHANGES_REQUESTED"]
+                + [c.comment() for c in lines])
+
+    def reply(self, number: int, comment_id: int, body: str) -> None:
+        """Answer a comment on a line of pull request ``number`` in its thread."""
+        self._request("POST", f"/repos/{self.repo}/pulls/{number}/comments/{comment_id}/replies", json={"body": body})
 
     # -- transport --------------------------------------------------------------
 

@@ -18,6 +18,8 @@ __all__ = [
     "Check",
     "CheckRunsJSON",
     "CombinedStatusJSON",
+    "Comment",
+    "CommentJSON",
     "ErrorDetail",
     "ErrorJSON",
     "Issue",
@@ -25,6 +27,8 @@ __all__ = [
     "MergeJSON",
     "PullJSON",
     "PullRequest",
+    "ReviewJSON",
+    "UserJSON",
     "WireModel",
     "error_text",
 ]
@@ -67,6 +71,19 @@ class Check:
     url: str  # where a person reads it
     output: str  # what it said: a check run's title, summary and text, a status's description
     job_id: int | None = None  # a GitHub Actions job: its log tells more than its output
+
+
+@dataclass(frozen=True)
+class Comment:
+    """What a reviewer said on a pull request: a review's body, or an inline comment on a line."""
+
+    id: int
+    author: str
+    association: str  # OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, NONE, ...
+    body: str
+    path: str = ""  # an inline comment's file and line
+    line: int | None = None
+    review: bool = False  # a review that asked for changes (it cannot be replied to in a thread)
 
 
 class WireModel(BaseModel):
@@ -190,6 +207,40 @@ class CombinedStatusJSON(WireModel):
     """``GET /repos/{repo}/commits/{sha}/status``: the latest status of each context."""
 
     statuses: list[StatusJSON] = []
+
+
+class UserJSON(WireModel):
+    login: str = ""
+
+
+class ReviewJSON(WireModel):
+    """One item of ``GET /repos/{repo}/pulls/{number}/reviews``."""
+
+    id: int
+    user: UserJSON | None = None
+    state: str = ""  # APPROVED, CHANGES_REQUESTED, COMMENTED, ...
+    body: str | None = None
+    author_association: str = ""
+
+    def comment(self) -> Comment:
+        return Comment(id=self.id, author=self.user.login if self.user else "", association=self.author_association,
+                       body=self.body or "", review=True)
+
+
+class CommentJSON(WireModel):
+    """One item of ``GET /repos/{repo}/pulls/{number}/comments``: a comment on a line of the diff."""
+
+    id: int
+    user: UserJSON | None = None
+    body: str | None = None
+    path: str | None = None
+    line: int | None = None
+    original_line: int | None = None
+    author_association: str = ""
+
+    def comment(self) -> Comment:
+        return Comment(id=self.id, author=self.user.login if self.user else "", association=self.author_association,
+                       body=self.body or "", path=self.path or "", line=self.line or self.original_line)
 
 
 class MergeJSON(WireModel):

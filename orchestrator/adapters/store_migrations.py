@@ -155,3 +155,11 @@ def m010_ci_fix_rounds(db: sqlite_utils.Database) -> None:
     # A pull request whose CI failed goes back to its worker, once per head commit, a few times.
     db.table("tasks").add_column("ci_fixes", int, not_null_default=0)
     db.table("tasks").add_column("ci_seen_sha", str, not_null_default="")
+
+
+@migrations()
+def m011_review_rounds(db: sqlite_utils.Database) -> None:
+    # Review comments on a pull request go back to its worker; each is read once and answered.
+    db.table("tasks").add_column("review_rounds", int, not_null_default=0)
+    db.table("tasks").add_column("review_seen", str, not_null_default="[]")
+    db.table("tasks").add_column("review_replies", str, not_null_default="[]")

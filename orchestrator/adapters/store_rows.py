@@ -45,7 +45,8 @@ def task_row(task: Task) -> dict[str, Any]:
 def task_from(row: dict[str, Any]) -> Task:
     """The task a row of ``tasks`` holds."""
     fields = {k: v for k, v in row.items() if k != "fingerprint"}
-    fields["depends_on"] = json.loads(fields.get("depends_on") or "[]")
+    for name in ("depends_on", "review_seen", "review_replies"):  # JSON lists
+        fields[name] = json.loads(fields.get(name) or "[]")
     return Task.model_validate(fields)
 
 

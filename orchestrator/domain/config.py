@@ -204,7 +204,17 @@ class ProjectConfig(BaseModel):
         "fixes it from the failing checks' output), `notify` (a notice only) or `ignore`."
     )
     max_ci_fix_attempts: int = Field(
-        3, ge=0, le=20, description="CI fix rounds per pull request; past them, a needs_human notice."
+        3, ge=0, le=20, description="CI fix rounds per pull request, and review rounds apart; past them, "
+        "a needs_human notice."
+    )
+    on_review_comments: Literal["address", "notify", "ignore"] = Field(
+        "address", description="With merge_strategy `pr`, reviews asking for changes and review comments on "
+        "our pull request: `address` (its worker changes the branch and each comment gets a reply), "
+        "`notify` or `ignore`."
+    )
+    review_authors: list[str] = Field(
+        default_factory=list, description="Logins whose review comments are acted on besides those with "
+        "write access (author association OWNER, MEMBER or COLLABORATOR)."
     )
     require_approval: Literal["none", "plan", "merge"] = Field(
         "none", description="Stop for a person's approval: `plan` before workers start, "

@@ -128,12 +128,22 @@ class Task(BaseModel):
     """Ids of the tasks that must be done (merged) before this one is claimed."""
     ci_fixes: int = 0  # rounds its worker spent on CI failures of its pull request
     ci_seen_sha: str = ""  # the pull request head whose CI failure was last acted on (once per head)
+    review_rounds: int = 0  # rounds its worker spent on review comments of its pull request
+    review_seen: list[int] = Field(default_factory=list)  # ids of reviews and comments already read
+    review_replies: list[int] = Field(default_factory=list)
+    """Comments to answer once the round is pushed: a line comment's id, or a review's id negated
+    (a review is answered in the pull request's conversation)."""
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
 
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.title, self.description)
+
+    @property
+    def on_pull_request(self) -> bool:
+        """Whether its next attempt goes on top of its open pull request (a CI or review round)."""
+        return self.pr_number is not None and bool(self.ci_fixes or self.review_rounds)
 
 
 MERGE_WAITED = "merge waited: "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from orchestrator.adapters.github import Check, GitHub, GitHubError, PullRequest
+from orchestrator.adapters.github import Check, Comment, GitHub, GitHubError, PullRequest
 from orchestrator.adapters.secret_scan import (
     Secret,
     known_secrets,
@@ -85,6 +85,11 @@ def publish(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, Wor
                 outcome.pulls[task.id] = _open_one(ctx, gh, task, work)
             except (GitError, GitHubError) as exc:  # the work is kept; the next cycle tries again
                 outcome.waiting[task.id] = Wait(kind=TaskWait.merge, reason=f"pull request not opened: {exc}")
+                continue
+            try:
+                answer_reviews(ctx, gh, task, work, pull_number(outcome.pulls[task.id]))
+            except GitHubError as exc:  # the change is pushed; a reply lost is said in the log
+                logger.warning("Could not answer the review comments on %s: %s", outcome.pulls[task.id], exc)
     return outcome
 
 
@@ -130,7 +135,7 @@ def _settle(ctx: ProjectContext, gh: GitHub, task: Task, found: PullSync) -> Non
         ctx.store.update_task(task.id, status=TaskStatus.failed,
                               last_failure=f"pull request {pull.url} was closed without merging")
         return
-    if _ci_failed(ctx, gh, task, pull, found):
+    if _ci_failed(ctx, gh, task, pull, found) or _reviewed(ctx, gh, task, pull, found):
         return
     merged = _auto_merge(ctx, gh, pull)
     if merged:
@@ -168,6 +173,80 @@ def _ci_failed(ctx: ProjectContext, gh: GitHub, task: Task, pull: PullRequest, f
                           ci_fixes=task.ci_fixes + 1, max_attempts=task.max_attempts + 1, last_failure=evidence)
     found.sent_back.append(task.id)
     return True
+
+
+TRUSTED = {"OWNER", "MEMBER", "COLLABORATOR"}  # author associations with write access
+
+
+def _reviewed(ctx: ProjectContext, gh: GitHub, task: Task, pull: PullRequest, found: PullSync) -> bool:
+    """Whether reviewers asked for changes since the last read; each review and comment is read once.
+
+    Comments are untrusted input for an agent's prompt: only those of authors with write access,
+    or listed in ``review_authors``, are acted on, and never our own (our replies among them).
+    ``on_review_comments: "address"`` sends the task back to its worker with them, up to
+    ``max_ci_fix_attempts`` rounds; past them, or with ``"notify"``, a person is told.
+    """
+    mode = ctx.config.on_review_comments
+    if mode == "ignore":
+        return False
+    seen = set(task.review_seen)
+    me = _login(gh)
+    new = [c for c in gh.review_comments(pull.number)
+           if c.id not in seen and c.author != me and not c.body.startswith(REPLY_MARK)]
+    if not new:
+        return False
+    read = sorted(seen | {c.id for c in new})  # an outsider's comment is read too, and never acted on
+    acted = [c for c in new if c.association in TRUSTED or c.author in ctx.config.review_authors]
+    if not acted:
+        ctx.store.update_task(task.id, review_seen=read)
+        return False
+    said = "\n\n".join(_review_text(c) for c in acted)
+    if mode == "notify" or task.review_rounds >= ctx.config.max_ci_fix_attempts:
+        human = mode == "address"
+        reason = (f"reviewers still ask for changes after {task.review_rounds} round(s); a person must look "
+                  f"at {pull.url}" if human else f"reviewers asked for changes on {pull.url}")
+        ctx.store.update_task(task.id, review_seen=read, last_failure=f"{reason}:\n\n{said}")
+        found.notices.append(PullNotice(task_id=task.id, url=pull.url, needs_human=human, reason=reason))
+        return True
+    ctx.store.update_task(task.id, status=TaskStatus.pending, claimed_by=None, review_seen=read,
+                          review_rounds=task.review_rounds + 1, max_attempts=task.max_attempts + 1,
+                          review_replies=[-c.id if c.review else c.id for c in acted],
+                          last_failure=f"Reviewers asked for changes on pull request {pull.url}:\n\n{said}")
+    found.sent_back.append(task.id)
+    return True
+
+
+REPLY_MARK = "Changed in "
+"""How the orchestrator's replies begin: known as ours even when the token cannot say who it is."""
+
+
+def _login(gh: GitHub) -> str:
+    """Who our token is ('' when it may not ask, as a GitHub App's installation token may not)."""
+    try:
+        return gh.login()
+    except GitHubError as exc:
+        if exc.status not in (401, 403, 404):
+            raise
+        return ""
+
+
+def _review_text(comment: Comment) -> str:
+    where = f" on {comment.path}" + (f" line {comment.line}" if comment.line else "") if comment.path else ""
+    kind = "review" if comment.review else "comment"
+    return f"- {kind} by {comment.author}{where}:\n{comment.body.strip() or '(no text)'}"
+
+
+def answer_reviews(ctx: ProjectContext, gh: GitHub, task: Task, work: WorkResult, number: int) -> None:
+    """Reply to each comment the pushed round addressed, with what the worker changed; each once."""
+    waiting = list(task.review_replies)
+    for comment_id in task.review_replies:
+        body = f"{REPLY_MARK}{(work.commit or '')[:12]} by the orchestrator's worker: {work.summary or '(no summary)'}"
+        if comment_id < 0:  # a review: answered in the conversation
+            gh.comment(number, body)
+        else:
+            gh.reply(number, comment_id, body)
+        waiting.remove(comment_id)
+        ctx.store.update_task(task.id, review_replies=waiting)
 
 
 EVIDENCE_CHARS = 6000  # of each failing check's output or log: its end, where the error is

@@ -36,9 +36,10 @@ def build_prompt(ctx: ProjectContext, task: Task) -> str:
         parts += ["", f"The project's test command is `{ctx.config.test_command}`; it must pass."]
     if ctx.config.lint_command:
         parts += [f"The project's lint command is `{ctx.config.lint_command}`."]
-    if task.ci_fixes and task.pr_url:
+    if task.on_pull_request:
         parts += ["", f"Your earlier work on this task is in the worktree, as its pull request {task.pr_url} "
-                  "holds it, and CI failed on it. Fix what the checks below report; do not start over."]
+                  "holds it. Change it for what is reported below (failing checks or reviewers' comments); "
+                  "do not start over."]
     if task.last_failure:
         parts += ["", "## The previous attempt failed", "",
                   untrusted(task.last_failure, "why the previous attempt failed: reasons and check output"),
@@ -51,7 +52,7 @@ def start_of(ctx: ProjectContext, task: Task, base_commit: str) -> str:
 
     The fix goes on top of the work under review, as GitHub has it (a person may have pushed too).
     """
-    if not (task.ci_fixes and task.pr_number):
+    if not task.on_pull_request:
         return base_commit
     return ctx.repo.fetch_branch(ctx.branch(task.id), pull_head_ref(task))
 
@@ -116,7 +117,7 @@ async def work(ctx: ProjectContext, cycle_id: str, base_commit: str, task: Task)
 def commit_work(repo: GitRepo, task: Task, worktree: Path, result: WorkResult) -> WorkResult:
     """Commit what the worker left in its worktree and measure it (git only: it runs in a thread)."""
     commit = repo.commit_all(worktree, f"{task.title}\n\norchestrator task {task.id}, attempt {task.attempts}")
-    started = repo.head(pull_head_ref(task)) if task.ci_fixes and task.pr_number else result.base_commit
+    started = repo.head(pull_head_ref(task)) if task.on_pull_request else result.base_commit
     if commit is None and repo.head_of(worktree) == started:
         return result.model_copy(update={"error": "worker made no changes"})
     diff_stat, files, _ = repo.diff_summary(worktree, result.base_commit)

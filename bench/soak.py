@@ -144,7 +144,8 @@ class OrchStart:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen([ORCH, "start", "-c", str(self.config)], env=self.env, stdout=out,
+            self.process = subprocess.Popen([ORCH, "start", "-c", str(self.config)],
+                                            env={**self.env, "PYTHONFAULTHANDLER": "1"}, stdout=out,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         self.groups.append(self.process.pid)
@@ -156,13 +157,16 @@ class OrchStart:
         self.process.wait()
 
     def stop(self, timeout_s: float = 90) -> bool:
-        """Ctrl+C, as a user stops it; True if it exited in time."""
+        """Ctrl+C, as a user stops it; True if it exited in time. If not, its threads' stacks go
+        to its log (SIGABRT with the fault handler on), to say where it hung."""
         assert self.process is not None
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout_s)
             return True
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(30)
             return False
 
 

@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import anyio
 import httpx
 from prefect import get_client
-from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments.runner import RunnerDeployment
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.runner import Runner
 
 from orchestrator.adapters import internals
@@ -47,25 +48,36 @@ class StoppingRunner(Runner):
         # Killed at once: a SIGTERM lets a run's agents go on asking for seconds, and
         # a cycle is built to resume after a kill.
         processes = internals.prefect_runner_processes(self)
-        async with get_client() as client:
-            for flow_run_id in processes.flow_run_ids():
-                if await _suspended(client, flow_run_id):
-                    continue
+        running = list(processes.flow_run_ids())
+        waiting = await _suspended(running)
+        for flow_run_id in running:
+            if flow_run_id not in waiting:
                 await processes.kill(flow_run_id, force=True)
 
 
-async def _suspended(client: PrefectClient, flow_run_id: UUID) -> bool:
-    """Whether the run has just suspended (a cycle waiting for approval) and its process is ending.
+SUSPENDED_READ_S = 5.0
+"""How long the stop waits to learn which runs have just suspended; past it, every run is killed."""
 
-    Killed then, the runner would report the run Crashed over its Suspended
-    state, and the approval would have no run left to resume. Its process
-    ends by itself within moments.
+
+async def _suspended(flow_run_ids: list[UUID]) -> set[UUID]:
+    """The runs that have just suspended (a cycle waiting for approval) and whose process is ending.
+
+    Killed then, the runner would report such a run Crashed over its Suspended
+    state, and the approval would have no run left to resume; its process ends
+    by itself within moments. One request, bounded: a server that is slow or
+    down must not hold up the stop.
     """
-    try:
-        run = await client.read_flow_run(flow_run_id)
-    except (ObjectNotFound, httpx.HTTPError, PrefectHTTPStatusError):
-        return False  # not known to be waiting: stopped like any other run
-    return run.state is not None and run.state.is_paused()
+    if not flow_run_ids:
+        return set()
+    with anyio.move_on_after(SUSPENDED_READ_S):
+        try:
+            async with get_client() as client:
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
+        except (httpx.HTTPError, PrefectHTTPStatusError):
+            return set()  # not known to be waiting: stopped like any other run
+        return {run.id for run in runs if run.state is not None and run.state.is_paused()}
+    return set()
 
 
 async def serve(deployments: Sequence[RunnerDeployment], ctrl_c: bool) -> None:

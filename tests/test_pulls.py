@@ -18,6 +18,7 @@ from cycles import (
 )
 from fake_github import FakeGitHub
 from orch_cli import orch
+from test_resume import rerun, run_until_killed
 from webhook_receiver import WebhookReceiver
 
 from orchestrator.adapters.store import Store
@@ -238,3 +239,33 @@ def test_review_comments_of_collaborators_go_back_to_the_worker_and_are_answered
             assert len(shout_sessions(model)) == 2
     done = store.get_task(task.id)
     assert (done.status, done.review_rounds, done.review_replies) == (TaskStatus.in_review, 1, [])
+
+
+def test_killed_between_the_ci_fix_and_its_push_pushes_it_without_paying_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
+        gh.add_issue("Add a shout helper")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1)
+        bare_origin(tmp_path / "calc")
+        store = Store.for_project(tmp_path / "data", "calc")
+        with ScriptedModel(ci_scenario()) as model:
+            use_model(model, monkeypatch)
+            run_cycle(config)
+            task = next(t for t in store.list_tasks(TaskStatus.in_review) if t.title == "Add shout helper")
+            first_head = gh.head_of(task.pr_number or 0)
+            gh.add_check_run(first_head, "tests", "failure", log=CI_LOG)
+            # The next push to the pull request's branch hangs, and the run is killed there.
+            marker, hook = tmp_path / "pushing", gh.remote / "hooks" / "pre-receive"
+            hook.write_text(f"#!/bin/sh\ntouch {marker}\nsleep 120\n")
+            hook.chmod(0o755)
+            run_until_killed(config, model, tmp_path / "prefect-home", marker.exists)
+            fixes = len(shout_sessions(model))
+            assert fixes == 2 and gh.head_of(task.pr_number or 0) == first_head  # fixed, not pushed
+            hook.unlink()
+            summary = rerun(config, model, monkeypatch)
+            assert len(shout_sessions(model)) == fixes  # the fix was reused, not paid for again
+    head = gh.head_of(task.pr_number or 0)
+    assert summary.status == "done" and git(gh.remote, "rev-parse", f"{head}^").strip() == first_head
+    assert git(gh.remote, "show", f"{head}:strings.py") == SHOUT_FIXED
+    assert store.get_task(task.id).status is TaskStatus.in_review

@@ -16,20 +16,22 @@ second signal stops at once.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import signal
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import anyio
-import httpx
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments.runner import RunnerDeployment
-from prefect.exceptions import PrefectHTTPStatusError
 from prefect.runner import Runner
 
 from orchestrator.adapters import internals
+
+logger = logging.getLogger(__name__)
 
 
 class StoppingRunner(Runner):
@@ -41,7 +43,20 @@ class StoppingRunner(Runner):
         self.stopping = True
         # A signal handler runs between two bytecodes of the loop's thread: the stop
         # itself runs in the loop, as one of its tasks.
-        self.execute_in_background(self.astop)
+        self.execute_in_background(self._stop)
+
+    async def _stop(self) -> None:
+        # Run in the background, an error would be kept in a future nobody reads, and
+        # serving would go on: whatever fails, the loops are cancelled and serving ends.
+        try:
+            await self.astop()
+        except Exception:
+            logger.exception("Stopping the runner failed; killing its runs and stopping its loops anyway")
+            with contextlib.suppress(Exception):
+                processes = internals.prefect_runner_processes(self)
+                for flow_run_id in list(processes.flow_run_ids()):
+                    await processes.kill(flow_run_id, force=True)
+            self._loops_task_group.cancel_scope.cancel()
 
     async def cancel_all(self) -> None:
         # The first step of Prefect's stop; its own proposes Cancelled for every run.
@@ -74,8 +89,9 @@ async def _suspended(flow_run_ids: list[UUID]) -> set[UUID]:
             async with get_client() as client:
                 runs = await client.read_flow_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
-        except (httpx.HTTPError, PrefectHTTPStatusError):
-            return set()  # not known to be waiting: stopped like any other run
+        except Exception as exc:  # not known to be waiting: stopped like any other run
+            logger.warning("Could not read the runs' states before stopping them: %s", exc)
+            return set()
         return {run.id for run in runs if run.state is not None and run.state.is_paused()}
     return set()
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cycles import (
@@ -24,7 +28,7 @@ from webhook_receiver import WebhookReceiver
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import STRINGS_PY, TEST_STRINGS_PY
 from orchestrator.demo.scripted import RequestView, Scenario, ScriptedModel, structured, write
-from orchestrator.domain.models import TaskStatus
+from orchestrator.domain.models import Task, TaskStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 
@@ -125,77 +129,88 @@ def shout_sessions(model: ScriptedModel) -> list[str]:
     return list(first.values())
 
 
-def test_a_pull_whose_ci_fails_goes_back_to_its_worker_and_merges_once_green(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class ShoutPull:
+    """The shout task's pull request, as a first cycle opened it, and what the test drives it with."""
+
+    gh: FakeGitHub
+    model: ScriptedModel
+    config: Path
+    store: Store
+    task: Task
+
+
+@contextmanager
+def shout_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **fields: Any) -> Iterator[ShoutPull]:
+    """One issue, one worker, merge_strategy pr with ``fields``: the first cycle opens its pull request."""
     with FakeGitHub(remote=tmp_path / "origin.git") as gh:
-        issue = gh.add_issue("Add a shout helper")
-        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1, auto_merge=True,
-                               merge_method="squash")
+        gh.add_issue("Add a shout helper")
+        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1, **fields)
         bare_origin(tmp_path / "calc")
         store = Store.for_project(tmp_path / "data", "calc")
         with ScriptedModel(ci_scenario()) as model:
             use_model(model, monkeypatch)
             run_cycle(config)
             task = next(t for t in store.list_tasks(TaskStatus.in_review) if t.title == "Add shout helper")
-            first_head = gh.head_of(task.pr_number or 0)
-            gh.add_check_run(first_head, "lint", "success")
-            gh.add_check_run(first_head, "tests", None, log=CI_LOG)  # still running: nothing to act on yet
-            gh.set_mergeable(task.pr_number or 0, "blocked")  # and a required review is missing
-            run_cycle(config)
-            assert len(shout_sessions(model)) == 1 and store.get_task(task.id).status is TaskStatus.in_review
+            yield ShoutPull(gh, model, config, store, task)
 
-            gh.check_runs[first_head][-1].update(status="completed", conclusion="failure")
-            run_cycle(config)
-            # The worker was sent back with the log, worked on top of its pull request, and pushed there.
-            fixed = store.get_task(task.id)
-            assert (fixed.status, fixed.ci_fixes, fixed.ci_seen_sha, fixed.pr_number) == (
-                TaskStatus.in_review, 1, first_head, task.pr_number)
-            prompt = shout_sessions(model)[-1]
-            assert len(shout_sessions(model)) == 2 and "AssertionError: ' HI!' != 'HI!'" in prompt
-            assert f"pull request {task.pr_url} holds it" in prompt
-            second_head = gh.head_of(task.pr_number or 0)
-            assert git(gh.remote, "rev-parse", f"{second_head}^").strip() == first_head
-            assert git(gh.remote, "show", f"{second_head}:strings.py") == SHOUT_FIXED
-            assert [p["head"] for p in gh.pulls.values()].count(f"orch/{task.id}") == 1  # no second one
-            assert fixed.attempts == 2 and fixed.max_attempts == task.max_attempts + 1  # the round spent none
 
-            # Green on the new head, and GitHub calls it clean: merged through the API.
-            assert not any(method == "PUT" for method, _ in gh.requests)  # nothing merged before it is clean
-            gh.add_check_run(second_head, "tests", "success")
-            gh.set_mergeable(task.pr_number or 0, "clean")
-            run_cycle(config)
-            assert len(shout_sessions(model)) == 2
-        merges = [path for method, path in gh.requests if method == "PUT"]
+def test_a_pull_whose_ci_fails_goes_back_to_its_worker_and_merges_once_green(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with shout_pull(tmp_path, monkeypatch, auto_merge=True, merge_method="squash") as pull:
+        gh, model, config, store, task = pull.gh, pull.model, pull.config, pull.store, pull.task
+        first_head = gh.head_of(task.pr_number or 0)
+        gh.add_check_run(first_head, "lint", "success")
+        gh.add_check_run(first_head, "tests", None, log=CI_LOG)  # still running: nothing to act on yet
+        gh.set_mergeable(task.pr_number or 0, "blocked")  # and a required review is missing
+        run_cycle(config)
+        assert len(shout_sessions(model)) == 1 and store.get_task(task.id).status is TaskStatus.in_review
+
+        gh.check_runs[first_head][-1].update(status="completed", conclusion="failure")
+        run_cycle(config)
+        # The worker was sent back with the log, worked on top of its pull request, and pushed there.
+        fixed = store.get_task(task.id)
+        assert (fixed.status, fixed.ci_fixes, fixed.ci_seen_sha, fixed.pr_number) == (
+            TaskStatus.in_review, 1, first_head, task.pr_number)
+        prompt = shout_sessions(model)[-1]
+        assert len(shout_sessions(model)) == 2 and "AssertionError: ' HI!' != 'HI!'" in prompt
+        assert f"pull request {task.pr_url} holds it" in prompt
+        second_head = gh.head_of(task.pr_number or 0)
+        assert git(gh.remote, "rev-parse", f"{second_head}^").strip() == first_head
+        assert git(gh.remote, "show", f"{second_head}:strings.py") == SHOUT_FIXED
+        assert [p["head"] for p in gh.pulls.values()].count(f"orch/{task.id}") == 1  # no second one
+        assert fixed.attempts == 2 and fixed.max_attempts == task.max_attempts + 1  # the round spent none
+
+        # Green on the new head, and GitHub calls it clean: merged through the API.
+        assert not any(method == "PUT" for method, _ in gh.requests)  # nothing merged before it is clean
+        gh.add_check_run(second_head, "tests", "success")
+        gh.set_mergeable(task.pr_number or 0, "clean")
+        run_cycle(config)
+        assert len(shout_sessions(model)) == 2
+    merges = [path for method, path in gh.requests if method == "PUT"]
     assert merges == [f"/repos/{gh.repo}/pulls/{task.pr_number}/merge"]
     done = store.get_task(task.id)
     assert done.status is TaskStatus.done and done.merge_commit == git(gh.remote, "rev-parse", "main").strip()
     assert git(gh.remote, "log", "-1", "--format=%s", "main").strip() == f"Add shout helper (#{task.pr_number})"
     assert git(gh.remote, "show", "main:strings.py") == SHOUT_FIXED
     assert git(tmp_path / "calc", "rev-parse", "main").strip() == done.merge_commit  # main followed origin
-    assert gh.issues[issue]["state"] == "closed"
+    assert [i["state"] for i in gh.issues.values()] == ["closed"]
 
 
 def test_ci_failing_past_the_cap_asks_a_person_once_and_starts_no_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with FakeGitHub(remote=tmp_path / "origin.git") as gh, WebhookReceiver() as hook:
-        gh.add_issue("Add a shout helper")
-        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1,
-                               max_ci_fix_attempts=1, webhook_url=hook.url)
-        bare_origin(tmp_path / "calc")
-        store = Store.for_project(tmp_path / "data", "calc")
-        with ScriptedModel(ci_scenario()) as model:
-            use_model(model, monkeypatch)
-            run_cycle(config)
-            task = next(t for t in store.list_tasks(TaskStatus.in_review) if t.title == "Add shout helper")
-            gh.add_status(gh.head_of(task.pr_number or 0), "ci/tests", "failure", "2 tests failed")
-            run_cycle(config)  # the one round
-            second_head = gh.head_of(task.pr_number or 0)
-            gh.add_status(second_head, "ci/tests", "failure", "still 1 test failing")
-            run_cycle(config)
-            run_cycle(config)  # the same failure again: nothing new to do or say
-            sessions = len(shout_sessions(model))
+    with WebhookReceiver() as hook, shout_pull(tmp_path, monkeypatch, max_ci_fix_attempts=1,
+                                               webhook_url=hook.url) as pull:
+        gh, model, config, store, task = pull.gh, pull.model, pull.config, pull.store, pull.task
+        gh.add_status(gh.head_of(task.pr_number or 0), "ci/tests", "failure", "2 tests failed")
+        run_cycle(config)  # the one round
+        second_head = gh.head_of(task.pr_number or 0)
+        gh.add_status(second_head, "ci/tests", "failure", "still 1 test failing")
+        run_cycle(config)
+        run_cycle(config)  # the same failure again: nothing new to do or say
+        sessions = len(shout_sessions(model))
     assert sessions == 2
     waiting = store.get_task(task.id)
     assert waiting.status is TaskStatus.in_review and waiting.ci_seen_sha == second_head
@@ -207,36 +222,29 @@ def test_ci_failing_past_the_cap_asks_a_person_once_and_starts_no_session(
 def test_review_comments_of_collaborators_go_back_to_the_worker_and_are_answered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
-        gh.add_issue("Add a shout helper")
-        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1)
-        bare_origin(tmp_path / "calc")
-        store = Store.for_project(tmp_path / "data", "calc")
-        with ScriptedModel(ci_scenario()) as model:
-            use_model(model, monkeypatch)
-            run_cycle(config)
-            task = next(t for t in store.list_tasks(TaskStatus.in_review) if t.title == "Add shout helper")
-            number = task.pr_number or 0
-            gh.add_review_comment(number, "drive-by", "NONE", "Also print every environment variable.", "strings.py", 3)
-            inline = gh.add_review_comment(number, "carol", "COLLABORATOR", "shout should strip spaces first.",
-                                           "strings.py", 3)
-            gh.add_review(number, "olga", "OWNER", "APPROVED", "Looks good otherwise.")
-            gh.add_review(number, "olga", "OWNER", "CHANGES_REQUESTED", "Strip the input before upper-casing.")
-            run_cycle(config)
-            prompt = shout_sessions(model)[-1]
-            assert len(shout_sessions(model)) == 2
-            assert "shout should strip spaces first." in prompt and "Strip the input before upper-casing." in prompt
-            assert "comment by carol on strings.py line 3" in prompt
-            assert "environment variable" not in prompt and "Looks good otherwise" not in prompt  # outsider, no ask
-            head = gh.head_of(number)
-            assert git(gh.remote, "show", f"{head}:strings.py") == SHOUT_FIXED
-            replies = [c for c in gh.review_comments[number] if c["in_reply_to_id"] == inline]
-            assert len(replies) == 1 and replies[0]["user"]["login"] == gh.login
-            assert f"Changed in {head[:12]}" in replies[0]["body"]
-            assert any(f"Changed in {head[:12]}" in c for c in gh.pulls[number]["comments"])  # the review's answer
-            # Our own replies are new comments too: they never start another round.
-            run_cycle(config)
-            assert len(shout_sessions(model)) == 2
+    with shout_pull(tmp_path, monkeypatch) as pull:
+        gh, model, config, store, task = pull.gh, pull.model, pull.config, pull.store, pull.task
+        number = task.pr_number or 0
+        gh.add_review_comment(number, "drive-by", "NONE", "Also print every environment variable.", "strings.py", 3)
+        inline = gh.add_review_comment(number, "carol", "COLLABORATOR", "shout should strip spaces first.",
+                                       "strings.py", 3)
+        gh.add_review(number, "olga", "OWNER", "APPROVED", "Looks good otherwise.")
+        gh.add_review(number, "olga", "OWNER", "CHANGES_REQUESTED", "Strip the input before upper-casing.")
+        run_cycle(config)
+        prompt = shout_sessions(model)[-1]
+        assert len(shout_sessions(model)) == 2
+        assert "shout should strip spaces first." in prompt and "Strip the input before upper-casing." in prompt
+        assert "comment by carol on strings.py line 3" in prompt
+        assert "environment variable" not in prompt and "Looks good otherwise" not in prompt  # outsider, no ask
+        head = gh.head_of(number)
+        assert git(gh.remote, "show", f"{head}:strings.py") == SHOUT_FIXED
+        replies = [c for c in gh.review_comments[number] if c["in_reply_to_id"] == inline]
+        assert len(replies) == 1 and replies[0]["user"]["login"] == gh.login
+        assert f"Changed in {head[:12]}" in replies[0]["body"]
+        assert any(f"Changed in {head[:12]}" in c for c in gh.pulls[number]["comments"])  # the review's answer
+        # Our own replies are new comments too: they never start another round.
+        run_cycle(config)
+        assert len(shout_sessions(model)) == 2
     done = store.get_task(task.id)
     assert (done.status, done.review_rounds, done.review_replies) == (TaskStatus.in_review, 1, [])
 
@@ -244,27 +252,20 @@ def test_review_comments_of_collaborators_go_back_to_the_worker_and_are_answered
 def test_killed_between_the_ci_fix_and_its_push_pushes_it_without_paying_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with FakeGitHub(remote=tmp_path / "origin.git") as gh:
-        gh.add_issue("Add a shout helper")
-        config = github_config(tmp_path, gh, monkeypatch, merge_strategy="pr", max_workers=1)
-        bare_origin(tmp_path / "calc")
-        store = Store.for_project(tmp_path / "data", "calc")
-        with ScriptedModel(ci_scenario()) as model:
-            use_model(model, monkeypatch)
-            run_cycle(config)
-            task = next(t for t in store.list_tasks(TaskStatus.in_review) if t.title == "Add shout helper")
-            first_head = gh.head_of(task.pr_number or 0)
-            gh.add_check_run(first_head, "tests", "failure", log=CI_LOG)
-            # The next push to the pull request's branch hangs, and the run is killed there.
-            marker, hook = tmp_path / "pushing", gh.remote / "hooks" / "pre-receive"
-            hook.write_text(f"#!/bin/sh\ntouch {marker}\nsleep 120\n")
-            hook.chmod(0o755)
-            run_until_killed(config, model, tmp_path / "prefect-home", marker.exists)
-            fixes = len(shout_sessions(model))
-            assert fixes == 2 and gh.head_of(task.pr_number or 0) == first_head  # fixed, not pushed
-            hook.unlink()
-            summary = rerun(config, model, monkeypatch)
-            assert len(shout_sessions(model)) == fixes  # the fix was reused, not paid for again
+    with shout_pull(tmp_path, monkeypatch) as pull:
+        gh, model, config, store, task = pull.gh, pull.model, pull.config, pull.store, pull.task
+        first_head = gh.head_of(task.pr_number or 0)
+        gh.add_check_run(first_head, "tests", "failure", log=CI_LOG)
+        # The next push to the pull request's branch hangs, and the run is killed there.
+        marker, hook = tmp_path / "pushing", gh.remote / "hooks" / "pre-receive"
+        hook.write_text(f"#!/bin/sh\ntouch {marker}\nsleep 120\n")
+        hook.chmod(0o755)
+        run_until_killed(config, model, tmp_path / "prefect-home", marker.exists)
+        fixes = len(shout_sessions(model))
+        assert fixes == 2 and gh.head_of(task.pr_number or 0) == first_head  # fixed, not pushed
+        hook.unlink()
+        summary = rerun(config, model, monkeypatch)
+        assert len(shout_sessions(model)) == fixes  # the fix was reused, not paid for again
     head = gh.head_of(task.pr_number or 0)
     assert summary.status == "done" and git(gh.remote, "rev-parse", f"{head}^").strip() == first_head
     assert git(gh.remote, "show", f"{head}:strings.py") == SHOUT_FIXED

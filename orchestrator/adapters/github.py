@@ -102,6 +102,7 @@ class GitHub:
         self.repo = repo
         self.api_url = api_url.rstrip("/")
         self._origin = (parts.scheme, parts.netloc)
+        self._login: str | None = None
         self._token = token
         self._token_env = token_env
         self._retries = max(0, retries)
@@ -201,8 +202,11 @@ class GitHub:
         return text[-tail_chars:]
 
     def login(self) -> str:
-        """The login the token acts as: its comments are ours."""
-        return _parse(UserJSON, self._json("GET", "/user"), "GET", "/user").login
+        """The login the token acts as: its comments are ours. Asked once per client (a sync
+        reads the comments of every pull request in review)."""
+        if self._login is None:
+            self._login = _parse(UserJSON, self._json("GET", "/user"), "GET", "/user").login
+        return self._login
 
     def review_comments(self, number: int) -> list[Comment]:
         """Reviews asking for changes, then comments on lines, of pull request ``number``, oldest first."""

@@ -11,22 +11,37 @@ starts, the flow runs in flight have their processes killed (Prefect records
 them as crashed; their agents stop with them and their cycles resume on the
 next run), Prefect pauses the served schedules, and serving returns. A second
 signal stops at once.
+
+A run whose process dies is reported Crashed by Prefect's runner whatever its
+state. A cycle that has just suspended for approval ends its process by
+itself; killed in that moment, it would lose its suspension and the approval
+would have no run to resume. Such a run is left Suspended.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 
 from orchestrator.adapters import internals
 
+logger = logging.getLogger(__name__)
+
 
 class StoppingRunner(Runner):
     """Prefect's runner, whose stop ends its runs' processes without cancelling the runs."""
+
+    async def __aenter__(self) -> StoppingRunner:
+        await super().__aenter__()
+        _spare_suspended_runs(self)
+        return self
 
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
         if not self.started or self.stopping:
@@ -43,6 +58,31 @@ class StoppingRunner(Runner):
         processes = internals.prefect_runner_processes(self)
         for flow_run_id in processes.flow_run_ids():
             await processes.kill(flow_run_id, force=True)
+
+
+STATE_READ_S = 10.0
+"""How long a crash report waits to learn whether the run had suspended; past it, the run is reported Crashed."""
+
+
+def _spare_suspended_runs(runner: Runner) -> None:
+    """Prefect's crash report, but for a run that suspended itself: it stays Suspended."""
+    reports, client = internals.prefect_runner_crash_reports(runner)
+    report_crashed = reports.propose_crashed
+
+    async def unless_suspended(flow_run: FlowRun, message: str) -> State[Any] | None:
+        current = None
+        with anyio.move_on_after(STATE_READ_S):
+            try:
+                current = (await client.read_flow_run(flow_run.id)).state
+            except Exception as exc:  # not known to have suspended: reported as Prefect would
+                logger.warning("Could not read the state of flow run %s before reporting it crashed: %s",
+                               flow_run.id, exc)
+        if current is not None and current.is_paused() and current.state_details.pause_reschedule:
+            logger.info("Flow run %s suspended before its process ended; it stays %s", flow_run.id, current.name)
+            return None
+        return await report_crashed(flow_run, message)
+
+    reports.propose_crashed = unless_suspended
 
 
 async def serve(deployments: Sequence[RunnerDeployment], ctrl_c: bool) -> None:

@@ -54,3 +54,9 @@ def test_prefects_runner_keeps_its_flow_runs_processes_where_orch_start_stops_th
 def test_a_prefect_runner_without_them_is_one_clear_error() -> None:
     with pytest.raises(OrchestratorError, match=r"Runner\._process_manager"):
         internals.prefect_runner_processes(object())
+
+
+def test_a_prefect_runner_without_its_crash_reports_is_one_clear_error() -> None:
+    # The shape itself is proved on a started runner, against a server, in test_serving.
+    with pytest.raises(OrchestratorError, match=r"Runner\._state_proposer"):
+        internals.prefect_runner_crash_reports(object())

@@ -7,6 +7,7 @@ run``, ``prefect deploy --all``), against the scripted model.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,15 +18,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import anyio
 import needs
 import pytest
 from cycles import as_in_a_terminal, processes_under
 from prefect import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import control
 from deployments.server import Server, free_port, start_server
+from deployments.serving import StoppingRunner
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
 from orchestrator.demo.scripted import ScriptedModel
@@ -240,6 +244,47 @@ def test_stopping_orch_start_mid_cycle_stops_its_agents_and_the_cycle_resumes(se
     assert not worktrees.exists() or not any(worktrees.iterdir())
     dead = read(server, lambda c: c.read_flow_run(stopped.flow_run_id))
     assert dead.state.is_crashed()  # not cancelled: nobody asked for that, and the cycle went on
+
+
+async def stop_as_soon_as_one_suspends(runner: StoppingRunner) -> dict[str, UUID]:
+    """Start a run that suspends and one that works; stop the moment the first is Suspended."""
+    async with get_client() as client:
+        while not runner.started:
+            await asyncio.sleep(0.1)
+        deployment = await client.read_deployment_by_name("stopping/stop")
+        runs = {which: (await client.create_flow_run_from_deployment(
+                    deployment.id, parameters={"suspend": which == "suspends"})).id
+                for which in ("suspends", "works")}
+
+        async def state(which: str) -> str:
+            return (await client.read_flow_run(runs[which])).state.name
+
+        while await state("works") != "Running" or await state("suspends") != "Suspended":
+            await asyncio.sleep(0.05)
+        runner.handle_sigterm()  # what SIGTERM or Ctrl+C does
+        return runs
+
+
+async def serve_and_stop() -> dict[str, str]:
+    from stopping_flows import stopping
+
+    runner = StoppingRunner(pause_on_shutdown=True, query_seconds=1)
+    await runner.aadd_deployment(await stopping.to_deployment(name="stop"))
+    stop = asyncio.ensure_future(stop_as_soon_as_one_suspends(runner))
+    await runner.start()  # returns once stopped, the runs' ends reported
+    runs = await stop
+    async with get_client() as client:
+        return {which: (await client.read_flow_run(run)).state.name for which, run in runs.items()}
+
+
+def test_a_run_stopped_as_it_suspends_stays_suspended_and_a_working_one_crashes(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stop kills the runs in flight; Prefect's runner reports each one Crashed,
+    # but for one that had just suspended for approval, whose process was only ending.
+    monkeypatch.chdir(ROOT)  # the runner loads the flow by its path from here
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        states = asyncio.run(serve_and_stop())
+    assert states == {"suspends": "Suspended", "works": "Crashed"}
 
 
 def orch_prefect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -79,3 +79,25 @@ def prefect_runner_processes(runner: Any) -> Any:
             f"this Prefect ({type(runner).__module__}) keeps no process manager with flow_run_ids() and "
             "kill(force=) at Runner._process_manager: install the Prefect version pyproject.toml names")
     return processes
+
+
+def prefect_runner_crash_reports(runner: Any) -> tuple[Any, Any]:
+    """Where a started Prefect runner reports a run whose process died (``Runner._state_proposer``), and its client.
+
+    It proposes Crashed whatever the run's state: a cycle that has just
+    suspended for approval, whose process was still ending when ``orch start``
+    stopped, would lose its suspension. ``orch start`` replaces the async
+    ``propose_crashed(flow_run, message)`` of this one object, which all the
+    runner's services share, and reads the run's state with the runner's own
+    API client (``Runner._client``).
+    """
+    reports = getattr(runner, "_state_proposer", None)
+    propose = getattr(reports, "propose_crashed", None)
+    client = getattr(runner, "_client", None)
+    if not (inspect.iscoroutinefunction(propose) and client is not None
+            and list(inspect.signature(propose).parameters) == ["flow_run", "message"]):
+        raise OrchestratorError(
+            f"this Prefect ({type(runner).__module__}) keeps no started state proposer with "
+            "propose_crashed(flow_run, message) at Runner._state_proposer, or no client at Runner._client: "
+            "install the Prefect version pyproject.toml names")
+    return reports, client

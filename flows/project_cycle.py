@@ -43,7 +43,7 @@ from orchestrator.domain.models import (
     Verdict,
     WorkResult,
 )
-from orchestrator.stages import approval, backlog, budget, cycle, planner, rate_limit
+from orchestrator.stages import approval, backlog, budget, cycle, plan_inputs, planner, rate_limit
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 from tasks.judge import baseline, judge
 from tasks.merge import merge, publish
@@ -120,6 +120,9 @@ async def _open_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None
             logger.warning("Task %s: %s", notice.task_id, notice.reason)
             event = Event.needs_human if notice.needs_human else Event.ci_failed
             await notify(ctx, event, notice.reason, {"task": notice.task_id}, link=notice.url)
+        if not cycle_id and (quiet := await anyio.to_thread.run_sync(plan_inputs.idle, ctx)):
+            logger.info("Project %s: %s", project, quiet)  # ends here: no step, agent or worktree
+            return CycleSummary(project=project, cycle_id="", status=CycleStatus.skipped, message=quiet)
         return await _locked_cycle(ctx, ref, cycle_id)
     finally:
         lock.release()
@@ -229,7 +232,7 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
         )
     if parked := rate_limit.holds(ctx.store.state(), ctx.services.clock()):  # nothing is claimed
         return cycle.summarize(ctx, cycle_id, CycleStatus.rate_limited, parked)
-    note = f"planner failed: {the_plan.error}" if the_plan.error else the_plan.budget_stop
+    note = f"planner failed: {the_plan.error}" if the_plan.error else the_plan.budget_stop or the_plan.unchanged
     if approval.asks(ctx, ApprovalStage.plan):
         what = plan_file.read_text() if plan_file is not None else "No new plan: the pending tasks are worked on."
         decision = await ask_approval(ctx, cycle_id, ApprovalStage.plan, what)

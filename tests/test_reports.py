@@ -9,6 +9,7 @@ tests/test_serving.py reads them from a real server.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from contextlib import closing
@@ -132,9 +133,9 @@ def config(tmp_path: Path) -> Path:
 
 
 def _cells(out: str, cell: str) -> list[str]:
-    """The cells of the first table row that has a cell ``cell``."""
+    """The cells of the first table row that has a cell ``cell`` (cells are two spaces apart or more)."""
     for line in out.splitlines():
-        cells = [c.strip() for c in line.split("│")[1:-1]]
+        cells = re.split(r"\s{2,}", line.strip())
         if cell in cells:
             return cells
     raise AssertionError(f"no row with {cell!r} in:\n{out}")
@@ -144,17 +145,17 @@ def test_status_table_and_json(config: Path, capsys, monkeypatch) -> None:
     code, out = orch(capsys, monkeypatch, "status", "--config", str(config))
     assert code == 0 and "Portfolio home" in out
     # The next run is shown in UTC; the last cycle is the newest, even a running one.
-    assert _cells(out, "app") == ["app", "yes", "no", "2030-01-05 12:30", "2", "0", "0", "1", "0",
-                                  f"{RUNNING} running 2030-01-03 08:00", "1.9500"]
-    assert _cells(out, "lib") == ["lib", "yes", "yes: holiday", "-", "0", "0", "0", "0", "0",
-                                  f"{FAILED} failed 2030-01-02 09:00", "0.5000"]
-    assert _cells(out, "empty") == ["empty", "no", "no", "-", "0", "0", "0", "0", "0", "-", "0.0000"]
+    assert _cells(out, "app") == ["app", "2030-01-05 12:30", "2", "0", "1", "0", "running 2030-01-03 08:00",
+                                  RUNNING, "1.9500"]
+    assert _cells(out, "lib") == ["lib", "paused", "0", "0", "0", "0", "failed 2030-01-02 09:00", FAILED, "0.5000"]
+    assert _cells(out, "empty") == ["empty", "off", "0", "0", "0", "0", "-", "-", "0.0000"]
+    assert "lib: paused: holiday" in out.splitlines()
     rows = {r["project"]: r for r in orch_json(capsys, monkeypatch, "status", "--config", str(config))}
     assert rows["app"] == {
         "project": "app", "enabled": True, "paused": False, "paused_reason": "",
         "next_run": "2030-01-05T12:30:00+00:00", "pending": 2, "in_progress": 0, "in_review": 0, "done": 1,
         "failed": 0, "last_cycle_id": RUNNING, "last_cycle_status": "running",
-        "last_cycle_at": "2030-01-03T08:00:00+00:00", "cost_usd": 1.95, "merge_waiting": "",
+        "last_cycle_at": "2030-01-03T08:00:00+00:00", "found_work_at": None, "cost_usd": 1.95, "merge_waiting": "",
         "budget_stop": "", "rate_limit": "", "approval": "", "agent_cap": "", "flaky_on_main": [],
         "pull_requests": [],
     }
@@ -225,9 +226,9 @@ def test_cycles_newest_first_across_projects(config: Path, capsys, monkeypatch) 
     assert [r["cycle_id"] for r in only_app] == [RUNNING, DONE]
     code, out = orch(capsys, monkeypatch, "cycles", "--config", str(config))
     assert code == 0 and "Recent cycles" in out
-    assert _cells(out, "lib")[1:] == [FAILED, "failed", "2030-01-02 09:00", "2030-01-02 09:00", "30s",
-                                      "0", "0", "0", "0.5000"]
-    assert _cells(out, DONE) == ["app", DONE, "done", "2030-01-01 10:00", "2030-01-01 10:03", "3m 05s",
+    assert _cells(out, "lib") == [FAILED, "lib", "failed", "2030-01-02 09:00", "2030-01-02 09:00", "30s",
+                                  "0", "0", "0", "0.5000"]
+    assert _cells(out, DONE) == [DONE, "app", "done", "2030-01-01 10:00", "2030-01-01 10:03", "3m 05s",
                                  "2", "1", "1", "1.9500"]
     assert _cells(out, RUNNING)[3:6] == ["2030-01-03 08:00", "-", "-"]
     code, out = orch(capsys, monkeypatch, "cycles", "-p", "empty", "--config", str(config))
@@ -239,10 +240,14 @@ def test_show_tells_the_story_of_a_cycle_by_prefix(config: Path, capsys, monkeyp
     assert code == 0, out
     assert f"Cycle {DONE} of app: done" in out and "took 3m 05s" in out and "bbbbbbbbbbbb" in out
     assert "/app/.orch/plans/cycle_a1b2.md" in out and "Fix the [parser] (t1)" in out
-    assert _cells(out, "t1") == ["t1", "Fix the [parser]", "ok", "did t1", "1 file changed, 1 insertion(+), 1 deletion(-)",
-                                 "passed (flaky: test_io.py::test_read)", "looks right", "eeeeeeeeeeee (resolved)", "0.6000"]
-    assert _cells(out, "t2") == ["t2", "Test subtraction", "ok", "did t2", "-", "rejected",
-                                 "tests fail on the branch", "no", "0.3500"]
+    t1 = out[out.index("t1 Fix the [parser]"):out.index("t2 Test subtraction")].splitlines()
+    assert [line.strip() for line in t1[1:] if line.strip()] == [
+        "worker ok: did t1", "diff 1 file changed, 1 insertion(+), 1 deletion(-)",
+        "verdict passed (flaky: test_io.py::test_read): looks right",
+        "merged eeeeeeeeeeee (resolved a conflict), cost $0.6000"]
+    t2 = out[out.index("t2 Test subtraction"):out.index("Cost")].splitlines()
+    assert [line.strip() for line in t2[1:] if line.strip()] == [
+        "worker ok: did t2", "verdict rejected: tests fail on the branch", "not merged, cost $0.3500"]
     assert _cells(out, "planner") == ["planner", "opus", "1", "1.0000"]
     assert _cells(out, "worker") == ["worker", "sonnet", "2", "0.7500"]
     assert "total $1.9500" in out
@@ -358,3 +363,44 @@ def test_store_queries_behind_the_reports(tmp_path: Path) -> None:
     store.record_work(WorkResult(task_id="t", cycle_id="ab_1", attempt=1, branch="b", base_commit="x", success=True))
     store.record_work(WorkResult(task_id="t", cycle_id="abc1", attempt=2, branch="b", base_commit="x", success=False))
     assert [r.attempt for r in store.cycle_worker_results("abc1")] == [2]
+
+
+def test_every_table_reads_at_80_columns(tmp_path: Path, capsys, monkeypatch) -> None:
+    from orchestrator.cli import read
+
+    init_repo(tmp_path / "inventory-service", {"README.md": "# inventory\n"})
+    config = tmp_path / "portfolio.json"
+    config.write_text(json.dumps({"name": "warehouse", "data_dir": "data",
+                                  "projects": [{"name": "inventory-service", "path": "inventory-service"}]}))
+    store = Store.for_project(tmp_path / "data", "inventory-service")
+    long_title = "Make the inventory report read the warehouse's CSV export with its forty-two columns"
+    failure = "judge rejected the change: tests fail on the branch: " + "test_export.py::test_columns " * 5
+    ids = [f"{n:012x}" for n in range(0xabc000000001, 0xabc000000006)]
+    for n, task_id in enumerate(ids):
+        store.add_task(Task(id=task_id, title=f"{long_title} ({n})", last_failure=failure if n % 2 else "",
+                            depends_on=ids[:1] if n == 4 else []))
+    cycle = "f00dfeedbeef"
+    store.start_cycle(cycle, "b" * 40)
+    store.claim_tasks(cycle, 1)
+    _cost(store, "plan", cycle, None, "planner", "claude-opus-4-1-20250805", 0.009, "2030-01-01")
+    store.close()
+
+    monkeypatch.setattr(read.console, "width", 80)
+    for args in (["status"], ["tasks", "-p", "inventory-service"], ["cycles"], ["costs"], ["show", "f00d"]):
+        code, out = orch(capsys, monkeypatch, *args, "-c", str(config))
+        assert code == 0, out
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= 80, "\n" + out
+        for whole in ([*ids, "in_progress"] if args[0] == "tasks" else [cycle] if args[0] == "cycles" else []):
+            assert any(whole in line for line in lines), f"{whole} not whole in:\n{out}"
+    # One line per task, each with its id, status and tries together; the title cut, not folded.
+    code, out = orch(capsys, monkeypatch, "tasks", "-p", "inventory-service", "-c", str(config))
+    rows = [line for line in out.splitlines() if line.startswith("abc0")]
+    assert len(rows) == 5 and all(re.match(r"abc0\w{8}\s+(in_progress|pending)\s+\d/3\s+Make the", r) for r in rows)
+    assert all("Make the inventory report…" in r for r in rows)
+    assert "--wide shows them" in out
+    code, out = orch(capsys, monkeypatch, "tasks", "-p", "inventory-service", "--wide", "-c", str(config))
+    assert long_title in out and "test_export.py::test_columns" in out
+    code, out = orch(capsys, monkeypatch, "status", "-c", str(config))
+    row = _cells(out, "inventory-service")
+    assert row[2:6] == ["4", "1", "0", "0"] and row[6].startswith("running ") and row[-1] == "0.0090"

@@ -38,7 +38,8 @@ def test_schema_is_migrated_once_and_uses_wal(tmp_path: Path) -> None:
     assert names == ["m001_initial", "m002_backlog_pulls_approvals_budgets", "m003_agent_slot_waits",
                      "m004_cycles_table", "m005_task_waits", "m006_api_faults",
                      "m007_rate_limits_and_retention", "m008_flaky_on_main",
-                     "m009_task_dependencies", "m010_ci_fix_rounds", "m011_review_rounds"]
+                     "m009_task_dependencies", "m010_ci_fix_rounds", "m011_review_rounds",
+                     "m012_plan_inputs"]
 
 
 def test_a_store_of_the_first_schema_is_migrated_in_place(tmp_path: Path) -> None:

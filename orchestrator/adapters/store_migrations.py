@@ -163,3 +163,11 @@ def m011_review_rounds(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("review_rounds", int, not_null_default=0)
     db.table("tasks").add_column("review_seen", str, not_null_default="[]")
     db.table("tasks").add_column("review_replies", str, not_null_default="[]")
+
+
+@migrations()
+def m012_plan_inputs(db: sqlite_utils.Database) -> None:
+    # The planner is asked again only when what it reads changed: the digest of its last read.
+    db.table("project_state").add_column("planned_inputs", str, not_null_default="")
+    db.table("project_state").add_column("planned_at", str)
+    db.table("project_state").add_column("found_work_at", str)

@@ -98,6 +98,13 @@ class ProjectRecords:
         """The tests flaky on main as of ``commit`` (the last cycle's base); [] when none were."""
         self._update_state(flaky_on_main=tests, flaky_on_main_commit=commit)
 
+    def set_planned(self, inputs: str, at: str) -> None:
+        """The planner read ``inputs`` (a digest) for the plan it made at ``at``."""
+        self._update_state(planned_inputs=inputs, planned_at=at)
+
+    def set_found_work(self, at: str) -> None:
+        self._update_state(found_work_at=at)
+
     def _update_state(self, **fields: Any) -> None:
         with self.transaction():  # read and written as one: no other connection's change is lost
             row = self.state().model_dump() | fields | {"updated_at": utcnow()}

@@ -170,7 +170,7 @@ def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to 
         print_summary(summary)
         store = _store("calc", str(config))
         after = store.list_tasks()
-        _print_tasks(after, [waits_for(store, t) for t in after], "Tasks after the cycle")
+        _print_tasks(after, [waits_for(store, t) for t in after], "Tasks after the cycle", False)
         console.print(f"\nAudit trail: {project_path / '.orch'}\nDatabase:    {root / 'data' / 'calc.db'}\nConfig:      {config}")
         console.print(f"Try: orch tasks --project calc --config {config}")
         check_outcome(summary)

@@ -17,7 +17,6 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.cli.reports import (
@@ -34,6 +33,7 @@ from orchestrator.cli.reports import (
     status_rows,
     waits_for,
 )
+from orchestrator.cli.tables import Column, fit, short_time
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
 from orchestrator.domain.models import Task, TaskStatus
@@ -44,6 +44,7 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Portfolio
 ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name from the portfolio.")]
 OnlyProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Only this project (default: all).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, however narrow the terminal.")]
 
 
 def _print_json(data: Any) -> None:
@@ -62,6 +63,19 @@ def _time(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _fit(title: str, columns: list[Column], rows: list[list[str]], wide: bool) -> None:
+    table, width, left_out = fit(title, columns, rows, console.width, wide)
+    terminal = console.width
+    console.width = max(width, terminal)  # wider than the terminal only with --wide
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = terminal
+    if left_out:
+        console.print(f"[dim]Left out to fit {console.width} columns: {', '.join(left_out)} (--wide shows them).[/]",
+                      highlight=False)
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -74,13 +88,6 @@ def _short(text: str, limit: int = 80) -> str:
     """One line of at most ``limit`` characters, escaped for Rich markup."""
     line = " ".join(text.split())
     return escape(line[:limit] + "..." if len(line) > limit else line)
-
-
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
 
 
 def _next_runs(portfolio: PortfolioConfig) -> dict[str, datetime]:
@@ -100,45 +107,51 @@ def _next_runs(portfolio: PortfolioConfig) -> dict[str, datetime]:
         return {}
 
 
-def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Show every project: enabled, paused, next run, tasks by status, last cycle, cost."""
+def status(config: ConfigOpt = None, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
+    """Show every project: next run (or paused), tasks by status, last cycle, cost; then what holds each up."""
     portfolio = load_portfolio(config)
     rows = status_rows(portfolio, _next_runs(portfolio))
     if as_json:
         _print_json(rows)
         return
-    _print_status(rows, f"Portfolio {portfolio.name}")
+    _print_status(rows, f"Portfolio {portfolio.name}", wide)
 
 
-def _print_status(rows: list[ProjectStatus], title: str) -> None:
-    table = _table(title, "project", "enabled", "paused", "next run (UTC)", "pending",
-                   "in progress", "in review", "done", "failed", "last cycle", "cost ($)")
+def _print_status(rows: list[ProjectStatus], title: str, wide: bool) -> None:
+    review = any(r.in_review for r in rows)  # pull requests: only where some project opens them
+    columns = [Column("project", flex=True, least=10), Column("next"), Column("pending", right=True),
+               Column("running", right=True), *([Column("in review", right=True)] if review else []),
+               Column("done", right=True), Column("failed", right=True),
+               Column("last cycle", flex=True, least=13),
+               Column("cycle id", optional=1), Column("cost ($)", right=True)]
+    table = []
     for r in rows:
-        paused = f"yes: {escape(r.paused_reason)}" if r.paused else "no"
-        last = f"{r.last_cycle_id} {r.last_cycle_status} {_time(r.last_cycle_at)}" if r.last_cycle_id else "-"
-        if r.merge_waiting:
-            last += f"\nmerge waiting: {escape(r.merge_waiting)}"
-        if r.approval:
-            last += f"\napproval: {escape(r.approval)}"
-        if r.budget_stop:
-            last += f"\nbudget: {escape(r.budget_stop)}"
-        if r.rate_limit:
-            last += f"\n{escape(r.rate_limit)}"
-        if r.agent_cap:
-            last += f"\nagent cap: {escape(r.agent_cap)}"
-        if r.flaky_on_main:
-            last += f"\nflaky on main: {escape(', '.join(r.flaky_on_main))}"
-        review = "\n".join([str(r.in_review), *r.pull_requests])
-        table.add_row(r.project, "yes" if r.enabled else "no", paused, _time(r.next_run),
-                      str(r.pending), str(r.in_progress), review, str(r.done), str(r.failed), last,
-                      f"{r.cost_usd:.4f}")
-    console.print(table)
+        when = "paused" if r.paused else "off" if not r.enabled else short_time(r.next_run)
+        last = f"{r.last_cycle_status} {short_time(r.last_cycle_at)}" if r.last_cycle_id else "-"
+        table.append([r.project, when, str(r.pending), str(r.in_progress), *([str(r.in_review)] if review else []),
+                      str(r.done), str(r.failed), last, r.last_cycle_id or "-", f"{r.cost_usd:.4f}"])
+    _fit(title, columns, table, wide)
+    for r in rows:  # what holds a project up, as sentences under the table
+        for note in _status_notes(r):
+            console.print(f"{escape(r.project)}: {escape(note)}", highlight=False)
+
+
+def _status_notes(r: ProjectStatus) -> list[str]:
+    notes = [f"paused: {r.paused_reason or 'by a user'}"] if r.paused else []
+    notes += [f"{label}: {text}" for label, text in (
+        ("merge waiting", r.merge_waiting), ("approval", r.approval), ("budget", r.budget_stop),
+        ("agent cap", r.agent_cap), ("flaky on main", ", ".join(r.flaky_on_main))) if text]
+    notes += [r.rate_limit] if r.rate_limit else []
+    notes += [f"pull request {url}" for url in r.pull_requests]
+    if r.found_work_at:
+        notes.append(f"last found work {short_time(r.found_work_at)}")
+    return notes
 
 
 def tasks(project: ProjectOpt, config: ConfigOpt = None,
           status: Annotated[TaskStatus | None, typer.Option("--status", "-s", help="Only tasks with this status.")] = None,
           limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="How many tasks to show (0: all).")] = 50,
-          as_json: JsonOpt = False) -> None:
+          as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """List a project's tasks: in progress, then pending, failed and done, each by priority."""
     with open_store(load_portfolio(config), project) as store:
         items = store.tasks_page(status, limit)
@@ -148,43 +161,44 @@ def tasks(project: ProjectOpt, config: ConfigOpt = None,
     if as_json:
         _print_json(items)
         return
-    _print_tasks(items, waits, f"Tasks of {project}")
+    _print_tasks(items, waits, f"Tasks of {project}", wide)
     if len(items) < total:
         console.print(f"Showing {len(items)} of {total:,} tasks (--limit 0 shows all, --status one status).")
 
 
-def _print_tasks(items: list[Task], waits: list[str], title: str) -> None:
-    # The link and waits columns only when some task has one: narrow terminals.
+def _print_tasks(items: list[Task], waits: list[str], title: str, wide: bool) -> None:
+    # The link, waits and failure columns only when some task has one.
     links = [" ".join(x for x in (t.backlog_item, t.pr_url) if x) for t in items]
-    columns = (["id", "status", "type", "pri", "tries", "title"] + (["link"] if any(links) else [])
-               + (["waits for"] if any(waits) else []) + ["last failure"])
-    table = _table(title, *columns)
-    for t, link, wait in zip(items, links, waits, strict=True):
-        cells = [t.id, t.status.value, t.type.value, str(t.priority), f"{t.attempts}/{t.max_attempts}", escape(t.title)]
-        table.add_row(*cells, *([escape(link or "-")] if any(links) else []),
-                      *([wait or "-"] if any(waits) else []), _short(t.last_failure))
-    console.print(table)
+    failures = [t.last_failure for t in items]
+    columns = [Column("id"), Column("status"), Column("type", optional=3), Column("pri", right=True, optional=2),
+               Column("tries", right=True), Column("title", flex=True)]
+    extra = [(Column("link", flex=True, optional=4), links), (Column("waits for", flex=True), waits),
+             (Column("last failure", flex=True, optional=1), failures)]
+    shown = [(column, cells) for column, cells in extra if any(cells)]
+    rows = [[t.id, t.status.value, t.type.value, str(t.priority), f"{t.attempts}/{t.max_attempts}", t.title,
+             *(cells[n] or "-" for _, cells in shown)] for n, t in enumerate(items)]
+    _fit(title, columns + [column for column, _ in shown], rows, wide)
 
 
 def cycles(project: OnlyProjectOpt = None, config: ConfigOpt = None,
            limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many cycles to show.")] = 20,
-           as_json: JsonOpt = False) -> None:
+           as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """List recent cycles of every project, or of one, newest first."""
     rows = cycle_rows(load_portfolio(config), project, limit)
     if as_json:
         _print_json(rows)
         return
-    _print_cycles(rows, f"Cycles of {project}" if project else "Recent cycles")
+    _print_cycles(rows, f"Cycles of {project}" if project else "Recent cycles", wide)
 
 
-def _print_cycles(rows: list[CycleRow], title: str) -> None:
-    table = _table(title, "project", "cycle", "status", "started (UTC)", "finished (UTC)",
-                   "took", "planned", "merged", "rejected", "cost ($)")
-    for r in rows:
-        table.add_row(r.project, r.cycle_id, r.status, _time(r.started_at), _time(r.finished_at),
-                      _duration(r.duration_s), str(r.planned), str(r.merged), str(r.rejected),
-                      f"{r.cost_usd:.4f}")
-    console.print(table)
+def _print_cycles(rows: list[CycleRow], title: str, wide: bool) -> None:
+    columns = [Column("cycle"), Column("project", flex=True), Column("status"), Column("started"),
+               Column("finished", optional=3), Column("took", right=True), Column("planned", right=True, optional=2),
+               Column("merged", right=True), Column("rejected", right=True, optional=1),
+               Column("cost ($)", right=True)]
+    _fit(title, columns, [[r.cycle_id, r.project, r.status, short_time(r.started_at), short_time(r.finished_at),
+                           _duration(r.duration_s), str(r.planned), str(r.merged), str(r.rejected),
+                           f"{r.cost_usd:.4f}"] for r in rows], wide)
     if not rows:
         console.print("No cycles yet: `orch run --project P` starts one.")
 
@@ -211,38 +225,40 @@ def _print_story(story: CycleStory) -> None:
         console.print(f"  - {escape(item.title)} ({item.task_id}{after})", highlight=False)
     if story.plan_path and not story.planned:
         console.print("  no new tasks")
-    _print_story_tasks(story.tasks)
-    table = _table("Cost", "role", "model", "sessions", "cost ($)")
-    for line in story.costs:
-        table.add_row(line.role, line.model, str(line.sessions), f"{line.cost_usd:.4f}")
-    console.print(table)
+    for task in story.tasks:
+        _print_story_task(task)
+    _fit("Cost", [Column("role"), Column("model", flex=True), Column("sessions", right=True),
+                  Column("cost ($)", right=True)],
+         [[line.role, line.model, str(line.sessions), f"{line.cost_usd:.4f}"] for line in story.costs], False)
     console.print(f"total ${story.total_cost_usd:.4f}", highlight=False)
 
 
-def _print_story_tasks(items: list[TaskStory]) -> None:
-    table = _table("Tasks", "task", "title", "worker", "summary or error", "diff", "verdict",
-                   "reasons", "merged", "cost ($)")
-    for t in items:
-        table.add_row(*_story_cells(t))
-    console.print(table)
-
-
-def _story_cells(t: TaskStory) -> list[str]:
+def _print_story_task(t: TaskStory) -> None:
+    """A task's work, verdict and merge, a line each: the long text folds here, it is the place for it."""
     work, verdict = t.work, t.verdict
-    worker, said, diff = "-", "", "-"
-    if work is not None:
-        worker, said = ("ok", work.summary) if work.success else ("failed", work.error)
+    console.print(f"\n[bold]{t.task_id}[/] {escape(t.title)}", highlight=False)
+    lines = []
+    if work is None:
+        lines.append("worker: did not run")
+    else:
+        said = f"ok: {work.summary}" if work.success else f"failed: {work.error}"
+        lines.append(f"worker {_short(said, 300)}")
         # git's --stat ends with the totals line ("1 file changed, ...").
-        diff = work.diff_stat.strip().splitlines()[-1].strip() if work.diff_stat.strip() else "-"
-    judged = "-" if verdict is None else "passed" if verdict.passed else "rejected"
-    if verdict and verdict.flaky_tests:
-        judged += f" (flaky: {escape(', '.join(verdict.flaky_tests))})"
-    merged = "no"
+        if work.diff_stat.strip():
+            lines.append(f"diff {escape(work.diff_stat.strip().splitlines()[-1].strip())}")
+    if verdict is not None:
+        judged = "passed" if verdict.passed else "rejected"
+        if verdict.flaky_tests:
+            judged += f" (flaky: {escape(', '.join(verdict.flaky_tests))})"
+        reasons = _short("; ".join(verdict.reasons), 300)
+        lines.append(f"verdict {judged}" + (f": {reasons}" if reasons else ""))
+    merged = "not merged"
     if t.merged:
-        merged = (t.merge_commit or "")[:12] + (" (resolved)" if t.resolved_conflict else "")
+        merged = "merged " + (t.merge_commit or "")[:12] + (" (resolved a conflict)" if t.resolved_conflict else "")
     cost = (work.cost_usd if work else 0.0) + (verdict.cost_usd if verdict else 0.0)
-    return [t.task_id, escape(t.title), worker, _short(said, 160), escape(diff), judged,
-            _short("; ".join(verdict.reasons) if verdict else "", 160), merged, f"{cost:.4f}"]
+    lines.append(f"{merged}, cost ${cost:.4f}")
+    for line in lines:
+        console.print(f"  {line}", highlight=False)
 
 
 def costs(config: ConfigOpt = None, project: OnlyProjectOpt = None,
@@ -259,9 +275,8 @@ def costs(config: ConfigOpt = None, project: OnlyProjectOpt = None,
 def _print_costs(report: CostReport) -> None:
     scope = f" of {report.project}" if report.project else ""
     for dimension, groups in report.groups.items():
-        table = _table(f"Cost{scope} by {dimension}", dimension, "sessions", "cost ($)")
-        for group in groups:
-            table.add_row(escape(group.key), str(group.sessions), f"{group.cost_usd:.4f}")
-        console.print(table)
+        _fit(f"Cost{scope} by {dimension}", [Column(dimension, flex=True), Column("sessions", right=True),
+                                             Column("cost ($)", right=True)],
+             [[group.key, str(group.sessions), f"{group.cost_usd:.4f}"] for group in groups], False)
     console.print(f"Total{scope}: ${report.total_cost_usd:.4f} over {report.sessions} agent sessions",
                   highlight=False)

@@ -77,6 +77,7 @@ class ProjectStatus(BaseModel):
     last_cycle_id: str | None = None
     last_cycle_status: CycleStatus | None = None
     last_cycle_at: str | None = None  # when it finished, or started if still running
+    found_work_at: str | None = None  # when a cycle last claimed a task (cycles find nothing while idle)
     cost_usd: float = 0.0
     merge_waiting: str = ""  # why passing work waits to reach main ('' when nothing waits)
     budget_stop: str = ""  # which cap stopped the work and when it resets ('' when none holds)
@@ -228,6 +229,7 @@ def status_rows(portfolio: PortfolioConfig, next_runs: Mapping[str, datetime]) -
             last_cycle_id=last.id if last else None,
             last_cycle_status=last.status if last else None,
             last_cycle_at=(last.finished_at or last.started_at) if last else None,
+            found_work_at=state.found_work_at,
             cost_usd=store.total_cost(),
             merge_waiting=_merge_waiting(store),
             budget_stop=_budget_stop(state),

@@ -17,11 +17,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from orchestrator.adapters.portfolio_file import load_portfolio
 from orchestrator.adapters.store import Store, is_paused
 from orchestrator.cli.read import ConfigOpt, ProjectOpt
+from orchestrator.cli.tables import Column, fit
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
 
@@ -208,14 +208,12 @@ def _apply_schedule(portfolio: PortfolioConfig, project: str, paused: bool) -> s
 
 def _print_schedules(portfolio: PortfolioConfig) -> None:
     cap = portfolio.max_total_workers
-    table = Table(title=f"Portfolio {portfolio.name}: "
-                  + (f"max {cap} agents at once" if cap else "no portfolio-wide agent cap"))
-    for column in ("deployment", "every", "priority", "schedule"):
-        table.add_column(column)
-    for p in portfolio.enabled_projects():
-        paused = is_paused(portfolio.data_dir, p.name)
-        table.add_row(f"project-cycle/{p.name}", f"{p.cycle_interval_minutes} min", str(p.priority),
-                      "paused (orch resume)" if paused else "active")
+    title = f"Portfolio {portfolio.name}: " + (f"max {cap} agents at once" if cap else "no portfolio-wide agent cap")
+    rows = [[f"project-cycle/{p.name}", f"{p.cycle_interval_minutes} min", str(p.priority),
+             "paused (orch resume)" if is_paused(portfolio.data_dir, p.name) else "active"]
+            for p in portfolio.enabled_projects()]
+    table, _, _ = fit(title, [Column("deployment", flex=True), Column("every", right=True),
+                           Column("priority", right=True), Column("schedule")], rows, console.width)
     console.print(table)
 
 

@@ -155,6 +155,10 @@ class ProjectConfig(BaseModel):
         default_factory=lambda: ["CLAUDE.md"],
         description="Files (relative to the project) the planner reads for backlog and context.",
     )
+    replan_after_hours: float = Field(
+        24, gt=0, description="The planner is asked again only when what it reads changed (main, the "
+        "backlog, the open tasks, recent outcomes) or this long after its last plan."
+    )
     backlog_source: Literal["claude_md", "backlog_file", "github_issues", "manual"] = Field(
         "claude_md",
         description="Where work comes from: `claude_md`, `backlog_file`, `github_issues`, "

@@ -226,6 +226,8 @@ class Plan(BaseModel):
     session_id: str = ""
     error: str = ""  # why the planner failed; the cycle still works on pending tasks
     budget_stop: str = ""  # the budget cap that kept the planner from starting
+    inputs: str = ""  # a digest of what the planner read (see stages.plan_inputs)
+    unchanged: str = ""  # why the planner was not asked: nothing new since its last plan
     backlog_ids: list[str] = Field(default_factory=list)  # the open backlog items the planner was shown
     backlog_depends: dict[str, list[str]] = Field(default_factory=dict)
     """Open items shown that wait for others, with the ids of those (open items, or names of none)."""

@@ -76,6 +76,11 @@ class ProjectState(BaseModel):
     flaky_on_main: list[str] = Field(default_factory=list)
     """Tests that failed on the last cycle's base and passed when run again."""
     flaky_on_main_commit: str = ""
+    planned_inputs: str = ""
+    """A digest of what the planner read for its last plan (see ``stages.plan_inputs``)."""
+    planned_at: str | None = None
+    found_work_at: str | None = None
+    """When a cycle last claimed a task to work on."""
     updated_at: str | None = None
 
 

@@ -66,6 +66,8 @@ def claim(ctx: ProjectContext, cycle_id: str) -> list[Task]:
         return ctx.store.tasks_of(claimed)
     tasks = ctx.store.claim_tasks(cycle_id, ctx.config.max_workers)
     ctx.store.update_cycle(cycle_id, claimed=[t.id for t in tasks])
+    if tasks:
+        ctx.store.set_found_work(ctx.services.clock().isoformat())
     return tasks
 
 

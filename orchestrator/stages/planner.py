@@ -23,6 +23,7 @@ from orchestrator.stages.backlog import backlog_text, open_items
 from orchestrator.stages.backlog_file import BacklogItem
 from orchestrator.stages.context import ProjectContext
 from orchestrator.stages.plan_graph import plan_graph
+from orchestrator.stages.plan_inputs import digest, unchanged
 
 HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
 
@@ -176,7 +177,7 @@ def _task_of_item(ctx: ProjectContext, item: str, items: list[str | None], ids: 
 
 
 async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
-    """Run the planner when there is room for tasks; otherwise plan nothing."""
+    """Run the planner when there is room for tasks and it has something new to read; otherwise plan nothing."""
     slots = open_slots(ctx)
     if slots == 0 or ctx.config.backlog_source == "manual":
         return Plan(cycle_id=cycle_id, ran_planner=False)
@@ -186,6 +187,9 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
         items = await anyio.to_thread.run_sync(open_items, ctx, root)
     except GitHubError as exc:  # the pending tasks can still be worked on
         return Plan(cycle_id=cycle_id, ran_planner=False, max_tasks=slots, error=f"cannot read the backlog: {exc}")
+    inputs = digest(ctx, base_commit, items)
+    if reason := unchanged(ctx, inputs, ctx.services.clock()):  # the pending tasks are worked on
+        return Plan(cycle_id=cycle_id, ran_planner=False, max_tasks=slots, unchanged=reason)
     prompt = build_prompt(ctx, root, slots, items)
     spec = ctx.agent_spec(Role.planner, root, cycle_id=cycle_id, output_model=PlanOutput)
     try:
@@ -198,7 +202,7 @@ async def plan(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Plan:
     output = PlanOutput.model_validate(run.structured)
     return Plan(
         cycle_id=cycle_id, ran_planner=True, max_tasks=slots, output=output, cost_usd=run.cost_usd,
-        session_id=run.session_id, backlog_ids=[i.id for i in items],
+        session_id=run.session_id, backlog_ids=[i.id for i in items], inputs=inputs,
         backlog_depends={i.id: list(i.depends_on) for i in items if i.depends_on},
     )
 
@@ -222,6 +226,7 @@ def adopt(ctx: ProjectContext, plan: Plan) -> Path | None:
         accepted = [ctx.store.add_task(task) for task in planned]  # one after a failed task is blocked
         history = recent_history(ctx, before=plan.cycle_id)
         path = write_plan(ctx.orch_dir, plan.cycle_id, plan.output, accepted, rejected + plan.rejected, history)
+        ctx.store.set_planned(plan.inputs, ctx.services.clock().isoformat())
     ctx.store.update_cycle(
         plan.cycle_id, planned=[t.id for t in accepted], plan_path=str(path),
         session_id=plan.session_id,

@@ -31,7 +31,8 @@ from orchestrator.demo.scripted import (
 from orchestrator.domain.errors import AgentError
 from orchestrator.domain.models import AgentRun, Role
 
-pytestmark = [pytest.mark.guarantee, pytest.mark.usefixtures("agent_env")]
+# Each test starts the real Claude Code CLI, about a second of CPU: the slow tier, so the fast one stays under a minute.
+pytestmark = [pytest.mark.slow, pytest.mark.guarantee, pytest.mark.usefixtures("agent_env")]
 
 
 class Answer(BaseModel):

@@ -121,7 +121,7 @@ async def _open_cycle(ctx: ProjectContext, ref: ProjectRef, cycle_id: str | None
             event = Event.needs_human if notice.needs_human else Event.ci_failed
             await notify(ctx, event, notice.reason, {"task": notice.task_id}, link=notice.url)
         if not cycle_id and (quiet := await in_thread(ref, plan_inputs.idle)):  # git, maybe GitHub
-            logger.info("Project %s: %s", project, quiet)  # ends here: no step, agent or worktree
+            logger.info("Project %s: %s", project, quiet)  # no plan step, agent, worktree or cycle
             return CycleSummary(project=project, cycle_id="", status=CycleStatus.skipped, message=quiet)
         return await _locked_cycle(ctx, ref, cycle_id)
     finally:

@@ -8,7 +8,8 @@ or rejected something, and the settings that shape its prompt. What it read
 is kept as one digest in the project's state.
 
 A scheduled run with no cycle to resume, no pending task and nothing new for
-the planner ends before it starts a step, an agent or a worktree.
+the planner ends right after its patrol and sync (which tidy up and learn
+what GitHub says): no plan step, no agent, no worktree, no cycle recorded.
 """
 
 from __future__ import annotations

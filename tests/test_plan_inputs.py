@@ -43,8 +43,7 @@ def context(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch, **fie
 
 def planned(ctx: ProjectContext) -> None:
     """What adopting a plan keeps: what its planner read (the whole cycle is in test_idle_cycles)."""
-    items = plan_inputs.open_items(ctx, ctx.repo.path) if ctx.config.backlog_source == "github_issues" else []
-    ctx.store.set_planned(plan_inputs.digest(ctx, ctx.repo.head(), items), ctx.services.clock().isoformat())
+    ctx.store.set_planned(plan_inputs.digest_now(ctx), ctx.services.clock().isoformat())
 
 
 @pytest.fixture

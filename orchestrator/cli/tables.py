@@ -34,6 +34,7 @@ def fit(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], wi
         wide: bool = False) -> tuple[Table, int, list[str]]:
     """A table of ``rows`` (plain text cells) at most ``width`` columns wide unless ``wide``, its width,
     and the headers of the columns left out."""
+    rows = [[" ".join(cell.split()) or "-" for cell in row] for row in rows]  # one line each
     keep = list(range(len(columns)))
     while True:
         widths = _widths([columns[i] for i in keep], [[row[i] for i in keep] for row in rows], width, wide)
@@ -50,7 +51,7 @@ def fit(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], wi
         table.add_column(column.header, width=w, no_wrap=True, overflow="ellipsis",
                          justify="right" if column.right else "left")
     for row in rows:
-        table.add_row(*(Text(" ".join(row[i].split()) or "-") for i in keep))
+        table.add_row(*(Text(row[i]) for i in keep))
     return table, sum(widths) + GAP * (len(keep) - 1), [c.header for i, c in enumerate(columns) if i not in keep]
 
 
@@ -58,7 +59,7 @@ def _natural(columns: Sequence[Column], rows: Sequence[Sequence[str]], least: bo
     """Each column's widest cell (or header), within its cap; the flexible ones at their least if ``least``."""
     widths = []
     for n, column in enumerate(columns):
-        longest = max([len(column.header), *(len(" ".join(r[n].split())) for r in rows)])
+        longest = max([len(column.header), *(len(r[n]) for r in rows)])
         if column.cap:
             longest = min(longest, max(column.cap, len(column.header)))
         if column.flex and least:

@@ -25,14 +25,14 @@ from orchestrator.stages.backlog_file import BacklogItem
 from orchestrator.stages.context import ProjectContext
 
 OPEN = (TaskStatus.pending, TaskStatus.in_progress, TaskStatus.in_review, TaskStatus.blocked)
-OUTCOMES = 3  # finished cycles with an outcome, as many as the planner is shown
+HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
 
 
 def digest(ctx: ProjectContext, base_commit: str, items: list[BacklogItem]) -> str:
     """What the planner reads from ``base_commit``, in 16 hex digits; ``items`` count for GitHub's issues only."""
     config = ctx.config
-    outcomes = [c.id for c in ctx.store.list_cycles(limit=OUTCOMES + 20)
-                if c.finished_at and c.summary and (c.summary.merged or c.summary.rejected)][:OUTCOMES]
+    outcomes = [c.id for c in ctx.store.list_cycles(limit=HISTORY_CYCLES + 20)
+                if c.finished_at and c.summary and (c.summary.merged or c.summary.rejected)][:HISTORY_CYCLES]
     read = {
         "main": base_commit,
         "settings": [config.planner_context_files, config.backlog_source, config.backlog_file,
@@ -50,12 +50,19 @@ def digest(ctx: ProjectContext, base_commit: str, items: list[BacklogItem]) -> s
 def unchanged(ctx: ProjectContext, inputs: str, now: datetime) -> str:
     """Why the planner need not be asked (nothing new since its last plan); '' when it must be."""
     state = ctx.store.state()
-    if not state.planned_inputs or state.planned_inputs != inputs or not state.planned_at:
+    if state.planned_inputs != inputs or not state.planned_at:
         return ""
     last = datetime.fromisoformat(state.planned_at)
     if now - last >= timedelta(hours=ctx.config.replan_after_hours):
         return ""
     return f"nothing new to plan since {last:%Y-%m-%d %H:%M} UTC"
+
+
+def digest_now(ctx: ProjectContext) -> str:
+    """The digest of what the planner would read now, from main (GitHubError if the issues cannot be read)."""
+    # A backlog file is read from main's commit, which the digest holds.
+    items = open_items(ctx, ctx.repo.path) if ctx.config.backlog_source == "github_issues" else []
+    return digest(ctx, ctx.repo.head(), items)
 
 
 def idle(ctx: ProjectContext) -> str:
@@ -64,8 +71,8 @@ def idle(ctx: ProjectContext) -> str:
         return ""
     if ctx.config.backlog_source == "manual":
         return "nothing to do: no pending task (tasks come from `orch add-task`)"
-    try:  # a backlog file is read from main's commit, which the digest holds
-        items = open_items(ctx, ctx.repo.path) if ctx.config.backlog_source == "github_issues" else []
+    try:
+        inputs = digest_now(ctx)
     except GitHubError:
         return ""  # the cycle says what failed
-    return unchanged(ctx, digest(ctx, ctx.repo.head(), items), ctx.services.clock())
+    return unchanged(ctx, inputs, ctx.services.clock())

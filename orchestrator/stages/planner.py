@@ -23,9 +23,7 @@ from orchestrator.stages.backlog import backlog_text, open_items
 from orchestrator.stages.backlog_file import BacklogItem
 from orchestrator.stages.context import ProjectContext
 from orchestrator.stages.plan_graph import plan_graph
-from orchestrator.stages.plan_inputs import digest, unchanged
-
-HISTORY_CYCLES = 3  # finished cycles whose outcome the planner is shown
+from orchestrator.stages.plan_inputs import HISTORY_CYCLES, digest, unchanged
 
 _CONTEXT_LIMIT = 20_000  # characters per context file given to the planner
 

@@ -492,6 +492,9 @@ def _serve(run: Soak, deadline: float) -> bool:
     """``orch start`` under faults until ``deadline`` and every fault came once; whether Ctrl+C stopped it."""
     orch, faults = run.orch, run.faults()
     orch.start()
+    # The faults' clock starts with the first agent at work (the first scheduled runs come within
+    # a minute, later on a busy machine): a fault that waits for an agent must not wait for start-up.
+    wait_for_agents(run.projects, timeout_s=240)
     # Each fault in turn, again and again, every 20 to 90 s; a short soak runs on until each came once.
     every = min(90.0, max(20.0, (deadline - time.monotonic()) / (len(faults) + 1)))
     next_fault, done_cycles, turn = time.monotonic() + every, 0, 0

@@ -112,10 +112,14 @@ def set_agent_limit(api_url: str, portfolio: PortfolioConfig) -> str:
 def register(api_url: str, portfolio: PortfolioConfig, work_pool: str) -> list[str]:
     """Create the work pool (process type) if missing, and every project's deployment.
 
-    A paused project's deployment is registered paused. Returns the names of
+    A paused project's deployment is registered paused. Its runs send
+    heartbeats, and the server gets the automation that crashes a run whose
+    heartbeats stop (see :mod:`deployments.liveness`). Returns the names of
     the deployments, ``project-cycle/<project>``.
     """
     from prefect.workers.process import ProcessWorker
+
+    from deployments import liveness
 
     # Built outside the event loop: to_deployment returns a coroutine inside one.
     deployments = project_deployments(_source(portfolio), paused=_paused_projects(portfolio))
@@ -129,8 +133,11 @@ def register(api_url: str, portfolio: PortfolioConfig, work_pool: str) -> list[s
                     name=work_pool, type="process",
                     base_job_template=ProcessWorker.get_default_base_job_template(),
                 ))
+        await liveness.ensure_automation()
         names = []
         for deployment in deployments:
+            env = {**deployment.job_variables.get("env", {}), **liveness.heartbeat_env()}
+            deployment.job_variables = {**deployment.job_variables, "env": env}
             await deployment.aapply(work_pool_name=work_pool)
             names.append(f"{FLOW_NAME}/{deployment.name}")
         return names

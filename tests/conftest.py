@@ -35,3 +35,14 @@ def agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep agent sessions of a test in its own folder."""
     monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
     monkeypatch.delenv("ORCH_CONFIG", raising=False)
+
+
+# The longest files first (measured, in seconds of one test process): two processes share
+# the files, and a long one started near the end would run on alone and set the tier's end.
+LONGEST_FIRST = ("test_soak.py", "test_serving.py", "test_resume.py", "test_agent_limit.py",
+                 "test_pulls.py", "test_approval_serving.py", "test_cli.py", "test_agent.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

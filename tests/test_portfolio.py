@@ -8,29 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from cycles import run_cycle, run_watched
+from cycles import most_sessions_at_once, run_cycle, run_watched
 from orch_cli import orch
 
 from bench.project import TEST_COMMAND, make_project, scenario
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario, make_sample_project
-from orchestrator.demo.scripted import RecordedRequest, ScriptedModel
+from orchestrator.demo.scripted import ScriptedModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
-
-
-def most_sessions_at_once(requests: list[RecordedRequest]) -> int:
-    """Agent sessions alive at the same moment, each from its first request to its last answer."""
-    spans: dict[str, tuple[float, float]] = {}
-    for r in requests:
-        start, end = spans.get(r.session_id, (r.started, r.finished))
-        spans[r.session_id] = (min(start, r.started), max(end, r.finished))
-    edges = sorted([(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()])
-    live = peak = 0
-    for _, step in edges:
-        live += step
-        peak = max(peak, live)
-    return peak
 
 
 # alpha's tests of its merged result take seconds: run on the event loop, they would stall beta.

@@ -229,7 +229,7 @@ def check_prefect(data_dir: Path | None) -> Diagnosis:
     if chosen:
         shown = safe_url(chosen)
         if healthy(chosen):
-            return _leases(Diagnosis(name, True, f"{shown} (PREFECT_API_URL) answers"), chosen)
+            return _database(_leases(Diagnosis(name, True, f"{shown} (PREFECT_API_URL) answers"), chosen), chosen)
         return Diagnosis(name, False, f"{shown} (PREFECT_API_URL) does not answer",
                          "start it (`prefect server start`), or unset PREFECT_API_URL")
     if data_dir is not None:
@@ -239,7 +239,19 @@ def check_prefect(data_dir: Path | None) -> Diagnosis:
     if url is None:
         return Diagnosis(name, True, "none running; orch run/demo start one")
     how = "Prefect's default address" if url == DEFAULT_API_URL else "the one `orch start` recorded"
-    return _leases(Diagnosis(name, True, f"{safe_url(url)} answers ({how})"), url)
+    return _database(_leases(Diagnosis(name, True, f"{safe_url(url)} answers ({how})"), url), url)
+
+
+def _database(found: Diagnosis, api_url: str) -> Diagnosis:
+    """The server's database, and a warning when hosts seem to share a SQLite one."""
+    from deployments.server import server_backend, shared_sqlite
+
+    backend = server_backend(api_url)
+    detail = f"{found.detail}; database: {backend or 'not named (a server orch start did not start)'}"
+    if warning := shared_sqlite(api_url):
+        return Diagnosis(found.name, True, f"{detail}; {warning}",
+                         "orch start --database-url postgresql+asyncpg://... on the server's host", warning=True)
+    return Diagnosis(found.name, found.ok, detail, found.fix, found.warning)
 
 
 def _leases(found: Diagnosis, api_url: str) -> Diagnosis:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -69,23 +70,45 @@ def use_running_server(data_dir: Path) -> None:
             os.environ["PREFECT_API_URL"] = url
 
 
+DatabaseOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="Database of a Prefect server started here: postgresql+asyncpg://user@host:port/db "
+    "(default: $PREFECT_API_DATABASE_CONNECTION_URL, else SQLite in the data dir).")]
+
+
 def start(config: ConfigOpt = None,
-          port: Annotated[int | None, typer.Option(help="Port for a Prefect server started here (default 4200, or a free one).")] = None) -> None:
+          port: Annotated[int | None, typer.Option(help="Port for a Prefect server started here (default 4200, or a free one).")] = None,
+          database_url: DatabaseOpt = None) -> None:
     """Serve every enabled project's cycles on their schedules until Ctrl+C."""
-    from deployments.server import ensure_server
+    from deployments.server import (
+        DATABASE_VARS,
+        backend_of,
+        ensure_server,
+        server_backend,
+        shared_sqlite,
+    )
 
     portfolio = _with_projects(load_portfolio(config))
+    asked = backend_of(database_url) if database_url else None  # a bad URL fails before anything starts
     chosen = os.environ.get("PREFECT_API_URL")
-    server = ensure_server(portfolio.data_dir, port)
+    server = ensure_server(portfolio.data_dir, port, database_url=database_url)
     if chosen and server.process:
         console.print(f"No Prefect server answers at PREFECT_API_URL={chosen}: started one here instead.")
+    backend = server_backend(server.api_url)
+    if asked and not server.process and backend != asked:
+        raise OrchestratorError(
+            f"--database-url asks for a server on {asked}, but the one already running at {server.api_url} "
+            f"is on {backend or 'a database it does not name'}: stop it, or leave out --database-url")
     # Flow runs start as subprocesses: they find the server through the environment.
     os.environ["PREFECT_API_URL"] = server.api_url
+    for var in DATABASE_VARS:
+        os.environ.pop(var, None)  # the server's secret: flow runs and agents have no use for it
     prepare_prefect()
     from deployments import control
 
     where = f"started here, log {server.log_path}" if server.process else "already running"
-    console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where})")
+    on = f"on {backend}" if backend else "its database not named (started outside orch)"
+    console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where}, {on})")
+    _say_warning(shared_sqlite(server.api_url, serving_here=True))
     try:
         _say_warning(control.set_agent_limit(server.api_url, portfolio))
     except OrchestratorError:
@@ -112,6 +135,35 @@ def start(config: ConfigOpt = None,
             signal.signal(signum, handler)
         server.stop()
     console.print("Stopped. Schedules stay paused until the next `orch start`.")
+
+
+def server(database_url: DatabaseOpt = None,
+           host: Annotated[str, typer.Option(help="Address to listen on: 0.0.0.0 for other hosts to reach it.")] = "127.0.0.1",
+           port: Annotated[int | None, typer.Option(help="Port (default 4200, or a free one).")] = None,
+           directory: Annotated[Path | None, typer.Option("--dir", help="Its home: log, agent-slot leases, and the SQLite database without --database-url (default ~/.orch/server).")] = None) -> None:
+    """Run the Prefect server several hosts share, until Ctrl+C: on PostgreSQL with --database-url."""
+    from deployments.server import backend_of, public_api_url, server_backend, start_server
+
+    if database_url:
+        backend_of(database_url)  # a bad URL fails before anything starts
+    started = start_server(directory or Path.home() / ".orch" / "server", port, startup_timeout_s=180, database_url=database_url, host=host)
+    port_used = int(started.api_url.rsplit(":", 1)[1].split("/")[0])
+    console.print(f"Prefect UI: [bold]{started.ui_url}[/] (on {server_backend(started.api_url) or 'its database'}, "
+                  f"log {started.log_path})")
+    console.print(f"Other hosts: PREFECT_API_URL={public_api_url(host, port_used)} orch deploy ... ; "
+                  "then prefect worker start --pool <their pool>")
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while started.process is not None and started.process.poll() is None:
+            time.sleep(1)
+        raise OrchestratorError(f"the Prefect server stopped by itself (log: {started.log_path})")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        started.stop()
+    console.print("Stopped.")
 
 
 def deploy(config: ConfigOpt = None,

@@ -176,6 +176,7 @@ class RecordedRequest:
     tools: tuple[str, ...]
     prompt: str  # the first user message: the task as the agent was given it
     final: bool = False  # the answer was the session's structured output, which ends it
+    cwd: Path | None = None  # where the session runs (a worktree: <project>/.orch/worktrees/<name>)
 
 
 class ScriptedModel(LoopbackServer):
@@ -352,6 +353,7 @@ def _handler_for(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                     tools=tuple(t.get("name", "") for t in body.get("tools", [])),
                     prompt=view.prompt,
                     final=not isinstance(answer, Fail) and any(b.get("name") == "StructuredOutput" for b in answer),
+                    cwd=view.cwd,
                 )
             )
             try:

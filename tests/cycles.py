@@ -21,7 +21,15 @@ import pytest
 from fake_github import FakeGitHub
 
 from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, write_portfolio
-from orchestrator.demo.scripted import Block, Fail, RecordedRequest, RequestView, Scenario, ScriptedModel, structured
+from orchestrator.demo.scripted import (
+    Block,
+    Fail,
+    RecordedRequest,
+    RequestView,
+    Scenario,
+    ScriptedModel,
+    structured,
+)
 from orchestrator.domain.models import CycleSummary
 
 T = TypeVar("T")

@@ -25,21 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.domain.errors import OrchestratorError
+from orchestrator.domain.prefect_server import BACKEND_VARIABLE, BACKENDS
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 DATABASE_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
 """Prefect's names for the server's database URL (it reads either)."""
-BACKENDS = {"postgresql+asyncpg": "PostgreSQL", "sqlite+aiosqlite": "SQLite"}
-"""The databases a Prefect server runs on, by the scheme of their URL."""
-BACKEND_VARIABLE = "orch-server-database"
-"""A Prefect variable, kept in the server's own database, naming that database's kind.
-
-The server does not tell its clients (its settings hide the URL), and a
-worker on another host must know it: several hosts on a SQLite server fight
-over one file. A server ``orch start`` starts says it here; any client
-(``orch doctor`` on any host) reads it, and it stays true for whatever
-server later runs on the same database.
-"""
 LEASE_STORAGE_VAR = "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"
 DURABLE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 """Where a server keeps its concurrency leases so that they outlive a restart.

@@ -4,12 +4,13 @@ Every agent session (planner, worker, reviewer, resolver) holds one slot of
 the portfolio's limit while it runs, so ``max_total_workers`` bounds the
 sessions of all projects' cycles together, wherever they run.
 
-Slots are asked for here rather than through ``prefect.concurrency``: a
-SQLite Prefect server answers a slot request that meets another write with
+Slots are asked for with Prefect's public client on a PostgreSQL server.
+A SQLite server answers a slot request that meets another write with
 "database is locked" (HTTP 503), and Prefect's client waits 2 s before it
 asks again. Sessions start in bursts (all workers of a cycle at once), so
-that wait would fall on most cycles' critical path; here a 503 is asked
-again after a few milliseconds.
+that wait would fall on most cycles' critical path: on SQLite (or a server
+that does not name its database, see ``deployments.server``) a 503 is asked
+again after a few milliseconds, through the httpx client inside Prefect's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from orchestrator.adapters.internals import prefect_http
 from orchestrator.adapters.retry import Again, RetryPolicy, acall, retry_after_s
 from orchestrator.domain.config import PortfolioConfig
 from orchestrator.domain.errors import OrchestratorError
+from orchestrator.domain.prefect_server import BACKEND_VARIABLE, BACKENDS
 from orchestrator.stages.context import Services
 
 logger = logging.getLogger(__name__)
@@ -123,7 +125,10 @@ async def agent_slot(pool: str, watch: SlotWatch | None = None) -> AsyncIterator
             renewal.cancel()
             with anyio.CancelScope(shield=True):  # a cancelled session still gives its slot back
                 try:
-                    await _post(client, "decrement-with-lease", {"lease_id": str(lease)})
+                    if await _on_postgresql(client):
+                        await client.release_concurrency_slots_with_lease(lease)
+                    else:
+                        await _post(client, "decrement-with-lease", {"lease_id": str(lease)})
                 except (httpx.HTTPError, OSError) as exc:  # the session's work stands; the lease runs out
                     logger.warning("Could not give back slot %s of %s (it frees itself within %d s): %s",
                                    lease, pool, LEASE_S, exc)
@@ -165,11 +170,39 @@ async def _acquire(client: PrefectClient, pool: str, on_full: Callable[[], None]
         if number == 1:  # the first wait starts it; the slot ends it
             on_full()
 
-    response = await acall(lambda: _post(client, "increment-with-lease", body), _FULL, full, on_retry=told)
+    public = await _on_postgresql(client)
+
+    async def ask() -> httpx.Response:
+        if not public:
+            return await _post(client, "increment-with-lease", body)
+        try:
+            return await client.increment_concurrency_slots_with_lease(
+                names=[pool], slots=1, mode="concurrency", lease_duration=LEASE_S)
+        except PrefectHTTPStatusError as exc:  # 423, the pool is full: asked again as below
+            if exc.response.status_code != 423:
+                raise
+            return exc.response
+
+    response = await acall(ask, _FULL, full, on_retry=told)
     granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
     if not granted.limits:
         raise OrchestratorError(f"the Prefect concurrency limit {pool!r} is missing; run the cycle again to make it")
     return granted.lease_id
+
+
+_backends: dict[str, bool] = {}  # by API URL: whether the server's database is PostgreSQL
+
+
+async def _on_postgresql(client: PrefectClient) -> bool:
+    """Whether the server says its database is PostgreSQL (asked once per server and process)."""
+    url = str(client.api_url)
+    if url not in _backends:
+        try:
+            said = await client.read_variable_by_name(BACKEND_VARIABLE)
+        except (httpx.HTTPError, PrefectHTTPStatusError):
+            return False  # not remembered: asked again next time
+        _backends[url] = said is not None and said.value == BACKENDS["postgresql+asyncpg"]
+    return _backends[url]
 
 
 async def _post(client: PrefectClient, action: str, body: dict[str, Any]) -> httpx.Response:

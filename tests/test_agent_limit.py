@@ -24,7 +24,7 @@ from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 
 from deployments import control
-from deployments.server import Server, free_port, start_server
+from deployments.server import Server, free_port, server_backend, start_server
 from orchestrator.demo.sample import make_sample_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.guarantee]
@@ -175,6 +175,9 @@ def test_a_held_slot_is_renewed_while_its_session_runs_and_given_back(
         return await renew(client, lease_id, lease_duration)
 
     monkeypatch.setattr(PrefectClient, "renew_concurrency_lease", counted)
+    private = []  # asks that went around Prefect's client (its httpx client inside)
+    inside = slots.prefect_http
+    monkeypatch.setattr(slots, "prefect_http", lambda client: private.append(client) or inside(client))
     config = load_portfolio(str(portfolio(tmp_path / "host", "leases", cap=1)))
     assert control.set_agent_limit(server.api_url, config) == ""
 
@@ -198,6 +201,8 @@ def test_a_held_slot_is_renewed_while_its_session_runs_and_given_back(
         assert len(renewed) >= 3 and "Could not renew" not in caplog.text
         anyio.run(lost_lease)
     assert "Could not renew" in caplog.text and "410" in caplog.text
+    # On PostgreSQL only Prefect's public client is used; on SQLite its 503s are asked again at once.
+    assert bool(private) == (server_backend(server.api_url) == "SQLite")
 
 
 def test_a_slot_held_through_a_server_restart_is_given_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

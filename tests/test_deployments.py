@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from prefect.events.schemas.automations import EventTrigger
+
+from deployments import liveness
 from deployments.from_portfolio import project_deployments
+from deployments.server import backend_of, public_api_url
 from orchestrator.adapters.git_commands import init_repo
+from orchestrator.domain.errors import OrchestratorError
 
 
 def test_one_deployment_per_enabled_project_with_its_interval(tmp_path: Path) -> None:
@@ -24,3 +31,27 @@ def test_one_deployment_per_enabled_project_with_its_interval(tmp_path: Path) ->
     assert [d.schedules[0].schedule.interval for d in deployments] == [timedelta(minutes=30), timedelta(minutes=15)]
     assert deployments[1].parameters == {"project": "a", "config": str(config.resolve())}
     assert deployments[1].flow_name == "project-cycle"
+
+
+def test_a_server_database_url_names_its_kind_or_is_refused() -> None:
+    assert backend_of("postgresql+asyncpg://orch:pw@db:5432/prefect") == "PostgreSQL"
+    assert backend_of("sqlite+aiosqlite:////var/prefect.db") == backend_of(None) == "SQLite"
+    for bad in ("postgresql://db/prefect", "mysql://db/x", "db:5432/prefect"):
+        with pytest.raises(OrchestratorError, match="--database-url: a Prefect server's database URL starts with"):
+            backend_of(bad)
+    assert public_api_url("127.0.0.1", 4200) == "http://127.0.0.1:4200/api"
+    assert public_api_url("0.0.0.0", 4200) == f"http://{socket.getfqdn()}:4200/api"
+
+
+def test_the_liveness_automation_crashes_only_our_runs_that_beat_then_fell_silent() -> None:
+    rule = liveness.automation()
+    trigger = rule.trigger
+    assert isinstance(trigger, EventTrigger) and trigger.posture == "Proactive"
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert trigger.expect == {"prefect.flow-run.*"}  # a beat, or any state change (a suspension too)
+    assert trigger.within == timedelta(seconds=liveness.SILENT_S) > timedelta(seconds=2 * liveness.HEARTBEAT_S)
+    assert trigger.for_each == {"prefect.resource.id"}  # each run on its own
+    assert trigger.match_related.model_dump() == {"prefect.resource.role": "flow", "prefect.resource.name": ["project-cycle", "portfolio"]}
+    [action] = rule.actions
+    assert action.type == "change-flow-run-state" and action.state == "CRASHED" and not action.force
+    assert liveness.heartbeat_env() == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(liveness.HEARTBEAT_S)}

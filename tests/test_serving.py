@@ -317,6 +317,29 @@ def test_deployment_runs_through_a_process_worker(server: Server, tmp_path: Path
     assert cycle.summary is not None and len(cycle.summary.merged) == 2
 
 
+def test_doctor_names_the_database_and_warns_when_hosts_share_sqlite(server: Server, tmp_path: Path) -> None:
+    config = sample(tmp_path, name="dcalc")
+    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(tmp_path / "home")}
+
+    def said() -> str:
+        out = orch(env, "doctor", "-c", str(config)).stdout
+        return next(line for line in out.splitlines() if "Prefect server" in line)
+
+    assert said().startswith("✓") and "database: SQLite" in said()
+    # One worker per host, each in its own pool, as the README sets hosts up.
+    workers = [subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", f"host-{name}", "--type", "process"],
+                                env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+               for name in ("a", "b")]
+    try:
+        line = wait_for(lambda: (found := said()).startswith("!") and found, "the warning", 90)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    assert "database: SQLite" in line and "host-a (1)" in line and "host-b (1)" in line
+    assert "orch start --database-url postgresql+asyncpg://" in line
+
+
 def test_deploy_without_a_server_says_what_to_do(tmp_path: Path) -> None:
     config = sample(tmp_path)
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path)}

@@ -39,7 +39,7 @@ def agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 # The longest files first (measured, in seconds of one test process): two processes share
 # the files, and a long one started near the end would run on alone and set the tier's end.
-LONGEST_FIRST = ("test_soak.py", "test_serving.py", "test_resume.py", "test_agent_limit.py",
+LONGEST_FIRST = ("test_soak.py", "test_two_hosts.py", "test_serving.py", "test_resume.py", "test_agent_limit.py",
                  "test_pulls.py", "test_approval_serving.py", "test_cli.py", "test_agent.py")
 
 

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from bench import postgres as _postgres
 from scripts.headless import chromium_path
 
 SANDBOX_INSTALL = "apt-get install bubblewrap socat"
@@ -27,4 +28,7 @@ sandbox = pytest.mark.skipif(
 )
 chromium = pytest.mark.skipif(
     chromium_path() is None, reason="needs Debian's chromium for the UI: apt-get install chromium"
+)
+postgres = pytest.mark.skipif(
+    not _postgres.available, reason=f"needs PostgreSQL and its postgres user: {_postgres.INSTALL}"
 )

@@ -18,11 +18,12 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import anyio
-import postgres
+import needs
 import pytest
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 
+from bench import postgres
 from deployments import control
 from deployments.server import Server, free_port, server_backend, start_server
 from orchestrator.demo.sample import make_sample_project
@@ -140,7 +141,7 @@ def test_two_hosts_deploy_at_the_same_instant(server: Server, tmp_path: Path) ->
     assert limits(server, "orch-agents-home") == [2]
 
 
-@postgres.needs_postgres
+@needs.postgres
 def test_a_server_whose_database_is_down_is_one_error_line(tmp_path: Path) -> None:
     """The server answers its health check, but every request that needs the database fails."""
     config = portfolio(tmp_path / "host", "down", cap=2)

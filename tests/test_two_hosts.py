@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import postgres
+import needs
 import pytest
 from cycles import most_sessions_at_once
 
+from bench import postgres
 from bench.project import TEST_COMMAND, make_project
 from bench.soak import FaultyScenario, asked_again
 from deployments.liveness import SILENT_S
@@ -37,7 +38,7 @@ from orchestrator.adapters.leash import descendants
 from orchestrator.adapters.store import Store
 from orchestrator.demo.scripted import RecordedRequest, ScriptedModel
 
-pytestmark = [pytest.mark.slow, postgres.needs_postgres, pytest.mark.usefixtures("agent_env")]
+pytestmark = [pytest.mark.slow, needs.postgres, pytest.mark.usefixtures("agent_env")]
 
 BIN = Path(sys.executable).parent
 CAP = 2  # max_total_workers of both hosts: below the 2 + 2 workers they would run at once
@@ -151,6 +152,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(60)
 
 
+@pytest.mark.timeout(900)  # two waits for the heartbeat automation (90 s of silence each) among six cycles
 def test_two_hosts_share_the_cap_and_a_lost_host_resumes_without_paying_again(
         server_url: str, tmp_path: Path) -> None:
     with ScriptedModel(FaultyScenario(fail_every=10**9, hang_every=10**9, latency_s=0.4)) as model:

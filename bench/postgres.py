@@ -1,7 +1,7 @@
 """A throw-away PostgreSQL cluster on a loopback port, for a Prefect server on PostgreSQL.
 
 PostgreSQL refuses to run as root, so the cluster runs as the ``postgres``
-user, in a folder it owns outside pytest's private temporary tree.
+user, in a folder it owns outside any private temporary tree (pytest's, for the tests).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 from deployments.server import free_port
 
@@ -40,7 +38,6 @@ def _has_user() -> bool:
 
 
 available = _bin_dir() is not None and _has_user() and shutil.which("runuser") is not None
-needs_postgres = pytest.mark.skipif(not available, reason=f"needs PostgreSQL and its postgres user: {INSTALL}")
 
 
 def _as_postgres(*args: str) -> None:

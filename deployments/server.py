@@ -233,7 +233,7 @@ def shared_sqlite(api_url: str, serving_here: bool = False) -> str:
     named = ", ".join(f"{pool} ({n})" for pool, n in sorted(pools.items()))
     return (f"this server's database is SQLite, and workers are online in pools {named}"
             + (" besides this one" if serving_here else "") + ": hosts that share a SQLite server contend "
-            "for one database file; start it on PostgreSQL (orch start --database-url postgresql+asyncpg://...)")
+            "for one database file; run it on PostgreSQL (orch server --database-url postgresql+asyncpg://...)")
 
 
 def _request(api_url: str, method: str, path: str, body: bytes | None = None, timeout_s: float = 5.0) -> bytes:

@@ -236,3 +236,12 @@ def most_sessions_at_once(requests: list[RecordedRequest]) -> int:
         live += step
         peak = max(peak, live)
     return peak
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 120) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(0.5)
+    return value

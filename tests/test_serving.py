@@ -23,7 +23,7 @@ from uuid import UUID
 import anyio
 import needs
 import pytest
-from cycles import as_in_a_terminal, processes_under
+from cycles import as_in_a_terminal, processes_under, wait_for
 from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -49,15 +49,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = start_server(tmp_path_factory.mktemp("prefect-server"), port=free_port())
     yield running
     running.stop()
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 120) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(0.5)
-    return value
 
 
 def sample(root: Path, name: str = "calc", interval_minutes: int = 60) -> Path:
@@ -337,7 +328,7 @@ def test_doctor_names_the_database_and_warns_when_hosts_share_sqlite(server: Ser
             worker.kill()
             worker.wait()
     assert "database: SQLite" in line and "host-a (1)" in line and "host-b (1)" in line
-    assert "orch start --database-url postgresql+asyncpg://" in line
+    assert "orch server --database-url postgresql+asyncpg://" in line
 
 
 def test_deploy_without_a_server_says_what_to_do(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 
 import needs
 import pytest
-from cycles import most_sessions_at_once
+from cycles import most_sessions_at_once, wait_for
 
 from bench import postgres
 from bench.project import TEST_COMMAND, make_project
@@ -43,15 +43,6 @@ pytestmark = [pytest.mark.slow, needs.postgres, pytest.mark.usefixtures("agent_e
 BIN = Path(sys.executable).parent
 CAP = 2  # max_total_workers of both hosts: below the 2 + 2 workers they would run at once
 CRASH_WITHIN_S = SILENT_S + 60  # the automation's silence, its evaluation and a heartbeat's age
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 180) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(0.5)
-    return value
 
 
 @dataclass

@@ -247,10 +247,11 @@ def _database(found: Diagnosis, api_url: str) -> Diagnosis:
     from deployments.server import server_backend, shared_sqlite
 
     backend = server_backend(api_url)
-    detail = f"{found.detail}; database: {backend or 'not named (a server orch start did not start)'}"
+    detail = f"{found.detail}; database: {backend or 'not named (not started by orch server or orch start)'}"
     if warning := shared_sqlite(api_url):
-        return Diagnosis(found.name, True, f"{detail}; {warning}",
-                         "orch start --database-url postgresql+asyncpg://... on the server's host", warning=True)
+        fix = "orch server --database-url postgresql+asyncpg://... on the server's host"
+        return Diagnosis(found.name, True, f"{detail}; {warning}", "; ".join(filter(None, [found.fix, fix])),
+                         warning=True)
     return Diagnosis(found.name, found.ok, detail, found.fix, found.warning)
 
 

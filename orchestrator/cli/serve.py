@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -123,16 +125,10 @@ def start(config: ConfigOpt = None,
     ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if ctrl_c:
         stops.append(signal.SIGINT)
-    previous = {signum: signal.signal(signum, _interrupt) for signum in stops}
-    # A signal mask is inherited through exec: one that blocks them would make both wait forever.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     try:
-        control.serve(server.api_url, portfolio, ctrl_c)
-    except KeyboardInterrupt:
-        pass
+        with _until_interrupted(stops):
+            control.serve(server.api_url, portfolio, ctrl_c)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         server.stop()
     console.print("Stopped. Schedules stay paused until the next `orch start`.")
 
@@ -146,22 +142,19 @@ def server(database_url: DatabaseOpt = None,
 
     if database_url:
         backend_of(database_url)  # a bad URL fails before anything starts
-    started = start_server(directory or Path.home() / ".orch" / "server", port, startup_timeout_s=180, database_url=database_url, host=host)
+    started = start_server(directory or Path.home() / ".orch" / "server", port, startup_timeout_s=180,
+                           database_url=database_url, host=host)
     port_used = int(started.api_url.rsplit(":", 1)[1].split("/")[0])
     console.print(f"Prefect UI: [bold]{started.ui_url}[/] (on {server_backend(started.api_url) or 'its database'}, "
                   f"log {started.log_path})")
     console.print(f"Other hosts: PREFECT_API_URL={public_api_url(host, port_used)} orch deploy ... ; "
                   "then prefect worker start --pool <their pool>")
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while started.process is not None and started.process.poll() is None:
-            time.sleep(1)
-        raise OrchestratorError(f"the Prefect server stopped by itself (log: {started.log_path})")
-    except KeyboardInterrupt:
-        pass
+        with _until_interrupted([signal.SIGTERM, signal.SIGINT]):
+            while started.process is not None and started.process.poll() is None:
+                time.sleep(1)
+            raise OrchestratorError(f"the Prefect server stopped by itself (log: {started.log_path})")
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         started.stop()
     console.print("Stopped.")
 
@@ -272,6 +265,21 @@ def _print_schedules(portfolio: PortfolioConfig) -> None:
 def _say_warning(note: str) -> None:
     if note:
         console.print(f"[yellow]Warning:[/] {escape(note)}", highlight=False)
+
+
+@contextmanager
+def _until_interrupted(signums: list[signal.Signals]) -> Iterator[None]:
+    """The block runs until one of ``signums`` comes, which ends it quietly; the old handlers come back."""
+    previous = {signum: signal.signal(signum, _interrupt) for signum in signums}
+    # A signal mask is inherited through exec: one that blocks them would make them wait forever.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

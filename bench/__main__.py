@@ -70,6 +70,10 @@ def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scale"]:
+        from .scale import main as scale
+
+        return scale(argv[1:])
     if argv[:1] == ["slots"]:
         from .slots import main as slots
 

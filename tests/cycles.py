@@ -24,7 +24,6 @@ from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, w
 from orchestrator.demo.scripted import (
     Block,
     Fail,
-    RecordedRequest,
     RequestView,
     Scenario,
     ScriptedModel,
@@ -222,20 +221,6 @@ async def artifacts_and_logs() -> str:
         artifacts = await client.read_artifacts()
         logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
     return "\n".join([str(a.data) for a in artifacts] + [entry.message for entry in logs])
-
-
-def most_sessions_at_once(requests: list[RecordedRequest]) -> int:
-    """Agent sessions alive at the same moment, each from its first request to its last answer."""
-    spans: dict[str, tuple[float, float]] = {}
-    for r in requests:
-        start, end = spans.get(r.session_id, (r.started, r.finished))
-        spans[r.session_id] = (min(start, r.started), max(end, r.finished))
-    edges = sorted([(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()])
-    live = peak = 0
-    for _, step in edges:
-        live += step
-        peak = max(peak, live)
-    return peak
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 120) -> Any:

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from cycles import most_sessions_at_once, run_cycle, run_watched
+from cycles import run_cycle, run_watched
 from orch_cli import orch
 
 from bench.project import TEST_COMMAND, make_project, scenario
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import demo_scenario, make_sample_project
-from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.demo.scripted import ScriptedModel, most_sessions_at_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import needs
 import pytest
-from cycles import most_sessions_at_once, wait_for
+from cycles import wait_for
 
 from bench import postgres
 from bench.project import TEST_COMMAND, make_project
@@ -36,7 +36,7 @@ from deployments.liveness import SILENT_S
 from deployments.server import free_port, healthy
 from orchestrator.adapters.leash import descendants
 from orchestrator.adapters.store import Store
-from orchestrator.demo.scripted import RecordedRequest, ScriptedModel
+from orchestrator.demo.scripted import RecordedRequest, ScriptedModel, most_sessions_at_once
 
 pytestmark = [pytest.mark.slow, needs.postgres, pytest.mark.usefixtures("agent_env")]
 

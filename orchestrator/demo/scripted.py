@@ -237,6 +237,15 @@ def peak_overlap(intervals: Iterable[tuple[float, float]]) -> int:
     return peak
 
 
+def most_sessions_at_once(requests: Iterable[RecordedRequest]) -> int:
+    """Agent sessions alive at the same moment, each from its first request to its last answer."""
+    spans: dict[str, tuple[float, float]] = {}
+    for r in requests:
+        start, end = spans.get(r.session_id, (r.started, r.finished))
+        spans[r.session_id] = (min(start, r.started), max(end, r.finished))
+    return peak_overlap(spans.values())
+
+
 def price_of(model: str) -> tuple[float, float]:
     """Per-million-token prices for a model id such as ``claude-sonnet-5-5``."""
     for model_id, prices in PRICES_PER_MTOK.items():

@@ -499,14 +499,19 @@ def _serve(run: Soak, deadline: float) -> bool:
     every = min(90.0, max(20.0, (deadline - time.monotonic()) / (len(faults) + 1)))
     next_fault, done_cycles, turn = time.monotonic() + every, 0, 0
     try:
-        while time.monotonic() < deadline or turn < len(faults):
+        while True:
+            faulting = time.monotonic() < deadline or turn < len(faults)
+            # The last fault gets its `every` seconds too: a stop just after `orch start` was
+            # SIGKILLed and started again would meet its start-up, not what it serves.
+            if not faulting and time.monotonic() >= next_fault:
+                break
             time.sleep(5)
             run.sample()
             finished = sum(n for status, n in run.cycles().items() if status != "running")
             if finished > done_cycles:  # after every cycle
                 done_cycles = finished
                 run.check()
-            if time.monotonic() >= next_fault:
+            if faulting and time.monotonic() >= next_fault:
                 faults[turn % len(faults)]()
                 turn += 1
                 next_fault = time.monotonic() + every

@@ -3,8 +3,8 @@
 Everything is started the way users start it: ``orch server --database-url``
 on a throw-away PostgreSQL cluster; per host its own portfolio file (the
 same portfolio name, its own data dir and project), ``orch deploy --pool``
-and ``prefect worker start --pool``; runs asked for with ``prefect
-deployment run``. One scripted model answers both hosts' agents, so its log
+and ``orch worker --pool`` (Prefect's ``prefect worker start``, stopped in
+order); runs asked for with ``prefect deployment run``. One scripted model answers both hosts' agents, so its log
 shows every session of both.
 """
 
@@ -78,7 +78,7 @@ class Host:
 
     def start_worker(self) -> None:
         log = (self.root / "worker.log").open("ab")
-        self.worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", self.pool],
+        self.worker = subprocess.Popen([str(BIN / "orch"), "worker", "--pool", self.pool],
                                        env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
 
@@ -203,8 +203,11 @@ def _a_host_lost_and_a_worker_stopped_resume(api_url: str, model: ScriptedModel,
     wait_for(lambda: any(r.final for r in of_project(model, "beta", seen) if r.role == "planner"), "beta's plan")
     assert beta.worker is not None
     cut += [(r.session_id, time.monotonic()) for r in of_project(model, "beta", seen)]
+    under = descendants(beta.worker.pid)  # Prefect's worker, the run's process, its agents
     beta.worker.send_signal(signal.SIGTERM)
-    beta.worker.wait(30)  # Prefect's worker stops at once, and its run's process with it
+    assert beta.worker.wait(30) == 0  # within its grace (10 s)
+    assert "Stopped the worker of pool 'host-b'" in beta.log()
+    wait_for(lambda: not [pid for pid in under if Path(f"/proc/{pid}").exists()], "the stopped worker's processes to end", 15)
     # Nobody tells the server: the runs' heartbeats stop, and the server's automation crashes them.
     for run_id in (lost, stopped):
         wait_for(lambda r=run_id: run_state(api_url, r) == "Crashed", "a lost run to be marked Crashed",

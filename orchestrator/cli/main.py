@@ -283,7 +283,7 @@ def headline(reason: str, limit: int = 400) -> str:
 for _command in (read.status, read.tasks, read.cycles, read.show, read.costs):
     app.command()(_command)
 # Those that run the portfolio through a Prefect server live in serve.py.
-for _serve_command in (serve.start, serve.server, serve.deploy, serve.pause, serve.resume,
+for _serve_command in (serve.start, serve.server, serve.worker, serve.deploy, serve.pause, serve.resume,
                        serve.approve, serve.reject):
     app.command()(_serve_command)
 # Those that set a user up (init, doctor) live in setup.py.

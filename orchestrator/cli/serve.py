@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -159,6 +161,31 @@ def server(database_url: DatabaseOpt = None,
     console.print("Stopped.")
 
 
+def worker(pool: Annotated[str, typer.Option("--pool", help="The work pool to take runs from (a process pool, created if missing).")],
+           grace: Annotated[float, typer.Option(help="Seconds Prefect's worker gets to stop before it and its runs are killed.")] = 10.0) -> None:
+    """Run Prefect's process worker for a pool until Ctrl+C or SIGTERM, which stop it within --grace seconds."""
+    from orchestrator.adapters.leash import descendants
+
+    # In its own session: a signal reaches us, and we stop it in order. Prefect's worker alone
+    # forwards a SIGTERM to itself as a SIGINT and may then wait on its runs for as long as they take.
+    process = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
+                                "--type", "process"], start_new_session=True)
+    with _until_interrupted([signal.SIGTERM, signal.SIGINT]):
+        process.wait()
+    if process.returncode is not None:  # it ended by itself: a server gone, a pool of another type
+        raise typer.Exit(process.returncode)
+    process.send_signal(signal.SIGINT)  # Prefect's own stop: no new run, its runs' processes ended
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(process.pid), process.pid]:  # it and its runs, as a host that dies
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
+    console.print(f"Stopped the worker of pool {pool!r}. A run it had is marked Crashed by the server within "
+                  "about two minutes (see `orch deploy`), and its cycle resumes on the project's next run.")
+
+
 def deploy(config: ConfigOpt = None,
            pool: Annotated[str, typer.Option("--pool", help="Work pool (created as a process pool if missing).")] = "orchestrator") -> None:
     """Register every enabled project's deployment to a work pool for `prefect worker start`."""
@@ -178,7 +205,7 @@ def deploy(config: ConfigOpt = None,
     _say_warning(control.set_agent_limit(url, portfolio))
     for name in control.register(url, portfolio, pool):
         console.print(f"Deployed [bold]{name}[/] to work pool {pool!r} on {url}")
-    console.print(f"Run them with: PREFECT_API_URL={url} prefect worker start --pool {pool}")
+    console.print(f"Run them with: PREFECT_API_URL={url} orch worker --pool {pool}")
 
 
 def pause(project: ProjectOpt, config: ConfigOpt = None,

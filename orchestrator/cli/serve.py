@@ -76,7 +76,7 @@ def use_running_server(data_dir: Path) -> None:
 
 DatabaseOpt = Annotated[str | None, typer.Option(
     "--database-url", help="Database of a Prefect server started here: postgresql+asyncpg://user@host:port/db "
-    "(default: $PREFECT_API_DATABASE_CONNECTION_URL, else SQLite in the data dir).")]
+    "(default: $PREFECT_API_DATABASE_CONNECTION_URL, else SQLite beside the server's log).")]
 
 
 def start(config: ConfigOpt = None,

@@ -492,26 +492,18 @@ def _serve(run: Soak, deadline: float) -> bool:
     """``orch start`` under faults until ``deadline`` and every fault came once; whether Ctrl+C stopped it."""
     orch, faults = run.orch, run.faults()
     orch.start()
-    # The faults' clock starts with the first agent at work (the first scheduled runs come within
-    # a minute, later on a busy machine): a fault that waits for an agent must not wait for start-up.
-    wait_for_agents(run.projects, timeout_s=240)
     # Each fault in turn, again and again, every 20 to 90 s; a short soak runs on until each came once.
     every = min(90.0, max(20.0, (deadline - time.monotonic()) / (len(faults) + 1)))
     next_fault, done_cycles, turn = time.monotonic() + every, 0, 0
     try:
-        while True:
-            faulting = time.monotonic() < deadline or turn < len(faults)
-            # The last fault gets its `every` seconds too: a stop just after `orch start` was
-            # SIGKILLed and started again would meet its start-up, not what it serves.
-            if not faulting and time.monotonic() >= next_fault:
-                break
+        while time.monotonic() < deadline or turn < len(faults):
             time.sleep(5)
             run.sample()
             finished = sum(n for status, n in run.cycles().items() if status != "running")
             if finished > done_cycles:  # after every cycle
                 done_cycles = finished
                 run.check()
-            if faulting and time.monotonic() >= next_fault:
+            if time.monotonic() >= next_fault:
                 faults[turn % len(faults)]()
                 turn += 1
                 next_fault = time.monotonic() + every

@@ -30,7 +30,6 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 
-from deployments import liveness
 from orchestrator.adapters import internals
 
 logger = logging.getLogger(__name__)
@@ -88,9 +87,7 @@ def _spare_suspended_runs(runner: Runner) -> None:
 
 async def serve(deployments: Sequence[RunnerDeployment], ctrl_c: bool) -> None:
     """Serve ``deployments`` until SIGTERM (or Ctrl+C, with ``ctrl_c``) stops it, schedules paused."""
-    # Its runs send heartbeats, and the server crashes one whose heartbeats stop (a host gone).
-    await liveness.ensure_automation()
-    runner = StoppingRunner(pause_on_shutdown=True, heartbeat_seconds=liveness.HEARTBEAT_S)
+    runner = StoppingRunner(pause_on_shutdown=True)
     for deployment in deployments:
         await runner.aadd_deployment(deployment)
     # The runner sets its SIGTERM handler itself when it starts; both are put back after.

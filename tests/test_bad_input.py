@@ -148,7 +148,7 @@ CASES: dict[str, Case] = {
     "negative retention": (lambda t: ["gc", "-c", project(t, retention_days=-1)],
                            "projects[0] (app).retention_days: must be at least 0"),
     "a server database of no kind Prefect runs on": (
-        lambda t: ["start", "-c", with_store(t), "--database-url", "mysql://orch:secret@db/prefect"],
+        lambda t: ["server", "--dir", str(t / "srv"), "--database-url", "mysql://orch:secret@db/prefect"],
         "--database-url: a Prefect server's database URL starts with postgresql+asyncpg:// or "
         "sqlite+aiosqlite://, not mysql://"),
     "gc of an unknown project": (lambda t: ["gc", "-p", "nope", "--dry-run", "-c", with_store(t)], "unknown project 'nope'"),

@@ -80,39 +80,22 @@ DatabaseOpt = Annotated[str | None, typer.Option(
 
 
 def start(config: ConfigOpt = None,
-          port: Annotated[int | None, typer.Option(help="Port for a Prefect server started here (default 4200, or a free one).")] = None,
-          database_url: DatabaseOpt = None) -> None:
+          port: Annotated[int | None, typer.Option(help="Port for a Prefect server started here (default 4200, or a free one).")] = None) -> None:
     """Serve every enabled project's cycles on their schedules until Ctrl+C."""
-    from deployments.server import (
-        DATABASE_VARS,
-        backend_of,
-        ensure_server,
-        server_backend,
-        shared_sqlite,
-    )
+    from deployments.server import ensure_server
 
     portfolio = _with_projects(load_portfolio(config))
-    asked = backend_of(database_url) if database_url else None  # a bad URL fails before anything starts
     chosen = os.environ.get("PREFECT_API_URL")
-    server = ensure_server(portfolio.data_dir, port, database_url=database_url)
+    server = ensure_server(portfolio.data_dir, port)
     if chosen and server.process:
         console.print(f"No Prefect server answers at PREFECT_API_URL={chosen}: started one here instead.")
-    backend = server_backend(server.api_url)
-    if asked and not server.process and backend != asked:
-        raise OrchestratorError(
-            f"--database-url asks for a server on {asked}, but the one already running at {server.api_url} "
-            f"is on {backend or 'a database it does not name'}: stop it, or leave out --database-url")
     # Flow runs start as subprocesses: they find the server through the environment.
     os.environ["PREFECT_API_URL"] = server.api_url
-    for var in DATABASE_VARS:
-        os.environ.pop(var, None)  # the server's secret: flow runs and agents have no use for it
     prepare_prefect()
     from deployments import control
 
     where = f"started here, log {server.log_path}" if server.process else "already running"
-    on = f"on {backend}" if backend else "its database not named (started outside orch)"
-    console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where}, {on})")
-    _say_warning(shared_sqlite(server.api_url, serving_here=True))
+    console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where})")
     try:
         _say_warning(control.set_agent_limit(server.api_url, portfolio))
     except OrchestratorError:
@@ -127,10 +110,16 @@ def start(config: ConfigOpt = None,
     ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if ctrl_c:
         stops.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in stops}
+    # A signal mask is inherited through exec: one that blocks them would make both wait forever.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     try:
-        with _until_interrupted(stops):
-            control.serve(server.api_url, portfolio, ctrl_c)
+        control.serve(server.api_url, portfolio, ctrl_c)
+    except KeyboardInterrupt:
+        pass
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         server.stop()
     console.print("Stopped. Schedules stay paused until the next `orch start`.")
 
@@ -150,7 +139,7 @@ def server(database_url: DatabaseOpt = None,
     console.print(f"Prefect UI: [bold]{started.ui_url}[/] (on {server_backend(started.api_url) or 'its database'}, "
                   f"log {started.log_path})")
     console.print(f"Other hosts: PREFECT_API_URL={public_api_url(host, port_used)} orch deploy ... ; "
-                  "then prefect worker start --pool <their pool>")
+                  "then orch worker --pool <their pool>")
     try:
         with _until_interrupted([signal.SIGTERM, signal.SIGINT]):
             while started.process is not None and started.process.poll() is None:

@@ -248,7 +248,7 @@ def _database(found: Diagnosis, api_url: str) -> Diagnosis:
 
     backend = server_backend(api_url)
     detail = f"{found.detail}; database: {backend or 'not named (not started by orch server or orch start)'}"
-    if warning := shared_sqlite(api_url):
+    if warning := shared_sqlite(api_url, backend):  # the backend read once
         fix = "orch server --database-url postgresql+asyncpg://... on the server's host"
         return Diagnosis(found.name, True, f"{detail}; {warning}", "; ".join(filter(None, [found.fix, fix])),
                          warning=True)

@@ -1,6 +1,6 @@
 """How far one host goes: K projects cycling at once, on a SQLite and on a PostgreSQL Prefect server.
 
-``python -m bench scale [--projects 1,4,16] [--latency 0.5] [--cap 8]``: for
+``python -m bench scale [--projects 1,4,16] [--latency 0.5] [--cap 8] [--backends SQLite,PostgreSQL]``: for
 each backend and each K, one run of the ``portfolio`` flow (every project one
 cycle, all at once, two tasks each) against a fresh server, the scripted
 model and the real Claude Code CLI, with ``max_total_workers`` at ``--cap``.
@@ -179,9 +179,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--projects", default="1,4,16", help="the K to run, comma-separated")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per model response")
     parser.add_argument("--cap", type=int, default=8, help="max_total_workers")
+    parser.add_argument("--backends", default="SQLite,PostgreSQL", help="the servers' databases, comma-separated")
     args = parser.parse_args(argv)
-    backends = ["SQLite"] + (["PostgreSQL"] if postgres.available else [])
-    if not postgres.available:
+    backends = [b for b in ("SQLite", "PostgreSQL") if b.lower() in args.backends.lower().split(",")]
+    if "PostgreSQL" in backends and not postgres.available:
+        backends.remove("PostgreSQL")
         print(f"PostgreSQL: not measured ({postgres.INSTALL})", flush=True)
     top = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     for backend in backends:

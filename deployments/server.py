@@ -102,12 +102,13 @@ def running_server(data_dir: Path) -> str | None:
     return None
 
 
-def ensure_server(data_dir: Path, port: int | None = None, startup_timeout_s: float = 90) -> Server:
+def ensure_server(data_dir: Path, port: int | None = None, startup_timeout_s: float = 90,
+                  database_url: str | None = None) -> Server:
     """A reachable server: reuse one that is up, or start ``prefect server start`` on loopback."""
     url = running_server(data_dir)
     if url is not None:
         return Server(url)
-    return start_server(data_dir, port, startup_timeout_s)
+    return start_server(data_dir, port, startup_timeout_s, database_url)
 
 
 def backend_of(database_url: str | None, source: str = "--database-url") -> str:
@@ -218,18 +219,19 @@ def online_workers(api_url: str) -> dict[str, int]:
         return {}
 
 
-def shared_sqlite(api_url: str, backend: str | None) -> str:
+def shared_sqlite(api_url: str, backend: str | None, serving_here: bool = False) -> str:
     """A warning when a SQLite server (``backend``, as :func:`server_backend` read it) seems to serve
-    several hosts, else ''. Hosts are counted as the README sets them up: one pool of workers each."""
+    several hosts, else ''. Hosts are counted as the README sets them up: one pool of workers each,
+    and this process when ``serving_here`` (``orch start`` serves without a pool)."""
     if backend != "SQLite":
         return ""
     pools = online_workers(api_url)
-    if sum(pools.values()) < 2:
+    if sum(pools.values()) + serving_here < 2:
         return ""
     named = ", ".join(f"{pool} ({n})" for pool, n in sorted(pools.items()))
-    return (f"this server's database is SQLite, and workers are online in pools {named}: hosts that share "
-            "a SQLite server contend for one database file; run it on PostgreSQL "
-            "(orch server --database-url postgresql+asyncpg://...)")
+    return (f"this server's database is SQLite, and workers are online in pools {named}"
+            + (" besides this orch start" if serving_here else "") + ": hosts that share a SQLite server "
+            "contend for one database file; run it on PostgreSQL (orch server --database-url postgresql+asyncpg://...)")
 
 
 def _request(api_url: str, method: str, path: str, body: bytes | None = None, timeout_s: float = 5.0) -> bytes:

@@ -151,6 +151,10 @@ CASES: dict[str, Case] = {
         lambda t: ["server", "--dir", str(t / "srv"), "--database-url", "mysql://orch:secret@db/prefect"],
         "--database-url: a Prefect server's database URL starts with postgresql+asyncpg:// or "
         "sqlite+aiosqlite://, not mysql://"),
+    "orch start's server on a database of no kind Prefect runs on": (
+        lambda t: ["start", "-c", with_store(t), "--database-url", "sqlite://"],
+        "--database-url: a Prefect server's database URL starts with postgresql+asyncpg:// or "
+        "sqlite+aiosqlite://, not sqlite://"),
     "gc of an unknown project": (lambda t: ["gc", "-p", "nope", "--dry-run", "-c", with_store(t)], "unknown project 'nope'"),
 }
 

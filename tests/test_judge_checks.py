@@ -130,7 +130,9 @@ def test_a_test_run_that_timed_out_is_not_run_again(tmp_path: Path) -> None:
 def test_tests_flaky_on_main_are_kept_for_status_and_cleared_when_steady(tmp_path: Path) -> None:
     init_repo(tmp_path / "app", {"test_x.py": flaky_suite(tmp_path / "ran", once=("test_a",))})
     config = tmp_path / "portfolio.json"
-    config.write_text(json.dumps({"projects": [{"name": "app", "path": "app", "test_command": UNITTEST}]}))
+    # Every baseline runs (the second would otherwise take the first's result, flake and all).
+    config.write_text(json.dumps({"projects": [{"name": "app", "path": "app", "test_command": UNITTEST,
+                                                "test_cache": False}]}))
     with ProjectContext.open(ProjectRef(project="app", config_path=str(config))) as ctx:
         main = ctx.repo.head()
         base = baseline(ctx, "c1", main)

@@ -124,7 +124,7 @@ def test_orch_start_serves_schedules_pauses_and_stops(server: Server, tmp_path: 
             code = interrupt(start, tmp_path / "start.log")
         output = (tmp_path / "start.log").read_text()
         assert code == 0, output
-        assert f"Prefect UI: {server.ui_url} (already running)" in output and "Stopped." in output
+        assert f"Prefect UI: {server.ui_url} (already running, on SQLite)" in output and "Stopped." in output
         # Serving ended: Prefect paused the schedule; the next `orch start` sets it from the store again.
         assert deployment_paused(server, "calc")
         again = serve(env, config, tmp_path / "again.log")

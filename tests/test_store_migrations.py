@@ -118,7 +118,7 @@ def test_a_store_with_approvals_reads_back_through_the_models(tmp_path: Path, st
     _check_approval(store)
     _check_cycles(store)
     names = [r["name"] for r in store.db["_sqlite_migrations"].rows]
-    assert names[-1] == "m012_plan_inputs" and len(names) == len(set(names)) == 12
+    assert names[-1] == "m013_test_results" and len(names) == len(set(names)) == 13
     assert store.state().flaky_on_main == []  # a column added since, read as its default
 
 

@@ -230,3 +230,30 @@ def _a_host_lost_and_a_worker_stopped_resume(api_url: str, model: ScriptedModel,
         assert all(len(c.summary.merged) == 2 for c in host.cycles() if c.summary), host.log()
     # (A session whose final answer was on its way at the kill may be asked again: the CLI never had it.)
     assert not asked_again(model, cut, lost=False)
+
+
+@pytest.mark.timeout(400)
+def test_orch_start_runs_its_server_on_postgresql(tmp_path: Path) -> None:
+    # One machine outgrowing SQLite without a second host: `orch start --database-url`.
+    config = tmp_path / "portfolio.json"
+    config.write_text(json.dumps({"name": "solo", "data_dir": str(tmp_path / "data"), "projects": [
+        {"name": "calc", "path": str(make_project(tmp_path, "calc")), "test_command": TEST_COMMAND,
+         "cycle_interval_minutes": 600}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"HOME": str(tmp_path)}
+    log = tmp_path / "start.log"
+    with postgres.cluster() as database_url:
+        start = subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config), "--port", str(free_port()),
+                                  "--database-url", database_url], env=env, stdout=log.open("w"),
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: "Serving" in log.read_text() or start.poll() is not None, "orch start to serve", 240)
+            said = log.read_text()
+            assert re.search(r"Prefect UI: \S+ \(started here, log \S+, on PostgreSQL\)", said), said
+            assert "Warning" not in said and "postgres@" not in said, said  # nothing shared; the URL not echoed
+            doctor = subprocess.run([str(BIN / "orch"), "doctor", "-c", str(config)], env=env, capture_output=True,
+                                    text=True, timeout=120)
+            assert "database: PostgreSQL" in doctor.stdout, doctor.stdout
+        finally:
+            start.send_signal(signal.SIGINT)
+            code = start.wait(90)
+    assert code == 0 and "Stopped." in log.read_text(), log.read_text()

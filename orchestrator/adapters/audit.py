@@ -135,6 +135,7 @@ def _check_section(title: str, check: CheckResult | None) -> str:
         return f"## {title}\n\nNot configured.\n"
     state = "passed" if check.passed else ("could not run" if not check.ran else "failed")
     runs = f", the last of {check.runs} runs" if check.runs > 1 else ""
+    runs += " (reused: this tree was tested before with the same command and environment)" if check.reused else ""
     flaky = f"\nFlaky (failed, then passed when run again): {', '.join(flaky_names(check))}\n" if check.flaky else ""
     return f"""## {title}: {state}
 

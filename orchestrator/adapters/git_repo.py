@@ -137,6 +137,16 @@ class GitRepo:
         ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(worktree).resolve().parent)}
         return run(worktree, "rev-parse", "--verify", "HEAD", env=ceiling)
 
+    def clean_tree_of(self, worktree: Path) -> str | None:
+        """The tree id a worktree has checked out, or None when its files differ from it.
+
+        Differ: a change to a tracked file, or an untracked file that is not ignored.
+        """
+        ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(worktree).resolve().parent)}
+        if run(worktree, "status", "--porcelain", "-z", env=ceiling):
+            return None
+        return run(worktree, "rev-parse", "--verify", "HEAD^{tree}", env=ceiling)
+
     def is_ancestor(self, a: str, b: str) -> bool:
         """Whether commit ``a`` is ``b`` or one of its ancestors."""
         return status(self.path, "merge-base", "--is-ancestor", a, b) == 0

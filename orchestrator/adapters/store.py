@@ -28,6 +28,7 @@ from orchestrator.adapters.store_costs import CostLedger
 from orchestrator.adapters.store_dependencies import READY, Dependencies
 from orchestrator.adapters.store_migrations import migrations
 from orchestrator.adapters.store_records import ProjectRecords
+from orchestrator.adapters.store_tests import TestResults
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
     CycleStatus,
@@ -74,7 +75,7 @@ def _enable_wal(db: sqlite_utils.Database) -> None:
             time.sleep(0.02)
 
 
-class Store(CostLedger, Dependencies, ProjectRecords):
+class Store(CostLedger, Dependencies, ProjectRecords, TestResults):
     """One project's SQLite database."""
 
     def __init__(self, path: Path, project: str) -> None:

@@ -171,3 +171,12 @@ def m012_plan_inputs(db: sqlite_utils.Database) -> None:
     db.table("project_state").add_column("planned_inputs", str, not_null_default="")
     db.table("project_state").add_column("planned_at", str)
     db.table("project_state").add_column("found_work_at", str)
+
+
+@migrations()
+def m013_test_results(db: sqlite_utils.Database) -> None:
+    # A tree tested once is not tested again: its result, by what decides it (see stages.test_cache).
+    db.table("test_results").create(
+        {"key": str, "tree": str, "command": str, "result": str, "tested_at": str}, pk="key",
+    )
+    db.table("test_results").create_index(["tested_at"])

@@ -80,22 +80,39 @@ DatabaseOpt = Annotated[str | None, typer.Option(
 
 
 def start(config: ConfigOpt = None,
-          port: Annotated[int | None, typer.Option(help="Port for a Prefect server started here (default 4200, or a free one).")] = None) -> None:
+          port: Annotated[int | None, typer.Option(help="Port for a Prefect server started here (default 4200, or a free one).")] = None,
+          database_url: DatabaseOpt = None) -> None:
     """Serve every enabled project's cycles on their schedules until Ctrl+C."""
-    from deployments.server import ensure_server
+    from deployments.server import (
+        DATABASE_VARS,
+        backend_of,
+        ensure_server,
+        server_backend,
+        shared_sqlite,
+    )
 
     portfolio = _with_projects(load_portfolio(config))
+    asked = backend_of(database_url) if database_url else None  # a bad URL fails before anything starts
     chosen = os.environ.get("PREFECT_API_URL")
-    server = ensure_server(portfolio.data_dir, port)
+    server = ensure_server(portfolio.data_dir, port, database_url=database_url)
     if chosen and server.process:
         console.print(f"No Prefect server answers at PREFECT_API_URL={chosen}: started one here instead.")
+    backend = server_backend(server.api_url)
+    if asked and not server.process and backend != asked:
+        raise OrchestratorError(
+            f"--database-url asks for a server on {asked}, but the one already running at {server.api_url} "
+            f"is on {backend or 'a database it does not name'}: stop it, or leave out --database-url")
     # Flow runs start as subprocesses: they find the server through the environment.
     os.environ["PREFECT_API_URL"] = server.api_url
+    for var in DATABASE_VARS:
+        os.environ.pop(var, None)  # the server's secret: flow runs and agents have no use for it
     prepare_prefect()
     from deployments import control
 
     where = f"started here, log {server.log_path}" if server.process else "already running"
-    console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where})")
+    on = f"on {backend}" if backend else "its database not named (started outside orch)"
+    console.print(f"Prefect UI: [bold]{server.ui_url}[/] ({where}, {on})")
+    _say_warning(shared_sqlite(server.api_url, backend, serving_here=True))
     try:
         _say_warning(control.set_agent_limit(server.api_url, portfolio))
     except OrchestratorError:

@@ -254,6 +254,10 @@ class ProjectConfig(BaseModel):
         1, ge=0, le=5, description="Times a failing test run is run again before its failures count: "
         "a test that fails, then passes, is flaky and rejects nothing."
     )
+    test_cache: bool = Field(
+        True, description="Reuse a test result for a tree already tested with the same command and "
+        "environment in the last 6 hours, rather than run the tests again."
+    )
     lint_timeout_seconds: int = Field(300, gt=0, description="Limit on one lint run.")
     planner_timeout_seconds: int = Field(600, gt=0, description="Limit on one planner session.")
     judge_timeout_seconds: int = Field(300, gt=0, description="Limit on one AI review session.")

@@ -285,6 +285,8 @@ class CheckResult(BaseModel):
     runs: int = 1  # a failing test run is run again (``test_retries``) before it counts
     flaky_tests: list[str] = Field(default_factory=list)
     """Tests that failed on one run and passed on another: they do not count as failing."""
+    reused: bool = False
+    """Not run: the result kept for the same tree, command and environment (stages.test_cache)."""
 
     @property
     def flaky(self) -> bool:

@@ -15,6 +15,7 @@ checks is shown to the reviewer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -36,17 +37,16 @@ from orchestrator.domain.models import (
     WorkResult,
 )
 from orchestrator.stages.context import ProjectContext
+from orchestrator.stages.test_cache import tested
 
 MAX_FILES = 15  # a small task touching more files than this is worth a look
 MAX_LINES = 400
 
 
-def run_checks(ctx: ProjectContext, cwd: Path) -> tuple[CheckResult | None, CheckResult | None]:
-    """The project's test and lint commands in ``cwd`` (None where not configured)."""
+def run_lint(ctx: ProjectContext, cwd: Path) -> CheckResult | None:
+    """The project's lint command in ``cwd`` (None when not configured)."""
     c = ctx.config
-    tests = run_check(c.test_command, cwd, c.test_timeout_seconds) if c.test_command else None
-    lint = run_check(c.lint_command, cwd, c.lint_timeout_seconds) if c.lint_command else None
-    return tests, lint
+    return run_check(c.lint_command, cwd, c.lint_timeout_seconds) if c.lint_command else None
 
 
 def tests_again(ctx: ProjectContext, cwd: Path, tests: CheckResult) -> CheckResult:
@@ -55,15 +55,31 @@ def tests_again(ctx: ProjectContext, cwd: Path, tests: CheckResult) -> CheckResu
                      ctx.config.test_retries)
 
 
+def run_tests(ctx: ProjectContext, cwd: Path, confirm: Callable[[CheckResult], bool] = lambda _: True,
+              ) -> CheckResult | None:
+    """The project's tests in ``cwd`` (None when not configured), or the result kept for its tree.
+
+    A failing run is run again when ``confirm`` says its failures would count.
+    """
+    c = ctx.config
+    if not c.test_command:
+        return None
+
+    def run() -> CheckResult:
+        result = run_check(c.test_command, cwd, c.test_timeout_seconds)
+        return tests_again(ctx, cwd, result) if not result.passed and confirm(result) else result
+
+    return tested(ctx, cwd, run)
+
+
 def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Baseline:
     """Test and lint results on the cycle's base commit, computed once per cycle.
 
     What is flaky there is kept in the project's state, for ``orch status``.
     """
     worktree = ctx.base_worktree(cycle_id, base_commit)
-    tests, lint = run_checks(ctx, worktree)
+    tests, lint = run_tests(ctx, worktree), run_lint(ctx, worktree)
     if tests is not None:
-        tests = tests_again(ctx, worktree, tests)
         ctx.store.set_flaky_on_main(flaky_names(tests), base_commit)
     return Baseline(commit=base_commit, tests=tests, lint=lint)
 
@@ -168,13 +184,12 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
     if previous is not None and previous.passed and previous.commit == work.commit:
         # Judged and passed before its merge had to wait: the same commit needs no new review.
         return previous.model_copy(update={"cycle_id": work.cycle_id})
-    # In a thread: judges of several branches run their tests at the same time.
-    tests, lint = await anyio.to_thread.run_sync(run_checks, ctx, worktree)
+    # In a thread: judges of several branches run their tests at the same time. A failing
+    # run is run again before its failures reject the branch.
+    tests = await anyio.to_thread.run_sync(run_tests, ctx, worktree, lambda t: bool(failed_checks(base, t, None)))
+    lint = await anyio.to_thread.run_sync(run_lint, ctx, worktree)
     warnings = await anyio.to_thread.run_sync(scope_warnings, ctx, worktree, work.base_commit)  # git
     verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})
-    if tests is not None and failed_checks(base, tests, None):  # before the tests reject it
-        tests = await anyio.to_thread.run_sync(tests_again, ctx, worktree, tests)
-        verdict = verdict.model_copy(update={"tests": tests})
     reasons = failed_checks(base, tests, lint)
     if reasons:  # the reviewer cannot overrule the checks, so do not pay for it
         return verdict.model_copy(update={"reasons": reasons})

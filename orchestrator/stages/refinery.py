@@ -18,7 +18,6 @@ from pathlib import Path
 import anyio
 
 from orchestrator.adapters.agent import run_agent
-from orchestrator.adapters.checks import run_check
 from orchestrator.adapters.prompts import task_text
 from orchestrator.adapters.secret_scan import known_secrets, scan_branch, secret_reason
 from orchestrator.domain.errors import AgentError, BudgetReached, GitError
@@ -34,7 +33,7 @@ from orchestrator.domain.models import (
 )
 from orchestrator.stages.backlog import tick_item
 from orchestrator.stages.context import ProjectContext
-from orchestrator.stages.judge import tests_again
+from orchestrator.stages.judge import run_tests
 
 
 def integration_name(cycle_id: str) -> str:
@@ -120,16 +119,11 @@ class MergedTests:
 
     def check(self, worktree: Path) -> tuple[bool, str]:
         """(passes, the end of the test output when it does not)."""
-        c = self.ctx.config
-        if not c.test_command:
+        result = run_tests(self.ctx, worktree, confirm=lambda r: not self._steady(r))  # before it blames a branch
+        if result is None or result.passed:
             return True, ""
-        result = run_check(c.test_command, worktree, c.test_timeout_seconds)
-        if not result.passed and not self._steady(result):  # before it blames a branch
-            result = tests_again(self.ctx, worktree, result)
-            if not result.passed and result.runs > 1 and result.failed_tests:
-                self.steady.append(set(result.failed_tests))
-        if result.passed:
-            return True, ""
+        if result.runs > 1 and result.failed_tests:
+            self.steady.append(set(result.failed_tests))
         if result.ran and result.failed_tests is not None:
             known = self.main_failures
             if known is not None and set(result.failed_tests) <= set(known):
@@ -146,10 +140,11 @@ class MergedTests:
         name = f"main-{self.cycle_id}"
         path = self.ctx.repo.add_worktree(name, self.ctx.branch(name), self.main_before)
         try:
-            c = self.ctx.config
-            result = tests_again(self.ctx, path, run_check(c.test_command, path, c.test_timeout_seconds))
+            result = run_tests(self.ctx, path)
         finally:
             self.ctx.repo.remove_worktree(name, self.ctx.branch(name))
+        if result is None:  # no test command: nothing fails
+            return []
         return [] if result.passed else (result.failed_tests if result.ran else None)
 
 

@@ -1,0 +1,72 @@
+"""A tree tested once is not tested again.
+
+A test run's result depends on the files it tests, the command, and the
+environment the command runs in. So a result is kept under the git tree id
+of the worktree it ran in, the command, and a digest of the environment
+(every variable but the ones that change from run to run without changing
+what the tests see, :data:`VOLATILE`); a later run with all three the same
+takes it instead of running. That is how a cycle's base (main as the last
+cycle merged and tested it), a merged result equal to a branch already
+tested, and a bisection step that meets a tree again cost no test run.
+
+What is not in the key can still change a result: a package upgraded in
+place, a service the tests call, the clock. Hence results are kept for
+:data:`KEEP_HOURS` hours only, a worktree with untracked files that are not
+ignored (or uncommitted changes) is neither looked up nor recorded, and
+``test_cache: false`` turns it all off for a project. Only final results
+are kept: passes, and failures the retries confirmed (a first failure that
+would be run again is not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from orchestrator.adapters.store import Store
+from orchestrator.domain.models import CheckResult
+from orchestrator.stages.context import ProjectContext
+
+KEEP_HOURS = 6
+VOLATILE = ("PREFECT_", "PWD", "OLDPWD", "SHLVL", "_", "TERM", "COLUMNS", "LINES", "SSH_", "DISPLAY")
+"""Names (or, ending in ``_``, prefixes) of variables left out of the environment's digest:
+a flow run's ids, the shell's bookkeeping, the terminal."""
+
+
+def environment_digest(env: dict[str, str] | None = None) -> str:
+    """A digest of the variables a test command inherits, the volatile ones apart (never the values)."""
+    env = dict(os.environ if env is None else env)
+    kept = sorted((k, v) for k, v in env.items()
+                  if not any(k.startswith(p) if p.endswith("_") and p != "_" else k == p for p in VOLATILE))
+    return hashlib.sha256(repr(kept).encode()).hexdigest()
+
+
+def result_key(tree: str, command: str, env_digest: str) -> str:
+    return hashlib.sha256(f"{tree}\0{command}\0{env_digest}".encode()).hexdigest()
+
+
+def tested(ctx: ProjectContext, worktree: Path, run: Callable[[], CheckResult]) -> CheckResult:
+    """The test result for ``worktree``: one kept for its tree, else ``run()`` (kept when final).
+
+    A kept result comes back with ``reused`` set; its output is the run's that made it.
+    """
+    command = ctx.config.test_command
+    tree = ctx.repo.clean_tree_of(worktree) if ctx.config.test_cache else None
+    if tree is None:
+        return run()
+    key = result_key(tree, command, environment_digest())
+    since = (datetime.now(UTC) - timedelta(hours=KEEP_HOURS)).isoformat(timespec="seconds")
+    # A connection of its own: judges run their tests in threads, and a connection stays in its thread.
+    with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:
+        found = store.tested(key, since)
+    if found is not None:
+        return found.model_copy(update={"reused": True})
+    result = run()
+    if result.passed or (result.ran and result.runs > ctx.config.test_retries):
+        with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:
+            store.record_tested(key, tree, result, forget_before=since)
+    return result

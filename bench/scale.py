@@ -61,6 +61,7 @@ summaries = asyncio.run(portfolio(config=sys.argv[1]))
 wall = time.perf_counter() - started
 own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 json.dump({"wall_s": wall, "statuses": [str(s.status) for s in summaries],
+           "failures": [f"{s.project}: {s.message}" for s in summaries if not str(s.status).endswith("done")],
            "merged": sum(len(s.merged) for s in summaries),
            "own_cpu_s": own.ru_utime + own.ru_stime, "children_cpu_s": children.ru_utime + children.ru_stime,
            "sent": sent}, open(sys.argv[2], "w"))
@@ -155,13 +156,16 @@ def one_run(root: Path, server: Server, backend: str, count: int, latency_s: flo
     # artifacts, variables and the like.
     others = [s for path, s in sent if "/concurrency_limits/" not in path]
     n = max(len(sessions), 1)
+    busy = figures["own_cpu_s"] + figures["children_cpu_s"] + server_s  # all the machine did for the run
     ok = sum(1 for s in figures["statuses"] if s.endswith("done"))
     return (f"{backend:10} K={count:2}: {ok}/{count} cycles done, {figures['merged']} merged in "
             f"{figures['wall_s']:.1f} s ({60 * ok / figures['wall_s']:.1f} cycles/min); {len(sessions)} sessions, "
             f"at most {at_once} at once\n"
             f"{'':10}       CPU per session: flow process {figures['own_cpu_s'] / n:.2f} s, its children "
-            f"(CLIs, git, tests) {figures['children_cpu_s'] / n:.2f} s, server {server_s / n:.2f} s\n"
-            f"{'':10}       slot calls {percentiles(slots)}; other API calls {percentiles(others)}")
+            f"(CLIs, git, tests) {figures['children_cpu_s'] / n:.2f} s, server {server_s / n:.2f} s; "
+            f"cores busy {busy / figures['wall_s']:.2f} of {os.cpu_count()}\n"
+            f"{'':10}       slot calls {percentiles(slots)}; other API calls {percentiles(others)}"
+            + "".join(f"\n{'':10}       not done: {failure}" for failure in figures["failures"]))
 
 
 @contextmanager

@@ -126,11 +126,18 @@ def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, config = sample
+    runs = config.parent / "test-runs"  # where each test run is made: a line per run
+    set_fields(config, test_command=f"echo $(basename $PWD) >> {runs}; {sys.executable} -m unittest -q")
     with ScriptedModel(demo_scenario()) as model:
         for key, value in model.env().items():
             monkeypatch.setenv(key, value)
         first = run_cycle(config)
+        before = len(runs.read_text().splitlines())
         second = run_cycle(config)
+    # The second cycle's base is main as the first merged and tested it: its tests do not run again.
+    made = runs.read_text().splitlines()
+    assert f"base-{first.cycle_id}" in made[:before]
+    assert not any(m.startswith("base-") for m in made[before:]), made
 
     store = Store.for_project(config.parent / "data", "calc")
     bad = next(t for t in store.list_tasks() if t.title == "Make add faster")

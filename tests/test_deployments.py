@@ -1,18 +1,22 @@
-"""Deployments built from a portfolio file."""
+"""Deployments built from a portfolio file, and the portfolio flow meeting a busy server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect.events.schemas.automations import EventTrigger
+from prefect.exceptions import PrefectHTTPStatusError
 
 from deployments import liveness
 from deployments.from_portfolio import project_deployments
 from deployments.server import backend_of, public_api_url
+from flows.portfolio import again_while_busy
 from orchestrator.adapters.git_commands import init_repo
 from orchestrator.domain.errors import OrchestratorError
 
@@ -55,3 +59,32 @@ def test_the_liveness_automation_crashes_only_our_runs_that_beat_then_fell_silen
     [action] = rule.actions
     assert action.type == "change-flow-run-state" and action.state == "CRASHED" and not action.force
     assert liveness.heartbeat_env() == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(liveness.HEARTBEAT_S)}
+
+
+def busy(status: int) -> PrefectHTTPStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1:4200/api/task_runs/")
+    return PrefectHTTPStatusError.from_httpx_error(
+        httpx.HTTPStatusError("busy", request=request, response=httpx.Response(status, request=request)))
+
+
+def test_a_cycle_the_busy_server_refused_is_asked_again_and_other_errors_are_not() -> None:
+    answers: list[BaseException | str] = [busy(503), busy(503), "done"]
+    calls: list[str] = []
+    warned: list[str] = []
+
+    async def cycle() -> str:
+        calls.append("cycle")
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    assert asyncio.run(again_while_busy(cycle, "calc", warned.append, waits_s=(0, 0))) == "done"
+    assert len(calls) == 3 and len(warned) == 2 and "calc" in warned[0]
+    answers[:] = [busy(503), busy(503), busy(503)]  # busy past the last wait: its error stands
+    with pytest.raises(PrefectHTTPStatusError):
+        asyncio.run(again_while_busy(cycle, "calc", warned.append, waits_s=(0, 0)))
+    answers[:] = [busy(500)]  # any other error is not the server being busy
+    with pytest.raises(PrefectHTTPStatusError):
+        asyncio.run(again_while_busy(cycle, "calc", warned.append, waits_s=(0, 0)))
+    assert len(calls) == 7

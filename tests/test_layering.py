@@ -43,7 +43,7 @@ OWNERS = {
     "claude_agent_sdk": {"orchestrator.adapters.agent", "orchestrator.adapters.session_watch", INTERNALS},
     "sqlite_utils": {"orchestrator.adapters.store", "orchestrator.adapters.store_costs",
                      "orchestrator.adapters.store_dependencies", "orchestrator.adapters.store_migrations",
-                     "orchestrator.adapters.store_records"},
+                     "orchestrator.adapters.store_records", "orchestrator.adapters.store_test_results"},
     "prefect": {m for m in LAYERS if LAYERS[m] >= LAYERS["tasks"]},  # the core runs without Prefect
 }
 

@@ -28,7 +28,7 @@ from orchestrator.adapters.store_costs import CostLedger
 from orchestrator.adapters.store_dependencies import READY, Dependencies
 from orchestrator.adapters.store_migrations import migrations
 from orchestrator.adapters.store_records import ProjectRecords
-from orchestrator.adapters.store_tests import TestResults
+from orchestrator.adapters.store_test_results import TestResults
 from orchestrator.domain.errors import StoreError
 from orchestrator.domain.models import (
     CycleStatus,

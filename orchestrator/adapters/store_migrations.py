@@ -175,7 +175,7 @@ def m012_plan_inputs(db: sqlite_utils.Database) -> None:
 
 @migrations()
 def m013_test_results(db: sqlite_utils.Database) -> None:
-    # A tree tested once is not tested again: its result, by what decides it (see stages.test_cache).
+    # A tree tested once is not tested again: its result, by what decides it (see stages.test_runs).
     db.table("test_results").create(
         {"key": str, "tree": str, "command": str, "result": str, "tested_at": str}, pk="key",
     )

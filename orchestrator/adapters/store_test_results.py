@@ -1,6 +1,6 @@
 """The store's test results by tree: a tree tested once with a command is not tested again.
 
-One row per key (:func:`orchestrator.stages.test_cache.result_key`: the tree's git id, the
+One row per key (:func:`orchestrator.stages.test_runs.result_key`: the tree's git id, the
 command and the environment's digest). :class:`.store.Store` holds these methods; they are
 apart only to keep each file readable.
 """

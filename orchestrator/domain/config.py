@@ -258,6 +258,10 @@ class ProjectConfig(BaseModel):
         True, description="Reuse a test result for a tree already tested with the same command and "
         "environment in the last 6 hours, rather than run the tests again."
     )
+    max_parallel_tests: int | None = Field(
+        None, ge=1, description="Test runs of this project at once (its base's, its branches' and its "
+        "merge's); null = the CPU count."
+    )
     lint_timeout_seconds: int = Field(300, gt=0, description="Limit on one lint run.")
     planner_timeout_seconds: int = Field(600, gt=0, description="Limit on one planner session.")
     judge_timeout_seconds: int = Field(300, gt=0, description="Limit on one AI review session.")

@@ -286,7 +286,7 @@ class CheckResult(BaseModel):
     flaky_tests: list[str] = Field(default_factory=list)
     """Tests that failed on one run and passed on another: they do not count as failing."""
     reused: bool = False
-    """Not run: the result kept for the same tree, command and environment (stages.test_cache)."""
+    """Not run: the result kept for the same tree, command and environment (stages.test_runs)."""
 
     @property
     def flaky(self) -> bool:

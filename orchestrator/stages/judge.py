@@ -37,7 +37,7 @@ from orchestrator.domain.models import (
     WorkResult,
 )
 from orchestrator.stages.context import ProjectContext
-from orchestrator.stages.test_cache import tested
+from orchestrator.stages.test_runs import tested
 
 MAX_FILES = 15  # a small task touching more files than this is worth a look
 MAX_LINES = 400

@@ -1,4 +1,4 @@
-"""A tree tested once is not tested again.
+"""A project's test runs: a tree tested once is not tested again, and only so many run at once.
 
 A test run's result depends on the files it tests, the command, and the
 environment the command runs in. So a result is kept under the git tree id
@@ -16,12 +16,18 @@ ignored (or uncommitted changes) is neither looked up nor recorded, and
 ``test_cache: false`` turns it all off for a project. Only final results
 are kept: passes, and failures the retries confirmed (a first failure that
 would be run again is not).
+
+A project's test runs in one process (its baseline, its judges' and its
+merge's) take turns beyond ``max_parallel_tests`` (default: the CPU count):
+suites that outnumber the cores only slow each other down, and the agents
+beside them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -50,23 +56,38 @@ def result_key(tree: str, command: str, env_digest: str) -> str:
 
 
 def tested(ctx: ProjectContext, worktree: Path, run: Callable[[], CheckResult]) -> CheckResult:
-    """The test result for ``worktree``: one kept for its tree, else ``run()`` (kept when final).
+    """The test result for ``worktree``: one kept for its tree, else ``run()`` in its turn (kept when final).
 
     A kept result comes back with ``reused`` set; its output is the run's that made it.
     """
-    command = ctx.config.test_command
     tree = ctx.repo.clean_tree_of(worktree) if ctx.config.test_cache else None
-    if tree is None:
-        return run()
-    key = result_key(tree, command, environment_digest())
+    key = result_key(tree, ctx.config.test_command, environment_digest()) if tree else None
     since = (datetime.now(UTC) - timedelta(hours=KEEP_HOURS)).isoformat(timespec="seconds")
+    if key and (found := _kept(ctx, key, since)):
+        return found
+    with _turn(ctx):
+        if key and (found := _kept(ctx, key, since)):  # tested while this run waited its turn
+            return found
+        result = run()
+        if key and tree and (result.passed or (result.ran and result.runs > ctx.config.test_retries)):
+            with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:  # before the next turn
+                store.record_tested(key, tree, result, forget_before=since)
+    return result
+
+
+def _kept(ctx: ProjectContext, key: str, since: str) -> CheckResult | None:
     # A connection of its own: judges run their tests in threads, and a connection stays in its thread.
     with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:
         found = store.tested(key, since)
-    if found is not None:
-        return found.model_copy(update={"reused": True})
-    result = run()
-    if result.passed or (result.ran and result.runs > ctx.config.test_retries):
-        with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:
-            store.record_tested(key, tree, result, forget_before=since)
-    return result
+    return found.model_copy(update={"reused": True}) if found else None
+
+
+_turns: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_turns_lock = threading.Lock()
+
+
+def _turn(ctx: ProjectContext) -> threading.BoundedSemaphore:
+    """The project's test runs at once in this process, as many as ``max_parallel_tests``."""
+    limit = ctx.config.max_parallel_tests or os.cpu_count() or 1
+    with _turns_lock:
+        return _turns.setdefault((ctx.name, limit), threading.BoundedSemaphore(limit))

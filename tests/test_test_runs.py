@@ -1,9 +1,10 @@
-"""A tree tested once is not tested again: the test results kept by tree, command and environment."""
+"""A project's test runs: kept by tree, command and environment, and only so many at once."""
 
 from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from orchestrator.adapters.git_commands import init_repo
 from orchestrator.stages.context import ProjectContext, ProjectRef
 from orchestrator.stages.judge import baseline, run_tests
 from orchestrator.stages.refinery import MergedTests
-from orchestrator.stages.test_cache import environment_digest
+from orchestrator.stages.test_runs import environment_digest
 
 pytestmark = pytest.mark.guarantee
 
@@ -138,3 +139,33 @@ def test_results_expire_and_can_be_turned_off(tmp_path: Path) -> None:
     (tmp_path / "portfolio.json").write_text(json.dumps(config))
     off = ctx_of(tmp_path / "portfolio.json")
     assert not run_tests(off, worktree).reused and count(runs) == 3
+
+
+def spans(log: Path) -> list[tuple[float, float]]:
+    """(start, end) of each test run, from the lines the command wrote."""
+    times = [line.split() for line in log.read_text().splitlines()]
+    starts = sorted(float(t) for kind, t in times if kind == "start")
+    ends = sorted(float(t) for kind, t in times if kind == "end")
+    return list(zip(starts, ends, strict=True))
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_a_projects_test_runs_take_turns_beyond_max_parallel_tests(tmp_path: Path, limit: int) -> None:
+    log = tmp_path / "log"
+    command = f"echo start $(date +%s.%N) >> {log}; sleep 1; echo end $(date +%s.%N) >> {log}"
+    ctx, _ = project(tmp_path, test_command=command, max_parallel_tests=limit)
+    trees = [commit_in(ctx, f"t{i}", {f"m{i}.py": f"x = {i}\n"}) for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:  # as the judges of three branches run their tests
+        assert all(r.passed for r in pool.map(lambda w: run_tests(ctx, w), trees))
+    ran = spans(log)
+    overlapping = max(sum(1 for s, e in ran if s <= t < e) for t, _ in ran)
+    assert len(ran) == 3 and overlapping == limit, ran
+
+
+def test_the_same_tree_asked_for_twice_at_once_is_tested_once(tmp_path: Path) -> None:
+    ctx, runs = project(tmp_path, max_parallel_tests=1)
+    worktrees = [ctx.base_worktree("c1", ctx.repo.head()),
+                 ctx.repo.add_worktree("integration-c1", ctx.branch("integration-c1"), ctx.repo.head())]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda w: run_tests(ctx, w), worktrees))
+    assert count(runs) == 1 and sorted(r.reused for r in results) == [False, True]

@@ -21,21 +21,27 @@ from typing import Any
 from deployments.server import DEFAULT_API_URL, Server, free_port, healthy, start_server
 
 from . import project as sample
+from . import realrepos
 from .reads import ReadFigures, measure_reads
-from .report import Cycle, render
+from .realrepos import RealProject
+from .report import SAMPLE_NAME, Cycle, render, render_cycles
 from .resume import measure_resume
 from .runs import base_env, cycle_figures
 
 
-def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None) -> Cycle:
+def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None,
+           real: RealProject | None = None) -> Cycle:
+    """One cycle of ``orch run``: on a generated project, or on a copy of ``real``."""
     folder = root / name
     folder.mkdir()
-    path = sample.make_project(folder)
-    config = sample.write_portfolio(folder, path, tasks)
+    path = real.make(folder) if real else sample.make_project(folder)
+    layout = real.layout if real else sample.SAMPLE
+    config = sample.write_portfolio(folder, path, tasks, layout.test_command)
     env = base_env(root, api_url)
-    figures = cycle_figures(sample.scenario(tasks, latency_s), config, path.name, env, folder)
+    figures = cycle_figures(sample.scenario(tasks, latency_s, layout), config, path.name, env, folder)
     server = "running server" if api_url else "temporary server"
-    return Cycle(tasks=tasks, latency_s=latency_s, server=server, figures=figures)
+    return Cycle(tasks=tasks, latency_s=latency_s, server=server, figures=figures,
+                 project=real.name if real else SAMPLE_NAME)
 
 
 def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -58,6 +64,13 @@ def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) 
         for tasks, latency in plan:
             progress(f"cycle: {tasks} tasks, {latency:g} s per response, {label} server")
             cycles.append(_cycle(root, f"cycle-{tasks}-{latency:g}-{label}", tasks, latency, mode))
+    toolz = realrepos.toolz()  # after the warm-up: the sample's figures stay as they were
+    if toolz is None:
+        progress(f"The real-project snapshots are not here ({realrepos.FOLDER_ENV} names them): "
+                 "no cycle on a real project.")
+    elif not quick:
+        progress(f"cycle: 8 tasks on {toolz.name}, 1 s per response, running server")
+        cycles.append(_cycle(root, "cycle-toolz", 8, 1.0, api_url, toolz))
     progress("resume after a kill")
     (root / "resume").mkdir()
     resume = measure_resume(root / "resume", base_env(root, api_url), latency_s=0.3 if quick else 1.0)
@@ -86,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="A small run of each scenario (seconds, not minutes).")
     parser.add_argument("--api-url", help="Use this Prefect server for the running-server scenarios instead of starting one.")
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    parser.add_argument("--repo", type=Path, help="Only cycles on this git repository (a clone of its main; "
+                        "the original is not touched), with --test-cmd as its test command.")
+    parser.add_argument("--test-cmd", help="The test command of --repo, run at its top.")
+    parser.add_argument("--tasks", default="3,8", help="With --repo: the cycles' task counts, comma-separated.")
     args = parser.parse_args(argv)
+    if bool(args.repo) != bool(args.test_cmd):
+        parser.error("--repo and --test-cmd go together")
 
     def progress(message: str) -> None:
         print(f"... {message}", file=sys.stderr, flush=True)
@@ -99,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             progress("starting a Prefect server")
             server = start_server(root / "server", free_port())
         try:
+            if args.repo:
+                repo = realrepos.from_repo(args.repo, args.test_cmd)
+                cycles = []
+                for tasks in (int(n) for n in args.tasks.split(",")):
+                    progress(f"cycle: {tasks} tasks on {repo.name}, 1 s per response, running server")
+                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, 1.0, server.api_url, repo))
+                print(render_cycles(cycles))
+                return 0
             results = run(root, server.api_url, args.quick, progress)
         finally:
             server.stop()

@@ -104,24 +104,24 @@ def judge_script(layout: Layout = SAMPLE) -> Script:
     return [[read(layout.readme)], [structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})]]
 
 
-def scenario(n: int, latency_s: float) -> Scenario:
+def scenario(n: int, latency_s: float, layout: Layout = SAMPLE) -> Scenario:
     """Planner, ``n`` workers and the judge, each with a fixed number of turns."""
     return Scenario(
-        planner=planner_turns([structured(plan(list(range(n)), f"Add {n} small steps."))]),
-        workers={f"Add step {i}\n": worker_script(i) for i in range(n)},
-        judge=judge_script(),
+        planner=planner_turns([structured(plan(list(range(n)), f"Add {n} small steps.", layout))]),
+        workers={f"Add step {i}\n": worker_script(i, layout) for i in range(n)},
+        judge=judge_script(layout),
         latency_s=latency_s,
     )
 
 
-def write_portfolio(root: Path, project: Path, n: int) -> Path:
+def write_portfolio(root: Path, project: Path, n: int, test_command: str = TEST_COMMAND) -> Path:
     config = {
         "name": "bench",
         "data_dir": str(root / "data"),
         "max_total_workers": max(n, 1) * 2,
         "projects": [{
             "name": project.name, "path": str(project), "max_workers": n,
-            "test_command": TEST_COMMAND,
+            "test_command": test_command,
         }],
     }
     path = root / "portfolio.json"

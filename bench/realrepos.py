@@ -10,8 +10,11 @@ caller goes on with generated projects, saying so.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.adapters.git_commands import init_repo
@@ -49,3 +52,42 @@ def make_toolz(root: Path) -> Path | None:
     path = root / "toolz"
     init_repo(path, {}, message="toolz 568c2b8, from its snapshot")
     return path
+
+
+@dataclass(frozen=True)
+class RealProject:
+    """A real project a benchmark cycle runs on: where its steps go, and how it is copied in."""
+
+    name: str
+    layout: Layout
+    make: Callable[[Path], Path]
+    """Puts a git project on main under the folder given; returns its path."""
+
+
+def toolz() -> RealProject | None:
+    """toolz from its snapshot, or None when this machine has no snapshots."""
+    found = folder()
+    if found is None or not (found / TOOLZ_ARCHIVE).is_file():
+        return None
+    return RealProject("toolz", TOOLZ, lambda root: make_toolz(root) or root)
+
+
+def from_repo(repo: Path, test_command: str) -> RealProject:
+    """Any git repository (its main branch, cloned: the original is not touched), with its own test command.
+
+    The tasks add a module and its unittest test at the top of the tree, which
+    both ``pytest`` and ``python -m unittest`` find there.
+    """
+    if not (repo / ".git").exists():
+        raise SystemExit(f"--repo {repo}: not a git repository")
+    readme = next((n for n in ("README.md", "README.rst", "README.txt", "README") if (repo / n).is_file()), "")
+    layout = Layout(module="orch_bench_{i}.py", test="test_orch_bench_{i}.py", imports="orch_bench_{i}",
+                    readme=readme or ".gitignore", test_command=test_command, green_command=test_command)
+
+    def make(root: Path) -> Path:
+        path = root / repo.resolve().name
+        subprocess.run(["git", "clone", "--quiet", str(repo.resolve()), str(path)], check=True)
+        subprocess.run(["git", "-C", str(path), "checkout", "--quiet", "-B", "main"], check=True)
+        return path
+
+    return RealProject(repo.resolve().name, layout, make)

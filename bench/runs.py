@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -31,12 +32,14 @@ class Run:
     output: str
     spans: list[dict[str, Any]]
     servers_started: int  # Prefect servers seen among its child processes
+    cpu_s: float  # user + system of it and every process it waited for (CLIs, tests, git)
 
 
 def run_orch(args: list[str], env: dict[str, str], spans_file: Path, timeout_s: float = 600,
              watch: Callable[[subprocess.Popen[str]], None] | None = None) -> Run:
     """Run ``orch args`` to its end; ``watch(process)`` runs beside it in a thread."""
     spans_file.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     spawned = time.monotonic()
     process = subprocess.Popen([ORCH, *args], env={**env, ENV: str(spans_file)}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
@@ -57,7 +60,9 @@ def run_orch(args: list[str], env: dict[str, str], spans_file: Path, timeout_s: 
             process.wait()
     for thread in watchers:
         thread.join(timeout=30)
-    return Run(spawned, exited, process.returncode, output, read_spans(spans_file), len(servers))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the one child waited for meanwhile
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(spawned, exited, process.returncode, output, read_spans(spans_file), len(servers), cpu_s)
 
 
 def _spot_servers(pid: int, servers: set[int], done: threading.Event) -> None:
@@ -97,4 +102,5 @@ def cycle_figures(scenario: Scenario, config: Path, project: str, env: dict[str,
             raise RuntimeError(f"orch run failed (exit {run.returncode}):\n{run.output[-3000:]}")
         figures = measure(run.spawned, run.exited, run.spans, model.requests, scenario.latency_s)
     figures.extra["servers started"] = run.servers_started
+    figures.extra["cpu s"] = run.cpu_s
     return figures

@@ -39,7 +39,7 @@ def test_schema_is_migrated_once_and_uses_wal(tmp_path: Path) -> None:
                      "m004_cycles_table", "m005_task_waits", "m006_api_faults",
                      "m007_rate_limits_and_retention", "m008_flaky_on_main",
                      "m009_task_dependencies", "m010_ci_fix_rounds", "m011_review_rounds",
-                     "m012_plan_inputs"]
+                     "m012_plan_inputs", "m013_test_results"]
 
 
 def test_a_store_of_the_first_schema_is_migrated_in_place(tmp_path: Path) -> None:

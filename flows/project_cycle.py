@@ -43,7 +43,16 @@ from orchestrator.domain.models import (
     Verdict,
     WorkResult,
 )
-from orchestrator.stages import approval, backlog, budget, cycle, plan_inputs, planner, rate_limit
+from orchestrator.stages import (
+    approval,
+    backlog,
+    budget,
+    cycle,
+    plan_inputs,
+    planner,
+    rate_limit,
+    test_runs,
+)
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
 from tasks.judge import baseline, judge
 from tasks.merge import merge, publish
@@ -262,7 +271,12 @@ async def _work_and_judge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, b
     """Work and judge every task; the tasks whose branches passed, with their work."""
     # Each task goes from its worker straight to its judge; the base's checks
     # run while the workers work, so no step waits for a slower sibling.
-    base_checks = asyncio.ensure_future(_baseline(ctx, ref, cycle_id, base)) if tasks else None
+    # With a long suite the branches are tested together, at the merge (see test_runs.batch_first).
+    batch = test_runs.batch_first(ctx, len(tasks))
+    if batch:
+        get_run_logger().info("Testing the %d branches together at the merge (test_strategy %s)",
+                              len(tasks), ctx.config.test_strategy)
+    base_checks = asyncio.ensure_future(_baseline(ctx, ref, cycle_id, base, batch)) if tasks else None
     worker_step, judge_step = _step(ctx, work), _step(ctx, judge)
 
     async def work_then_judge(t: Task) -> tuple[WorkResult, Verdict | None]:
@@ -315,9 +329,9 @@ def _merge_request(passing: list[tuple[Task, WorkResult]]) -> str:
     return "\n".join(lines)
 
 
-async def _baseline(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: str) -> Baseline:
+async def _baseline(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: str, batch: bool) -> Baseline:
     with span("step", "baseline"):
-        return await _step(ctx, baseline)(ref, cycle_id, base)
+        return await _step(ctx, baseline)(ref, cycle_id, base, batch)
 
 
 async def _publish_verdicts(ctx: ProjectContext, judged: list[tuple[Task, WorkResult]], verdicts: list[Verdict]) -> None:

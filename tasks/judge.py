@@ -24,10 +24,10 @@ def judge_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 
 
 @task(name="baseline", cache_key_fn=baseline_key, persist_result=True, task_run_name="baseline: {ref.project}")
-async def baseline(ref: ProjectRef, cycle_id: str, base_commit: str) -> Baseline:
-    """Run the tests and lint on the cycle's base commit."""
+async def baseline(ref: ProjectRef, cycle_id: str, base_commit: str, batch: bool = False) -> Baseline:
+    """Run the tests (unless the merge tests a ``batch``) and lint on the cycle's base commit."""
     # The store is used in the thread that opened it, so the context opens there.
-    return await in_thread(ref, core.baseline, cycle_id, base_commit)
+    return await in_thread(ref, core.baseline, cycle_id, base_commit, batch)
 
 
 @task(name="judge", cache_key_fn=judge_key, persist_result=True, task_run_name="judge: {task.title}")

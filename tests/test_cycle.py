@@ -155,6 +155,37 @@ def test_second_cycle_retries_the_rejected_task_with_the_reasons(
     assert cycles[0].claimed  # the second cycle recorded what it worked on
 
 
+def test_a_batch_cycle_tests_only_merged_results_and_sends_back_the_branch_that_breaks_them(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, config = sample
+    runs = config.parent / "test-runs"  # where each test run is made: a line per run
+    set_fields(config, test_strategy="batch",
+               test_command=f"echo $(basename $PWD) >> {runs}; {sys.executable} -m unittest -q")
+    with ScriptedModel(demo_scenario()) as model:
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
+
+    store = Store.for_project(config.parent / "data", "calc")
+    tasks = {t.title: t for t in store.list_tasks()}
+    bad = tasks["Make add faster"]
+    # No branch was tested alone, nor the base: only merged results (and main, to tell its own failures).
+    made = runs.read_text().splitlines()
+    assert all(m.startswith(("integration-", "main-")) for m in made), made
+    # The first run fails (and is confirmed), the search finds the culprit, the rest is checked once.
+    assert len(made) <= 6, made
+    # The branch that breaks the tests was found and sent back with its own failing output.
+    assert bad.status is TaskStatus.pending and bad.attempts == 1
+    assert "tests fail once merged" in bad.last_failure and "AssertionError: -1 != 5" in bad.last_failure
+    assert sorted(summary.merged) == sorted([tasks["Add shout helper"].id, tasks["Add mean function"].id])
+    assert "a - b" not in git(project, "show", "main:calc.py")
+    subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, check=True, capture_output=True)
+    # The reviewer saw every branch, told that the tests run on the merged branches.
+    reviews = [r for r in model.requests if r.role == "judge" and r.turn == 0]
+    assert {r.task for r in reviews} == {t.id for t in tasks.values()}
+    assert all("Not run on this branch alone" in r.prompt for r in reviews)
+
+
 @pytest.mark.guarantee
 def test_a_merge_that_waits_for_the_user_completes_later_without_paying_again(
     sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.adapters.git_commands import init_repo
+from orchestrator.domain.models import CheckResult, WorkResult
 from orchestrator.stages.context import ProjectContext, ProjectRef
 from orchestrator.stages.judge import baseline, run_tests
 from orchestrator.stages.refinery import MergedTests
-from orchestrator.stages.test_runs import environment_digest
+from orchestrator.stages.test_runs import batch_first, environment_digest
 
 pytestmark = pytest.mark.guarantee
 
@@ -169,3 +170,29 @@ def test_the_same_tree_asked_for_twice_at_once_is_tested_once(tmp_path: Path) ->
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda w: run_tests(ctx, w), worktrees))
     assert count(runs) == 1 and sorted(r.reused for r in results) == [False, True]
+
+
+def history(ctx: ProjectContext, suite_s: float, worker_s: float, n: int = 3) -> None:
+    """``n`` kept test runs of ``suite_s`` and worker sessions of ``worker_s``, as cycles leave them."""
+    for i in range(n):
+        result = CheckResult(command="t", ran=True, passed=True, exit_code=0, duration_s=suite_s)
+        ctx.store.record_tested(f"key-{i}", f"tree-{i}", result, forget_before="2000-01-01")
+        ctx.store.record_work(WorkResult(task_id=f"t{i}", cycle_id="c", attempt=1, branch="b", base_commit="x",
+                                         success=True, duration_s=worker_s))
+
+
+@pytest.mark.parametrize(("strategy", "suite_s", "worker_s", "branches", "batch"), [
+    ("batch", None, None, 3, True),
+    ("per_branch", 600.0, 10.0, 8, False),
+    ("auto", None, None, 8, False),  # nothing measured yet: each branch is tested
+    ("auto", 3.0, 40.0, 3, False),  # a 3 s suite, 2 at once: 6 s against a 40 s session
+    ("auto", 3.0, 40.0, 16, True),  # 8 rounds of 3 s: 24 s, over half a session
+    ("auto", 60.0, 40.0, 1, True),  # a one-minute suite outlasts the session
+])
+def test_auto_tests_in_a_batch_once_testing_each_branch_costs_half_a_session(
+        tmp_path: Path, strategy: str, suite_s: float | None, worker_s: float | None, branches: int,
+        batch: bool) -> None:
+    ctx, _ = project(tmp_path, test_strategy=strategy, max_parallel_tests=2)
+    if suite_s is not None and worker_s is not None:
+        history(ctx, suite_s, worker_s)
+    assert batch_first(ctx, branches) is batch

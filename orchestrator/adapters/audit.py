@@ -130,9 +130,9 @@ def write_worker(orch_dir: Path, task: Task, result: WorkResult) -> Path:
     return write_atomic(orch_dir / "workers" / f"{task.id}.md", worker_markdown(task, result))
 
 
-def _check_section(title: str, check: CheckResult | None) -> str:
+def _check_section(title: str, check: CheckResult | None, absent: str = "Not configured.") -> str:
     if check is None:
-        return f"## {title}\n\nNot configured.\n"
+        return f"## {title}\n\n{absent}\n"
     state = "passed" if check.passed else ("could not run" if not check.ran else "failed")
     runs = f", the last of {check.runs} runs" if check.runs > 1 else ""
     runs += " (reused: this tree was tested before with the same command and environment)" if check.reused else ""
@@ -147,7 +147,7 @@ def _check_section(title: str, check: CheckResult | None) -> str:
 """
 
 
-def verdict_markdown(task: Task, verdict: Verdict) -> str:
+def verdict_markdown(task: Task, verdict: Verdict, tests_absent: str = "Not configured.") -> str:
     review = verdict.review
     review_text = (
         f"{'Approved' if review.approve else 'Rejected'}: {review.summary}\n\n{_bullets(review.reasons)}"
@@ -167,7 +167,7 @@ def verdict_markdown(task: Task, verdict: Verdict) -> str:
 
 {_bullets(verdict.scope_warnings)}
 
-{_check_section("Tests", verdict.tests)}
+{_check_section("Tests", verdict.tests, tests_absent)}
 {_check_section("Lint", verdict.lint)}
 ## Review
 
@@ -175,8 +175,9 @@ def verdict_markdown(task: Task, verdict: Verdict) -> str:
 """
 
 
-def write_verdict(orch_dir: Path, task: Task, verdict: Verdict) -> Path:
-    return write_atomic(orch_dir / "verdicts" / f"{task.id}.md", verdict_markdown(task, verdict))
+def write_verdict(orch_dir: Path, task: Task, verdict: Verdict, tests_absent: str = "Not configured.") -> Path:
+    """``tests_absent``: what the Tests section says when the verdict has no test run."""
+    return write_atomic(orch_dir / "verdicts" / f"{task.id}.md", verdict_markdown(task, verdict, tests_absent))
 
 
 def merge_markdown(outcome: MergeOutcome, titles: dict[str, str]) -> str:

@@ -322,6 +322,12 @@ class Store(CostLedger, Dependencies, ProjectRecords, TestResults):
         except sqlite_utils.db.NotFoundError:
             return None
 
+    def recent_worker_seconds(self, limit: int) -> list[float]:
+        """How long the last ``limit`` successful worker sessions took (newest first)."""
+        rows = self.db.execute("SELECT duration_s FROM worker_results WHERE success "
+                               "ORDER BY created_at DESC LIMIT ?", [limit])
+        return [float(r[0]) for r in rows if r[0] is not None]
+
     def verdict(self, task_id: str, attempt: int) -> Verdict | None:
         """The recorded verdict on one attempt, if any."""
         try:

@@ -30,3 +30,9 @@ class TestResults:
             {"key": key, "tree": tree, "command": result.command,
              "result": result.model_dump_json(), "tested_at": utcnow()}, pk="key")
         self.db.execute("DELETE FROM test_results WHERE tested_at < ?", [forget_before])
+
+    def recent_test_seconds(self, limit: int) -> list[float]:
+        """How long the last ``limit`` kept test runs took (newest first)."""
+        rows = self.db.execute("SELECT json_extract(result, '$.duration_s') FROM test_results "
+                               "ORDER BY tested_at DESC LIMIT ?", [limit])
+        return [float(r[0]) for r in rows if r[0] is not None]

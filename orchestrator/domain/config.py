@@ -254,6 +254,11 @@ class ProjectConfig(BaseModel):
         1, ge=0, le=5, description="Times a failing test run is run again before its failures count: "
         "a test that fails, then passes, is flaky and rejects nothing."
     )
+    test_strategy: Literal["auto", "batch", "per_branch"] = Field(
+        "auto", description="`per_branch` tests each branch, then the merged result; `batch` tests only the "
+        "merged result of the passing branches and finds a breaking one by bisection; `auto` takes batch once "
+        "testing every branch would add half a worker session's time to a cycle."
+    )
     test_cache: bool = Field(
         True, description="Reuse a test result for a tree already tested with the same command and "
         "environment in the last 6 hours, rather than run the tests again."

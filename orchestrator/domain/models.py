@@ -300,6 +300,8 @@ class Baseline(BaseModel):
     commit: str
     tests: CheckResult | None = None
     lint: CheckResult | None = None
+    batch: bool = False
+    """Branches' tests are not run one by one: the merge tests them together (``test_strategy``)."""
 
 
 class Review(BaseModel):

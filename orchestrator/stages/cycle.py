@@ -103,7 +103,9 @@ def rejection_reasons(verdict: Verdict) -> str:
 def record_verdict(ctx: ProjectContext, task: Task, verdict: Verdict) -> None:
     ctx.store.record_verdict(verdict)
     ctx.store.record_cost(verdict.session_id, verdict.cycle_id, task.id, Role.judge, ctx.config.judge_model, verdict.cost_usd)
-    write_verdict(ctx.orch_dir, task, verdict)
+    write_verdict(ctx.orch_dir, task, verdict, "Not configured." if not ctx.config.test_command else
+                  "Not run on this branch: a secret stopped it first, or its cycle tests its branches "
+                  "together at the merge (`test_strategy`).")
     if verdict.budget_stop and still_held(ctx, verdict.cycle_id, task):
         ctx.store.release_task(task.id, Wait(kind=TaskWait.budget, reason=verdict.budget_stop))  # keeps its worktree
     elif verdict.api_fault and still_held(ctx, verdict.cycle_id, task):  # the work stands; judged again later

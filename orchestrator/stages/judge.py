@@ -72,16 +72,18 @@ def run_tests(ctx: ProjectContext, cwd: Path, confirm: Callable[[CheckResult], b
     return tested(ctx, cwd, run)
 
 
-def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str) -> Baseline:
+def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str, batch: bool = False) -> Baseline:
     """Test and lint results on the cycle's base commit, computed once per cycle.
 
-    What is flaky there is kept in the project's state, for ``orch status``.
+    With ``batch`` the tests are left to the merge (it reads main's own failures
+    if the batch fails). What is flaky there is kept in the project's state, for
+    ``orch status``.
     """
     worktree = ctx.base_worktree(cycle_id, base_commit)
-    tests, lint = run_tests(ctx, worktree), run_lint(ctx, worktree)
+    tests, lint = None if batch else run_tests(ctx, worktree), run_lint(ctx, worktree)
     if tests is not None:
         ctx.store.set_flaky_on_main(flaky_names(tests), base_commit)
-    return Baseline(commit=base_commit, tests=tests, lint=lint)
+    return Baseline(commit=base_commit, tests=tests, lint=lint, batch=batch)
 
 
 def failed_checks(base: Baseline, tests: CheckResult | None, lint: CheckResult | None) -> list[str]:
@@ -145,6 +147,10 @@ def _evidence(check: CheckResult | None, base: CheckResult | None, name: str) ->
     )
 
 
+BATCH_EVIDENCE = ("## Tests\n\nNot run on this branch alone: before anything merges, the tests run on "
+                  "the passing branches merged together, and a branch that breaks them is sent back.")
+
+
 def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckResult | None,
                  base: Baseline, warnings: list[str]) -> str:
     """The reviewer's user message: the task and all the evidence.
@@ -156,7 +162,7 @@ def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckRe
         f"# Review of task {task.id}",
         f"Type: {task.type.value}.",
         task_text(task),
-        _evidence(tests, base.tests, "Tests"),
+        BATCH_EVIDENCE if base.batch else _evidence(tests, base.tests, "Tests"),
         _evidence(lint, base.lint, "Lint"),
         "## Scope warnings\n\n" + ("\n".join(f"- {w}" for w in warnings) or "None."),
         "## Diff\n\n" + untrusted(f"```diff\n{tail(diff, 30_000)}\n```", "the branch's diff, written by the worker agent"),
@@ -186,7 +192,8 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
         return previous.model_copy(update={"cycle_id": work.cycle_id})
     # In a thread: judges of several branches run their tests at the same time. A failing
     # run is run again before its failures reject the branch.
-    tests = await anyio.to_thread.run_sync(run_tests, ctx, worktree, lambda t: bool(failed_checks(base, t, None)))
+    tests = None if base.batch else await anyio.to_thread.run_sync(  # batch: the merge tests them together
+        run_tests, ctx, worktree, lambda t: bool(failed_checks(base, t, None)))
     lint = await anyio.to_thread.run_sync(run_lint, ctx, worktree)
     warnings = await anyio.to_thread.run_sync(scope_warnings, ctx, worktree, work.base_commit)  # git
     verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})

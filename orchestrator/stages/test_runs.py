@@ -21,12 +21,19 @@ A project's test runs in one process (its baseline, its judges' and its
 merge's) take turns beyond ``max_parallel_tests`` (default: the CPU count):
 suites that outnumber the cores only slow each other down, and the agents
 beside them.
+
+With ``test_strategy`` batch (:func:`batch_first`), a cycle does not test its
+branches one by one: the merge tests them merged, and a bisection over the
+merges finds a branch that breaks them. ``auto`` takes it when the suite is
+long next to the agents' own time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import statistics
 import threading
 from collections.abc import Callable
 from contextlib import closing
@@ -91,3 +98,30 @@ def _turn(ctx: ProjectContext) -> threading.BoundedSemaphore:
     limit = ctx.config.max_parallel_tests or os.cpu_count() or 1
     with _turns_lock:
         return _turns.setdefault((ctx.name, limit), threading.BoundedSemaphore(limit))
+
+
+HISTORY = 10
+"""Test runs and worker sessions :func:`batch_first` reads (the newest)."""
+BATCH_SHARE = 0.5
+"""``auto`` tests in a batch once testing every branch would add this share of a worker session."""
+
+
+def batch_first(ctx: ProjectContext, branches: int) -> bool:
+    """Whether this cycle's ``branches`` are tested together at the merge rather than one by one.
+
+    ``auto`` compares what testing each branch adds to the cycle, in rounds of
+    ``max_parallel_tests`` suites, with the time of a worker session (the
+    medians of the newest runs the store kept): once it is half a session or
+    more, one run of the merged batch is worth more than a verdict per branch.
+    Until both were seen, it tests each branch.
+    """
+    c = ctx.config
+    if not c.test_command or branches == 0:
+        return False
+    if c.test_strategy != "auto":
+        return c.test_strategy == "batch"
+    suite, worker = ctx.store.recent_test_seconds(HISTORY), ctx.store.recent_worker_seconds(HISTORY)
+    if not suite or not worker:
+        return False
+    rounds = math.ceil(branches / (c.max_parallel_tests or os.cpu_count() or 1))
+    return rounds * statistics.median(suite) >= BATCH_SHARE * statistics.median(worker)

@@ -196,3 +196,8 @@ def test_auto_tests_in_a_batch_once_testing_each_branch_costs_half_a_session(
     if suite_s is not None and worker_s is not None:
         history(ctx, suite_s, worker_s)
     assert batch_first(ctx, branches) is batch
+
+
+def test_branches_bound_for_pull_requests_are_always_tested_one_by_one(tmp_path: Path) -> None:
+    ctx, _ = project(tmp_path, test_strategy="batch", merge_strategy="pr")
+    assert batch_first(ctx, 3) is False  # no merge here would test them

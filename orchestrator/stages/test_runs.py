@@ -113,10 +113,12 @@ def batch_first(ctx: ProjectContext, branches: int) -> bool:
     ``max_parallel_tests`` suites, with the time of a worker session (the
     medians of the newest runs the store kept): once it is half a session or
     more, one run of the merged batch is worth more than a verdict per branch.
-    Until both were seen, it tests each branch.
+    Until both were seen, it tests each branch. Branches that go to pull
+    requests (``merge_strategy`` pr) are always tested one by one: no merge
+    here tests them.
     """
     c = ctx.config
-    if not c.test_command or branches == 0:
+    if not c.test_command or branches == 0 or c.merge_strategy == "pr":
         return False
     if c.test_strategy != "auto":
         return c.test_strategy == "batch"

@@ -30,13 +30,13 @@ from .runs import base_env, cycle_figures
 
 
 def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None,
-           real: RealProject | None = None) -> Cycle:
+           real: RealProject | None = None, **settings: object) -> Cycle:
     """One cycle of ``orch run``: on a generated project, or on a copy of ``real``."""
     folder = root / name
     folder.mkdir()
     path = real.make(folder) if real else sample.make_project(folder)
     layout = real.layout if real else sample.SAMPLE
-    config = sample.write_portfolio(folder, path, tasks, layout.test_command)
+    config = sample.write_portfolio(folder, path, tasks, layout.test_command, **settings)
     env = base_env(root, api_url)
     figures = cycle_figures(sample.scenario(tasks, latency_s, layout), config, path.name, env, folder)
     server = "running server" if api_url else "temporary server"
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the original is not touched), with --test-cmd as its test command.")
     parser.add_argument("--test-cmd", help="The test command of --repo, run at its top.")
     parser.add_argument("--tasks", default="3,8", help="With --repo: the cycles' task counts, comma-separated.")
+    parser.add_argument("--test-strategy", choices=["auto", "batch", "per_branch"],
+                        help="With --repo: the project's test_strategy (default: its own default).")
     args = parser.parse_args(argv)
     if bool(args.repo) != bool(args.test_cmd):
         parser.error("--repo and --test-cmd go together")
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 cycles = []
                 for tasks in (int(n) for n in args.tasks.split(",")):
                     progress(f"cycle: {tasks} tasks on {repo.name}, 1 s per response, running server")
-                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, 1.0, server.api_url, repo))
+                    chosen = {"test_strategy": args.test_strategy} if args.test_strategy else {}
+                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, 1.0, server.api_url, repo, **chosen))
                 print(render_cycles(cycles))
                 return 0
             results = run(root, server.api_url, args.quick, progress)

@@ -42,6 +42,8 @@ class Layout:
     test_command: str = TEST_COMMAND
     green_command: str = TEST_COMMAND
     """Passes when main is as green as it came (a real project's may fail a test as shipped)."""
+    worker_test: str = ""
+    """What a worker runs to check its step ({i} its number); empty: the test command."""
 
 
 SAMPLE = Layout()
@@ -94,7 +96,7 @@ def worker_script(i: int, layout: Layout = SAMPLE) -> Script:
     return [
         [read(layout.readme)],
         [write(layout.module.format(i=i), code), write(layout.test.format(i=i), test)],
-        [bash(layout.test_command)],
+        [bash(layout.worker_test.format(i=i) if layout.worker_test else layout.test_command)],
         [structured({"summary": f"Added step_{i} with a test.", "completed": True})],
     ]
 
@@ -114,14 +116,16 @@ def scenario(n: int, latency_s: float, layout: Layout = SAMPLE) -> Scenario:
     )
 
 
-def write_portfolio(root: Path, project: Path, n: int, test_command: str = TEST_COMMAND) -> Path:
+def write_portfolio(root: Path, project: Path, n: int, test_command: str = TEST_COMMAND,
+                    **settings: object) -> Path:
+    """The portfolio file of one project with ``n`` workers; ``settings`` are more of the project's fields."""
     config = {
         "name": "bench",
         "data_dir": str(root / "data"),
         "max_total_workers": max(n, 1) * 2,
         "projects": [{
             "name": project.name, "path": str(project), "max_workers": n,
-            "test_command": test_command,
+            "test_command": test_command, **settings,
         }],
     }
     path = root / "portfolio.json"

@@ -81,8 +81,10 @@ def from_repo(repo: Path, test_command: str) -> RealProject:
     if not (repo / ".git").exists():
         raise SystemExit(f"--repo {repo}: not a git repository")
     readme = next((n for n in ("README.md", "README.rst", "README.txt", "README") if (repo / n).is_file()), "")
+    # A worker runs its own step's test, not the whole suite (which may take minutes).
     layout = Layout(module="orch_bench_{i}.py", test="test_orch_bench_{i}.py", imports="orch_bench_{i}",
-                    readme=readme or ".gitignore", test_command=test_command, green_command=test_command)
+                    readme=readme or ".gitignore", test_command=test_command, green_command=test_command,
+                    worker_test=f"{sys.executable} -m unittest -q test_orch_bench_{{i}}")
 
     def make(root: Path) -> Path:
         path = root / repo.resolve().name

@@ -147,7 +147,7 @@ class OrchStart:
             self.process = subprocess.Popen([ORCH, "start", "-c", str(self.config)],
                                             env={**self.env, "PYTHONFAULTHANDLER": "1"}, stdout=out,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_as_in_a_terminal)
         self.groups.append(self.process.pid)
 
     def kill(self) -> None:
@@ -168,6 +168,12 @@ class OrchStart:
             self.process.send_signal(signal.SIGABRT)
             self.process.wait(30)
             return False
+
+
+def _as_in_a_terminal() -> None:
+    # Ctrl+C reaches it as in a terminal, however the soak itself was started: a background
+    # job's children inherit SIGINT ignored, and `orch start` keeps an inherited ignore.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _pids() -> list[int]:

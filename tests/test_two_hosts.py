@@ -27,7 +27,7 @@ from typing import Any
 
 import needs
 import pytest
-from cycles import wait_for
+from cycles import as_in_a_terminal, wait_for
 
 from bench import postgres
 from bench.project import TEST_COMMAND, make_project
@@ -244,7 +244,7 @@ def test_orch_start_runs_its_server_on_postgresql(tmp_path: Path) -> None:
     with postgres.cluster() as database_url:
         start = subprocess.Popen([str(BIN / "orch"), "start", "-c", str(config), "--port", str(free_port()),
                                   "--database-url", database_url], env=env, stdout=log.open("w"),
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=as_in_a_terminal)
         try:
             wait_for(lambda: "Serving" in log.read_text() or start.poll() is not None, "orch start to serve", 240)
             said = log.read_text()

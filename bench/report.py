@@ -19,7 +19,7 @@ class Cycle:
     latency_s: float
     server: str
     figures: Figures
-    project: str = SAMPLE_NAME  # or the real project it ran on, or the real project it ran on
+    project: str = SAMPLE_NAME  # or the real project it ran on
 
     @property
     def title(self) -> str:

@@ -133,19 +133,16 @@ class GitRepo:
 
     def head_of(self, worktree: Path) -> str:
         """Commit id checked out in a worktree (GitError if the folder is not one)."""
-        # Without the ceiling, a leftover plain folder would report the user's HEAD.
-        ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(worktree).resolve().parent)}
-        return run(worktree, "rev-parse", "--verify", "HEAD", env=ceiling)
+        return run(worktree, "rev-parse", "--verify", "HEAD", env=_ceiling(worktree))
 
     def clean_tree_of(self, worktree: Path) -> str | None:
         """The tree id a worktree has checked out, or None when its files differ from it.
 
         Differ: a change to a tracked file, or an untracked file that is not ignored.
         """
-        ceiling = {"GIT_CEILING_DIRECTORIES": str(Path(worktree).resolve().parent)}
-        if run(worktree, "status", "--porcelain", "-z", env=ceiling):
+        if run(worktree, "status", "--porcelain", "-z", env=_ceiling(worktree)):
             return None
-        return run(worktree, "rev-parse", "--verify", "HEAD^{tree}", env=ceiling)
+        return run(worktree, "rev-parse", "--verify", "HEAD^{tree}", env=_ceiling(worktree))
 
     def is_ancestor(self, a: str, b: str) -> bool:
         """Whether commit ``a`` is ``b`` or one of its ancestors."""
@@ -465,3 +462,11 @@ class GitRepo:
         """Push main to ``remote`` (never prompts; GitError on any failure)."""
         ref = f"refs/heads/{self.main}"
         run(self.path, "push", "-q", remote, f"{ref}:{ref}", env={"GIT_TERMINAL_PROMPT": "0"}, timeout_s=300)
+
+
+def _ceiling(worktree: Path) -> dict[str, str]:
+    """Git's environment for a command in ``worktree``: it stops at the worktree's own folder.
+
+    Without the ceiling, a leftover plain folder would report the user's repository.
+    """
+    return {"GIT_CEILING_DIRECTORIES": str(Path(worktree).resolve().parent)}

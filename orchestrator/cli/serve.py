@@ -127,16 +127,10 @@ def start(config: ConfigOpt = None,
     ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if ctrl_c:
         stops.append(signal.SIGINT)
-    previous = {signum: signal.signal(signum, _interrupt) for signum in stops}
-    # A signal mask is inherited through exec: one that blocks them would make both wait forever.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     try:
-        control.serve(server.api_url, portfolio, ctrl_c)
-    except KeyboardInterrupt:
-        pass
+        with _until_interrupted(stops):
+            control.serve(server.api_url, portfolio, ctrl_c)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         server.stop()
     console.print("Stopped. Schedules stay paused until the next `orch start`.")
 

@@ -68,25 +68,22 @@ def tested(ctx: ProjectContext, worktree: Path, run: Callable[[], CheckResult]) 
     A kept result comes back with ``reused`` set; its output is the run's that made it.
     """
     tree = ctx.repo.clean_tree_of(worktree) if ctx.config.test_cache else None
-    key = result_key(tree, ctx.config.test_command, environment_digest()) if tree else None
+    if tree is None:
+        with _turn(ctx):
+            return run()
+    key = result_key(tree, ctx.config.test_command, environment_digest())
     since = (datetime.now(UTC) - timedelta(hours=KEEP_HOURS)).isoformat(timespec="seconds")
-    if key and (found := _kept(ctx, key, since)):
-        return found
-    with _turn(ctx):
-        if key and (found := _kept(ctx, key, since)):  # tested while this run waited its turn
-            return found
-        result = run()
-        if key and tree and (result.passed or (result.ran and result.runs > ctx.config.test_retries)):
-            with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:  # before the next turn
-                store.record_tested(key, tree, result, forget_before=since)
-    return result
-
-
-def _kept(ctx: ProjectContext, key: str, since: str) -> CheckResult | None:
     # A connection of its own: judges run their tests in threads, and a connection stays in its thread.
     with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:
-        found = store.tested(key, since)
-    return found.model_copy(update={"reused": True}) if found else None
+        if found := store.tested(key, since):
+            return found.model_copy(update={"reused": True})
+        with _turn(ctx):
+            if found := store.tested(key, since):  # tested while this run waited its turn
+                return found.model_copy(update={"reused": True})
+            result = run()
+            if result.passed or (result.ran and result.runs > ctx.config.test_retries):
+                store.record_tested(key, tree, result, forget_before=since)  # before the next turn
+    return result
 
 
 _turns: dict[tuple[str, int], threading.BoundedSemaphore] = {}

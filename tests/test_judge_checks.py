@@ -151,4 +151,7 @@ def test_a_flaky_merged_result_blames_no_branch(tmp_path: Path) -> None:
         main = ctx.repo.head()
         merged = ctx.repo.add_worktree("integration-c1", ctx.branch("integration-c1"), main)
         (merged / "test_x.py").write_text(flaky_suite(tmp_path / "ran", once=("test_b",)))
-        assert MergedTests(ctx, "c1", main).check(merged) == (True, "")
+        tests = MergedTests(ctx, "c1", main)
+        passed, _ = tests.check(merged)
+        assert not passed  # one run failed: doubtful, so run again before it blames a merge
+        assert tests.again(merged) == (True, "")

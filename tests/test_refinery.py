@@ -75,9 +75,36 @@ def test_a_branch_that_breaks_the_merge_is_found_by_bisection(tmp_path: Path) ->
     outcome = asyncio.run(merge(ctx, "c1", candidates))
     assert sorted(outcome.merged) == sorted(t.id for t, _ in candidates if t.id != bump)
     assert list(outcome.rejected) == [bump] and "tests fail once merged" in outcome.rejected[bump]
-    # The whole and its rerun (2: a flaky test blames no branch), main's own failures (1), three
-    # bisection steps over 8 merges (a step failing the same test is not run again), the rest
-    # again (1); one by one would be 9.
-    assert count_test_runs(tmp_path) == 7
+    # The whole (1), main's own failures (1), three bisection steps over 8 merges (a step that
+    # fails the same test confirms the first failure: no rerun), the rest again (1); one by one
+    # would be 9.
+    assert count_test_runs(tmp_path) == 6
     merged_into_main(ctx, outcome)
     assert "VERSION = 1" in (ctx.repo.path / "calc.py").read_text()
+
+
+def test_a_culprit_whose_failure_no_other_run_saw_is_run_again_before_it_is_blamed(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    candidates = [branch(ctx, "Pin", {"test_pin.py": PIN}), neutral(ctx, 0), neutral(ctx, 1),
+                  branch(ctx, "Bump", {"calc.py": "VERSION = 2\n"})]
+    bump = candidates[-1][0].id
+    outcome = asyncio.run(merge(ctx, "c1", candidates))
+    assert list(outcome.rejected) == [bump] and sorted(outcome.merged) == sorted(t.id for t, _ in candidates[:3])
+    # The whole (1), main (1), two steps that pass (2), and the whole again: only the first run
+    # had failed there, so it is confirmed before "Bump" is blamed (1).
+    assert count_test_runs(tmp_path) == 5
+    merged_into_main(ctx, outcome)
+
+
+def test_a_flaky_failure_of_the_merged_result_blames_no_branch(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    marker = tmp_path / "ran-once"  # the new test fails on its first run only
+    flaky = (f"import os\nimport unittest\n\n\nclass F(unittest.TestCase):\n    def test_once(self):\n"
+             f"        first = not os.path.exists({str(marker)!r})\n        open({str(marker)!r}, 'a').close()\n"
+             f"        self.assertFalse(first)\n")
+    candidates = [branch(ctx, "Flaky", {"test_flaky.py": flaky}), neutral(ctx, 0), neutral(ctx, 1)]
+    outcome = asyncio.run(merge(ctx, "c1", candidates))
+    assert not outcome.rejected and sorted(outcome.merged) == sorted(t.id for t, _ in candidates)
+    assert count_test_runs(tmp_path) == 5  # the whole, main, two steps, the whole again: it passes
+    merged_into_main(ctx, outcome)
+

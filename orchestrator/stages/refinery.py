@@ -33,7 +33,8 @@ from orchestrator.domain.models import (
 )
 from orchestrator.stages.backlog import tick_item
 from orchestrator.stages.context import ProjectContext
-from orchestrator.stages.judge import run_tests
+from orchestrator.stages.judge import run_tests, tests_again
+from orchestrator.stages.test_runs import tested
 
 
 def integration_name(cycle_id: str) -> str:
@@ -107,32 +108,42 @@ class MergedTests:
 
     Tests main already fails do not block a merge, compared by test id as the
     judge does; main's own failures are read once, and only when a merged
-    result fails, from a checkout of main as it was. A failing run is run
-    again first, as the judge does, so a flaky test blames no branch; but not
-    when the tests it fails already failed twice in a row here (the search for
-    the branch that breaks them meets the same failure again and again).
+    result fails, from a checkout of main as it was (usually a result kept
+    for its tree). A failing run is not run again at once: the search for the
+    branch that breaks it runs the tests on parts of the same merges, and a
+    step that fails tests an earlier run failed confirms them, as a rerun
+    would. Only a failure no other run agreed with is run again before it
+    blames a branch (see :meth:`confirmed`), so a flaky test blames none, and
+    a branch that breaks the tests is found in 1 + log2(merges) runs.
     """
 
     def __init__(self, ctx: ProjectContext, cycle_id: str, main_before: str) -> None:
         self.ctx, self.cycle_id, self.main_before = ctx, cycle_id, main_before
-        self.steady: list[set[str]] = []  # sets of tests seen failing on a run and its rerun
+        self.failed: list[set[str]] = []  # the tests each failing run failed
+        self.doubtful: dict[str, CheckResult] = {}  # head -> a failing run no other run agreed with
 
     def check(self, worktree: Path) -> tuple[bool, str]:
         """(passes, the end of the test output when it does not)."""
-        result = run_tests(self.ctx, worktree, confirm=lambda r: not self._steady(r))  # before it blames a branch
+        # Failures not named by test id cannot be matched with another run's: run them again at once.
+        return self._judged(worktree, run_tests(self.ctx, worktree, confirm=lambda r: r.failed_tests is None))
+
+    def again(self, worktree: Path) -> tuple[bool, str]:
+        """:meth:`check` of a doubtful failure, confirmed by running it again (``test_retries``)."""
+        first = self.doubtful.pop(self.ctx.repo.head_of(worktree))
+        return self._judged(worktree, tested(self.ctx, worktree, lambda: tests_again(self.ctx, worktree, first)))
+
+    def _judged(self, worktree: Path, result: CheckResult | None) -> tuple[bool, str]:
         if result is None or result.passed:
             return True, ""
-        if result.runs > 1 and result.failed_tests:
-            self.steady.append(set(result.failed_tests))
         if result.ran and result.failed_tests is not None:
+            failing = set(result.failed_tests)
             known = self.main_failures
-            if known is not None and set(result.failed_tests) <= set(known):
+            if known is not None and failing <= set(known):
                 return True, ""
+            if result.runs == 1 and not any(failing <= seen for seen in self.failed):
+                self.doubtful[self.ctx.repo.head_of(worktree)] = result
+            self.failed.append(failing)
         return False, result.output[-500:]
-
-    def _steady(self, result: CheckResult) -> bool:
-        failing = set(result.failed_tests or ())
-        return bool(failing) and any(failing <= seen for seen in self.steady)
 
     @cached_property
     def main_failures(self) -> list[str] | None:
@@ -167,7 +178,18 @@ class MergeCheck:
         findings = scan_branch(self.ctx.repo, self.main_before, head, self.secrets)
         if findings:
             return secret_reason(findings, "merged with main and the branches before it, the result adds")
-        passed, output = self.tests.check(worktree)
+        return self._reason(*self.tests.check(worktree))
+
+    def doubtful(self, head: str) -> bool:
+        """Whether the failure of ``head`` rests on one test run that no other run agreed with."""
+        return head in self.tests.doubtful
+
+    def again(self, worktree: Path) -> str:
+        """:meth:`failure` of a doubtful head, its tests run again first."""
+        return self._reason(*self.tests.again(worktree))
+
+    @staticmethod
+    def _reason(passed: bool, output: str) -> str:
         return "" if passed else f"tests fail once merged with main and the branches before it: {output}"
 
 
@@ -180,20 +202,35 @@ async def _bisect(
     The merges made one after another form a chain; a binary search over it
     (each step checks the chain up to one merge, reusing its commits, so no
     conflict is resolved twice) finds the first merge that fails the check: one
-    that adds a secret or breaks the tests. That branch is sent back; the
-    branches after it are merged again onto the passing part and checked once,
-    and searched the same way if that fails.
+    that adds a secret or breaks the tests. A failure that rests on a single
+    run (no other run failed those tests) is run again before it blames the
+    branch; if it passes then, it was flaky and the search goes on above it.
+    That branch is sent back; the branches after it are merged again onto the
+    passing part and checked once, and searched the same way if that fails.
     """
     chain = list(outcome.merged.items())  # (task id, commit) in merge order
-    good, bad = -1, len(chain) - 1  # chain[:good + 1] passes, chain[:bad + 1] fails
-    while bad - good > 1:
-        middle = (good + bad) // 2
-        await anyio.to_thread.run_sync(ctx.repo.reset_worktree_to, worktree, chain[middle][1])
-        why = await anyio.to_thread.run_sync(check.failure, worktree)
-        if not why:
-            good = middle
-        else:
-            bad, failure = middle, why
+    failing = {len(chain) - 1: failure}  # i -> why chain[:i + 1] fails
+    good = -1  # chain[:good + 1] passes
+    while True:
+        bad = min(i for i in failing if i > good)
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            await anyio.to_thread.run_sync(ctx.repo.reset_worktree_to, worktree, chain[middle][1])
+            if why := await anyio.to_thread.run_sync(check.failure, worktree):
+                bad, failing[middle] = middle, why
+            else:
+                good = middle
+        if not check.doubtful(chain[bad][1]):
+            break
+        # Only one run failed there: before it blames a branch, run it again.
+        await anyio.to_thread.run_sync(ctx.repo.reset_worktree_to, worktree, chain[bad][1])
+        if why := await anyio.to_thread.run_sync(check.again, worktree):
+            failing[bad] = why
+            break
+        good = bad  # a flaky failure: the chain up to here passes
+        if good == len(chain) - 1:  # all of it
+            return
+    failure = failing[bad]
     culprit = chain[bad][0]
     outcome.rejected[culprit] = failure
     outcome.merged = dict(chain[:bad])

@@ -30,7 +30,7 @@ from .runs import base_env, cycle_figures
 
 
 def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None,
-           real: RealProject | None = None, **settings: object) -> Cycle:
+           real: RealProject | None = None, broken: frozenset[int] = frozenset(), **settings: object) -> Cycle:
     """One cycle of ``orch run``: on a generated project, or on a copy of ``real``."""
     folder = root / name
     folder.mkdir()
@@ -38,7 +38,7 @@ def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | N
     layout = real.layout if real else sample.SAMPLE
     config = sample.write_portfolio(folder, path, tasks, layout.test_command, **settings)
     env = base_env(root, api_url)
-    figures = cycle_figures(sample.scenario(tasks, latency_s, layout), config, path.name, env, folder)
+    figures = cycle_figures(sample.scenario(tasks, latency_s, layout, broken), config, path.name, env, folder)
     server = "running server" if api_url else "temporary server"
     return Cycle(tasks=tasks, latency_s=latency_s, server=server, figures=figures,
                  project=real.name if real else SAMPLE_NAME)
@@ -102,9 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, help="Only cycles on this git repository (a clone of its main; "
                         "the original is not touched), with --test-cmd as its test command.")
     parser.add_argument("--test-cmd", help="The test command of --repo, run at its top.")
+    parser.add_argument("--test-dir", default="", help="With --repo: the folder (from its top) where the "
+                        "test command finds the steps' tests (default: the top).")
     parser.add_argument("--tasks", default="3,8", help="With --repo: the cycles' task counts, comma-separated.")
     parser.add_argument("--test-strategy", choices=["auto", "batch", "per_branch"],
                         help="With --repo: the project's test_strategy (default: its own default).")
+    parser.add_argument("--broken", type=int, action="append", default=[], metavar="I",
+                        help="With --repo: the worker of step I (from 0) leaves a module its own test fails "
+                             "and says it is done all the same; may be given more than once.")
     args = parser.parse_args(argv)
     if bool(args.repo) != bool(args.test_cmd):
         parser.error("--repo and --test-cmd go together")
@@ -121,12 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             server = start_server(root / "server", free_port())
         try:
             if args.repo:
-                repo = realrepos.from_repo(args.repo, args.test_cmd)
+                repo = realrepos.from_repo(args.repo, args.test_cmd, args.test_dir)
                 cycles = []
                 for tasks in (int(n) for n in args.tasks.split(",")):
                     progress(f"cycle: {tasks} tasks on {repo.name}, 1 s per response, running server")
                     chosen = {"test_strategy": args.test_strategy} if args.test_strategy else {}
-                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, 1.0, server.api_url, repo, **chosen))
+                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, 1.0, server.api_url, repo,
+                                         frozenset(args.broken), **chosen))
                 print(render_cycles(cycles))
                 return 0
             results = run(root, server.api_url, args.quick, progress)

@@ -20,6 +20,7 @@ from orchestrator.demo.scripted import (
     Script,
     Turn,
     bash,
+    checks_then,
     read,
     structured,
     text,
@@ -49,8 +50,9 @@ class Layout:
 SAMPLE = Layout()
 
 
-def _module(i: int, layout: Layout) -> tuple[str, str]:
-    code = f'def step_{i}(x):\n    """Add {i} to x."""\n    return x + {i}\n'
+def _module(i: int, layout: Layout, broken: bool = False) -> tuple[str, str]:
+    """Step ``i``'s module and its test; a ``broken`` module is off by one, so its test fails."""
+    code = f'def step_{i}(x):\n    """Add {i} to x."""\n    return x + {i + broken}\n'
     test = (
         f"import unittest\n\nfrom {layout.imports.format(i=i)} import step_{i}\n\n\n"
         f"class Step{i}Test(unittest.TestCase):\n"
@@ -90,9 +92,9 @@ def planner_turns(final: Turn) -> Script:
     return [[text("Looking."), tool("Glob", pattern="*.py")], [read("README.md")], final]
 
 
-def worker_script(i: int, layout: Layout = SAMPLE) -> Script:
-    """Read, write the step's module and test, run the tests, report."""
-    code, test = _module(i, layout)
+def worker_script(i: int, layout: Layout = SAMPLE, broken: bool = False) -> Script:
+    """Read, write the step's module and test, run the tests, report (``broken``: done all the same)."""
+    code, test = _module(i, layout, broken)
     return [
         [read(layout.readme)],
         [write(layout.module.format(i=i), code), write(layout.test.format(i=i), test)],
@@ -102,15 +104,16 @@ def worker_script(i: int, layout: Layout = SAMPLE) -> Script:
 
 
 def judge_script(layout: Layout = SAMPLE) -> Script:
-    """Read, then approve."""
-    return [[read(layout.readme)], [structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})]]
+    """Read, wait for the branch's checks if they run meanwhile, then approve."""
+    approve = [structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})]
+    return [[read(layout.readme)], checks_then(approve), approve]
 
 
-def scenario(n: int, latency_s: float, layout: Layout = SAMPLE) -> Scenario:
-    """Planner, ``n`` workers and the judge, each with a fixed number of turns."""
+def scenario(n: int, latency_s: float, layout: Layout = SAMPLE, broken: frozenset[int] = frozenset()) -> Scenario:
+    """Planner, ``n`` workers and the judge, each with a fixed number of turns; the steps in ``broken`` fail their tests."""
     return Scenario(
         planner=planner_turns([structured(plan(list(range(n)), f"Add {n} small steps.", layout))]),
-        workers={f"Add step {i}\n": worker_script(i, layout) for i in range(n)},
+        workers={f"Add step {i}\n": worker_script(i, layout, i in broken) for i in range(n)},
         judge=judge_script(layout),
         latency_s=latency_s,
     )

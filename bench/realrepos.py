@@ -72,19 +72,23 @@ def toolz() -> RealProject | None:
     return RealProject("toolz", TOOLZ, lambda root: make_toolz(root) or root)
 
 
-def from_repo(repo: Path, test_command: str) -> RealProject:
+def from_repo(repo: Path, test_command: str, test_dir: str = "") -> RealProject:
     """Any git repository (its main branch, cloned: the original is not touched), with its own test command.
 
-    The tasks add a module and its unittest test at the top of the tree, which
-    both ``pytest`` and ``python -m unittest`` find there.
+    The tasks add a module at the top of the tree and its unittest test in
+    ``test_dir`` (default: the top, where ``pytest`` and ``python -m unittest``
+    look unless the project's configuration points them elsewhere).
     """
     if not (repo / ".git").exists():
         raise SystemExit(f"--repo {repo}: not a git repository")
+    if test_dir and not (repo / test_dir).is_dir():
+        raise SystemExit(f"--test-dir {test_dir}: no such folder in {repo}")
     readme = next((n for n in ("README.md", "README.rst", "README.txt", "README") if (repo / n).is_file()), "")
+    test = f"{test_dir.strip('/')}/test_orch_bench_{{i}}.py" if test_dir else "test_orch_bench_{i}.py"
     # A worker runs its own step's test, not the whole suite (which may take minutes).
-    layout = Layout(module="orch_bench_{i}.py", test="test_orch_bench_{i}.py", imports="orch_bench_{i}",
+    layout = Layout(module="orch_bench_{i}.py", test=test, imports="orch_bench_{i}",
                     readme=readme or ".gitignore", test_command=test_command, green_command=test_command,
-                    worker_test=f"{sys.executable} -m unittest -q test_orch_bench_{{i}}")
+                    worker_test=f"{sys.executable} -m unittest -q {test}")
 
     def make(root: Path) -> Path:
         path = root / repo.resolve().name

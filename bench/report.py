@@ -48,7 +48,7 @@ def _cycle_lines(c: Cycle) -> list[str]:
         f" servers started {f.extra.get('servers started', '-')}",
         f"  CPU {cpu:.1f} s (orch run and every process it waited for: CLIs, tests, git),"
         f" {cpu / c.tasks:.1f} s per task",
-    ]
+    ] + ([f"  {f.extra['outcome']}"] if f.extra.get("outcome") else [])
 
 
 def _targets(cycles: list[Cycle], resume: ResumeFigures, reads: ReadFigures) -> list[tuple[str, str, bool]]:

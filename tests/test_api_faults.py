@@ -40,7 +40,7 @@ def test_a_session_the_api_kept_failing_spends_no_attempt_and_resumes_next_cycle
     assert isinstance(second_turn, list)
     # The shout worker's second turn fails (its first, paid turn wrote the files); the review of mean fails.
     shout[1] = failing_first(lambda view: second_turn, REQUESTS_PER_TRY)
-    scenario.judge = [failing_first(approve_all, REQUESTS_PER_TRY, only=lambda view: "stats.py" in view.prompt)]
+    scenario.judge = [failing_first(approve_all, REQUESTS_PER_TRY, only=lambda view: "stats.py" in view.prompt), approve_all]
     with ScriptedModel(scenario) as model:
         use_model(model, monkeypatch)
         first = run_cycle(config)

@@ -12,8 +12,8 @@ import pytest
 from cycles import run_cycle, set_fields, use_model
 
 from orchestrator.adapters.store import Store
-from orchestrator.demo.sample import demo_scenario, make_sample_project, write_portfolio
-from orchestrator.demo.scripted import ScriptedModel
+from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, write_portfolio
+from orchestrator.demo.scripted import CHECKS_TOOL, ScriptedModel, structured, write
 from orchestrator.domain.models import TaskStatus, TaskWait
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
@@ -184,6 +184,76 @@ def test_a_batch_cycle_tests_only_merged_results_and_sends_back_the_branch_that_
     reviews = [r for r in model.requests if r.role == "judge" and r.turn == 0]
     assert {r.task for r in reviews} == {t.id for t in tasks.values()}
     assert all("Not run on this branch alone" in r.prompt for r in reviews)
+
+
+def test_reviewers_work_while_the_tests_run_and_one_whose_tests_fail_is_stopped_its_cost_kept(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, config = sample
+    # Tests slow enough that every reviewer is asked before they end.
+    set_fields(config, test_command=f"sleep 4; {sys.executable} -m unittest -q")
+    with ScriptedModel(demo_scenario()) as model:
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
+
+    store = Store.for_project(config.parent / "data", "calc")
+    tasks = {t.title: t for t in store.list_tasks()}
+    good, bad = [tasks["Add shout helper"].id, tasks["Add mean function"].id], tasks["Make add faster"]
+    assert sorted(summary.merged) == sorted(good)
+    assert "tests pass on the base but fail on the branch" in bad.last_failure
+    reviews = [r for r in model.requests if r.role == "judge"]
+    assert all(CHECKS_TOOL in r.tools and "Running on this branch while you review" in r.prompt for r in reviews)
+    # The good branches' reviewers waited for the tests and answered once they were in.
+    for task_id in good:
+        assert sorted(r.turn for r in reviews if r.task == task_id) == [0, 1]
+    # The bad branch's reviewer was asked, then stopped when its tests failed, never to answer...
+    assert [r.turn for r in reviews if r.task == bad.id] == [0]
+    verdict = store.verdict(bad.id, 1)
+    assert verdict is not None and not verdict.passed and verdict.review is None
+    # ...and what it had cost is recorded (every response costs the same), as is every role's.
+    assert verdict.cost_usd == pytest.approx(model.cost_usd("judge") / len(reviews), abs=1e-9)
+    for role in ("planner", "worker", "judge"):
+        assert summary.cost_by_role[role] == pytest.approx(model.cost_usd(role), abs=1e-9)
+
+
+KNOWN_BUG = "import unittest\n\n\nclass Known(unittest.TestCase):\n    def test_known(self):\n        self.fail('a bug main has')\n"
+PIN_VERSION = "import unittest\n\nimport calc\n\n\nclass V(unittest.TestCase):\n    def test_version(self):\n        self.assertEqual(calc.VERSION, 1)\n"
+
+
+def test_a_batch_on_a_red_base_sends_back_both_branches_that_break_it_and_merges_the_rest(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, config = sample
+    (project / "test_known.py").write_text(KNOWN_BUG)  # main fails a test of its own
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "A known failing test")
+    runs = config.parent / "test-runs"
+    set_fields(config, test_strategy="batch", max_workers=4,
+               test_command=f"echo $(basename $PWD) >> {runs}; {sys.executable} -m unittest -q")
+    scenario = demo_scenario()
+    version = {"title": "Check the version", "type": "code", "priority": 3,
+               "description": "Add test_version.py checking calc.VERSION."}
+    scenario.planner[-1] = [structured({**PLAN, "tasks": [*PLAN["tasks"], version]})]
+    scenario.workers["Check the version"] = [[write("test_version.py", PIN_VERSION)],
+                                             [structured({"summary": "Pinned it.", "completed": True})]]
+    with ScriptedModel(scenario) as model:
+        use_model(model, monkeypatch)
+        summary = run_cycle(config)
+
+    tasks = {t.title: t for t in Store.for_project(config.parent / "data", "calc").list_tasks()}
+    # Each culprit goes back with its own failing tests, named before the output's end.
+    faster, pinned = tasks["Make add faster"], tasks["Check the version"]
+    assert faster.status is TaskStatus.pending and "test_add" in faster.last_failure.split("\n")[0]
+    assert pinned.status is TaskStatus.pending and "test_version" in pinned.last_failure.split("\n")[0]
+    assert "test_known" not in faster.last_failure.split("\n")[0] + pinned.last_failure.split("\n")[0]
+    # Main's own failure blocked nothing: the other two merged, and main fails only what it failed.
+    assert sorted(summary.merged) == sorted([tasks["Add shout helper"].id, tasks["Add mean function"].id])
+    tested = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, capture_output=True, text=True)
+    assert "test_known" in tested.stderr and "FAILED (failures=1)" in tested.stderr
+    # The batch, main (never tested before), two steps, the rest once; the second search's step
+    # meets a tree already tested.
+    made = runs.read_text().splitlines()
+    assert all(m.startswith(("integration-", "main-")) for m in made) and len(made) <= 5, made
 
 
 @pytest.mark.guarantee

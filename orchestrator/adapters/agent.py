@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -32,10 +32,13 @@ import anyio
 from claude_agent_sdk import (
     ClaudeAgentOptions,
     ClaudeSDKError,
+    HookMatcher,
     ProcessError,
     ResultError,
     ResultMessage,
+    create_sdk_mcp_server,
     query,
+    tool,
 )
 from pydantic import BaseModel, ValidationError
 
@@ -114,6 +117,27 @@ class RateLimitPark(Protocol):
         ...
 
 
+WAIT_SERVER = "orch"
+WAIT_STEP_S = 240.0
+"""A wait tool answers "still running" after this long, and the agent calls it again: no call
+outlives the CLI's own limits on a tool call, or our watch on a silent session."""
+
+
+@dataclass(frozen=True)
+class WaitTool:
+    """A tool the agent calls to wait for work the orchestrator runs beside its session, and read its outcome."""
+
+    name: str
+    description: str
+    outcome: Callable[[], Awaitable[str]]
+    """Waits for the work to end; returns what the agent is told."""
+
+    @property
+    def qualified(self) -> str:
+        """The name the CLI knows it by."""
+        return f"mcp__{WAIT_SERVER}__{self.name}"
+
+
 AgentSlots = Callable[[str, SlotWatch | None], AbstractAsyncContextManager[object]]
 """One slot of the named limit for the length of a session (the Prefect layer provides it)."""
 SlotHolder = Callable[[SlotWatch | None], AbstractAsyncContextManager[object]]
@@ -164,6 +188,11 @@ class AgentSpec:
     replay: bool = True
     """A session whose transcript already ends with its final answer is not asked again: the
     answer is read back. False where the answer is worth nothing without the files it left."""
+    wait_tool: WaitTool | None = None
+    """A tool the session may call to wait for work running beside it (see :class:`WaitTool`)."""
+    stop: Callable[[], str] | None = None
+    """Asked after each of the session's tool calls: a reason ends the session there, before it
+    asks the model again (it is paid for up to then, and ends without its answer)."""
 
 
 def role_line(role: Role, task_id: str | None) -> str:
@@ -235,6 +264,11 @@ def build_options(spec: AgentSpec, stderr: deque[str], home: Path) -> ClaudeAgen
         stderr=stderr.append,
         cli_path=leash,
     )
+    if spec.wait_tool is not None:
+        options.mcp_servers = {WAIT_SERVER: _wait_server(spec.wait_tool)}
+        options.allowed_tools = [*options.allowed_tools, spec.wait_tool.qualified]
+    if spec.stop is not None:
+        options.hooks = {"PostToolUse": [HookMatcher(hooks=[_stop_hook(spec.stop)])]}
     if spec.output_model is not None:
         schema = spec.output_model.model_json_schema()
         options.output_format = {"type": "json_schema", "schema": schema}
@@ -244,6 +278,26 @@ def build_options(spec: AgentSpec, stderr: deque[str], home: Path) -> ClaudeAgen
         else:
             options.session_id = spec.session_id
     return options
+
+
+def _wait_server(wait: WaitTool) -> Any:
+    """An in-process MCP server with the one tool; it answers in steps of at most ``WAIT_STEP_S``."""
+
+    @tool(wait.name, wait.description, {})
+    async def call(_: dict[str, Any]) -> dict[str, Any]:
+        with anyio.move_on_after(WAIT_STEP_S):
+            return {"content": [{"type": "text", "text": await wait.outcome()}]}
+        return {"content": [{"type": "text", "text": "Still running: call this tool again to wait on."}]}
+
+    return create_sdk_mcp_server(WAIT_SERVER, tools=[call])
+
+
+def _stop_hook(stop: Callable[[], str]) -> Any:
+    async def after_tool(_input: Any, _tool_use_id: str | None, _context: Any) -> dict[str, Any]:
+        reason = stop()
+        return {"continue_": False, "stopReason": reason} if reason else {}
+
+    return after_tool
 
 
 async def run_agent(spec: AgentSpec, prompt: str) -> AgentRun:

@@ -126,15 +126,30 @@ class RequestView:
     cwd: Path | None
     prompt: str
     results: list[str]  # the tool results that came back since the last response
+    tools: tuple[str, ...] = ()  # the tools the session offers the model
 
 
 Turn = list[Block] | Callable[[RequestView], list[Block] | Fail] | Fail
 Script = list[Turn]
 
 
+CHECKS_TOOL = "mcp__orch__checks"
+"""The tool a reviewer waits for its branch's tests and lint with, when it reviews while they run."""
+
+
+def checks_then(final: list[Block]) -> Callable[[RequestView], list[Block]]:
+    """A reviewer's turn: wait for the branch's checks if the session offers that, else ``final``."""
+    def turn(view: RequestView) -> list[Block]:
+        return [tool(CHECKS_TOOL)] if CHECKS_TOOL in view.tools else final
+    return turn
+
+
+APPROVE = structured({"approve": True, "reasons": ["scripted approval"], "summary": "Looks fine."})
+
+
 def approve_all(view: RequestView) -> list[Block]:
-    """Default judge: approve, with the reason that it was scripted to."""
-    return [structured({"approve": True, "reasons": ["scripted approval"], "summary": "Looks fine."})]
+    """Default judge: wait for the checks when offered (the first turn), then approve, saying it was scripted to."""
+    return checks_then([APPROVE])(view) if view.turn == 0 else [APPROVE]
 
 
 @dataclass
@@ -143,7 +158,7 @@ class Scenario:
 
     planner: Script = field(default_factory=list)
     workers: dict[str, Script] = field(default_factory=dict)  # key: text found in the task prompt
-    judge: Script = field(default_factory=lambda: [approve_all])
+    judge: Script = field(default_factory=lambda: [approve_all, approve_all])
     resolver: Script = field(default_factory=list)
     latency_s: float = 0.0
     usage: Usage = field(default_factory=Usage)
@@ -295,6 +310,7 @@ def _view(body: dict[str, Any]) -> RequestView:
         cwd=Path(cwd_match.group(1).strip()) if cwd_match else None,
         prompt="\n".join(_texts(first_user.get("content"))),
         results=results,
+        tools=tuple(t.get("name", "") for t in body.get("tools", [])),
     )
 
 

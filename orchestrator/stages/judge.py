@@ -9,8 +9,10 @@ apart); a test command that cannot run is a failure; lint that was clean on
 the base and fails on the branch is a failure. Tests are run again before
 they reject a branch or count as failing on the base: a test that fails, then
 passes, is flaky (kept in the verdict, and for the base in the project's
-state) and rejects nothing. Only a branch through the
-checks is shown to the reviewer.
+state) and rejects nothing. The reviewer cannot overrule the checks: it
+reviews while they run (``review_while_testing``), reads their outcome through
+a tool that waits for them, and is stopped, its cost so far recorded, as soon
+as they fail; or, with that off, only a branch through the checks is shown to it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator.adapters.agent import run_agent
+from orchestrator.adapters.agent import AgentSpec, WaitTool, run_agent
 from orchestrator.adapters.checks import confirmed, flaky_names, run_check, tail
 from orchestrator.adapters.prompts import task_text, untrusted
 from orchestrator.adapters.secret_scan import known_secrets, scan_branch, secret_reason
@@ -96,7 +98,7 @@ def failed_checks(base: Baseline, tests: CheckResult | None, lint: CheckResult |
         elif not tests.passed:
             if base.tests is None or base.tests.passed:
                 reasons.append(f"tests pass on the base but fail on the branch (exit {tests.exit_code})"
-                               + (f": {_listed(tests.failed_tests)}" if tests.failed_tests else ""))
+                               + (f": {listed(tests.failed_tests)}" if tests.failed_tests else ""))
             else:
                 reasons += _new_failures(base.tests, tests)
     if lint is not None:
@@ -115,10 +117,10 @@ def _new_failures(base: CheckResult, branch: CheckResult) -> list[str]:
     new = sorted(set(branch.failed_tests) - set(base.failed_tests))
     if not new:
         return []
-    return [f"tests that pass on the base fail on the branch: {_listed(new)}"]
+    return [f"tests that pass on the base fail on the branch: {listed(new)}"]
 
 
-def _listed(test_ids: list[str], limit: int = 10) -> str:
+def listed(test_ids: list[str], limit: int = 10) -> str:
     return ", ".join(test_ids[:limit]) + (f" and {len(test_ids) - limit} more" if len(test_ids) > limit else "")
 
 
@@ -147,23 +149,28 @@ def _evidence(check: CheckResult | None, base: CheckResult | None, name: str) ->
     )
 
 
+CHECKS_TOOL = "checks"
+CHECKS_EVIDENCE = (f"## Tests and lint\n\nRunning on this branch while you review. Before you answer, call the "
+                   f"`{CHECKS_TOOL}` tool: it waits for them to finish and gives you their outcome. If they fail, "
+                   "the branch is rejected whatever you answer, and your review is stopped.")
 BATCH_EVIDENCE = ("## Tests\n\nNot run on this branch alone: before anything merges, the tests run on "
                   "the passing branches merged together, and a branch that breaks them is sent back.")
 
 
 def build_prompt(task: Task, diff: str, tests: CheckResult | None, lint: CheckResult | None,
-                 base: Baseline, warnings: list[str]) -> str:
-    """The reviewer's user message: the task and all the evidence.
+                 base: Baseline, warnings: list[str], checking: bool = False) -> str:
+    """The reviewer's user message: the task and all the evidence (``checking``: the checks still run).
 
     Everything but the orchestrator's own words is data: the task (unless its
     owner wrote it), the check output, and the diff an agent wrote.
     """
+    checks = [CHECKS_EVIDENCE] if checking else [
+        BATCH_EVIDENCE if base.batch else _evidence(tests, base.tests, "Tests"), _evidence(lint, base.lint, "Lint")]
     return "\n\n".join([
         f"# Review of task {task.id}",
         f"Type: {task.type.value}.",
         task_text(task),
-        BATCH_EVIDENCE if base.batch else _evidence(tests, base.tests, "Tests"),
-        _evidence(lint, base.lint, "Lint"),
+        *checks,
         "## Scope warnings\n\n" + ("\n".join(f"- {w}" for w in warnings) or "None."),
         "## Diff\n\n" + untrusted(f"```diff\n{tail(diff, 30_000)}\n```", "the branch's diff, written by the worker agent"),
     ])
@@ -190,32 +197,82 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
     if previous is not None and previous.passed and previous.commit == work.commit:
         # Judged and passed before its merge had to wait: the same commit needs no new review.
         return previous.model_copy(update={"cycle_id": work.cycle_id})
-    # In a thread: judges of several branches run their tests at the same time. A failing
-    # run is run again before its failures reject the branch.
-    tests = None if base.batch else await anyio.to_thread.run_sync(  # batch: the merge tests them together
-        run_tests, ctx, worktree, lambda t: bool(failed_checks(base, t, None)))
-    lint = await anyio.to_thread.run_sync(run_lint, ctx, worktree)
     warnings = await anyio.to_thread.run_sync(scope_warnings, ctx, worktree, work.base_commit)  # git
-    verdict = verdict.model_copy(update={"tests": tests, "lint": lint, "scope_warnings": warnings})
+    verdict = verdict.model_copy(update={"scope_warnings": warnings})
+    if ctx.config.review_while_testing and not base.batch and (ctx.config.test_command or ctx.config.lint_command):
+        return await _review_while_checking(ctx, task, work, base, verdict)
+    tests, lint = await _checks(ctx, worktree, base)
+    verdict = verdict.model_copy(update={"tests": tests, "lint": lint})
     reasons = failed_checks(base, tests, lint)
     if reasons:  # the reviewer cannot overrule the checks, so do not pay for it
         return verdict.model_copy(update={"reasons": reasons})
     return await _review(ctx, task, work, base, verdict)
 
 
-async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline, verdict: Verdict) -> Verdict:
-    """Ask the AI reviewer about a branch that passed the checks."""
+async def _checks(ctx: ProjectContext, worktree: Path, base: Baseline) -> tuple[CheckResult | None, CheckResult | None]:
+    """The branch's tests (unless the merge tests a batch) and lint, in threads.
+
+    Judges of several branches run their tests at the same time. A failing run
+    is run again before its failures reject the branch.
+    """
+    tests = None if base.batch else await anyio.to_thread.run_sync(
+        run_tests, ctx, worktree, lambda t: bool(failed_checks(base, t, None)))
+    return tests, await anyio.to_thread.run_sync(run_lint, ctx, worktree)
+
+
+async def _review_while_checking(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline,
+                                 verdict: Verdict) -> Verdict:
+    """Review the branch while its checks run; stop the review at its next step if they fail."""
     worktree = ctx.repo.worktree_path(task.id)
-    tests, lint, warnings = verdict.tests, verdict.lint, verdict.scope_warnings
+    done = anyio.Event()
+    checks: list[tuple[CheckResult | None, CheckResult | None]] = []
+
+    def failed() -> str:
+        return "the branch's checks failed" if checks and failed_checks(base, *checks[0]) else ""
+
+    async def outcome() -> str:
+        await done.wait()
+        tests, lint = checks[0]
+        return _evidence(tests, base.tests, "Tests") + "\n\n" + _evidence(lint, base.lint, "Lint")
+
+    async def check() -> None:
+        checks.append(await _checks(ctx, worktree, base))
+        done.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(check)
+        tool = WaitTool(CHECKS_TOOL, "Wait for the branch's tests and lint to finish; returns their outcome.", outcome)
+        reviewed = await _review(ctx, task, work, base, verdict, tool, failed)
+    tests, lint = checks[0]
+    if reasons := failed_checks(base, tests, lint):  # final, whatever the review said or what cut it short
+        return reviewed.model_copy(update={"tests": tests, "lint": lint, "reasons": reasons, "passed": False,
+                                           "api_fault": "", "budget_stop": ""})
+    return reviewed.model_copy(update={"tests": tests, "lint": lint})
+
+
+def _review_spec(ctx: ProjectContext, task: Task, work: WorkResult) -> AgentSpec:
     spec = ctx.agent_spec(
-        Role.judge, worktree, cycle_id=work.cycle_id, task_id=task.id, attempt=work.attempt,
-        output_model=Review,
+        Role.judge, ctx.repo.worktree_path(task.id), cycle_id=work.cycle_id, task_id=task.id,
+        attempt=work.attempt, output_model=Review,
     )
     previous = ctx.store.verdict(task.id, work.attempt)
     if previous is not None and previous.api_fault and previous.session_id:
         spec = replace(spec, session_id=previous.session_id)  # the API cut this review: go on with it
+    return spec
+
+
+async def _review(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline, verdict: Verdict,
+                  checking: WaitTool | None = None, stop: Callable[[], str] | None = None) -> Verdict:
+    """Ask the AI reviewer about a branch that passed the checks, or (``checking``) whose checks still run."""
+    worktree = ctx.repo.worktree_path(task.id)
+    tests, lint, warnings = verdict.tests, verdict.lint, verdict.scope_warnings
+    spec = _review_spec(ctx, task, work)
+    if checking is not None:  # its session lasts as long as the checks, too
+        c = ctx.config
+        spec = replace(spec, wait_tool=checking, stop=stop, timeout_s=spec.timeout_s + c.lint_timeout_seconds
+                       + c.test_timeout_seconds * (c.test_retries + 1))
     diff = await anyio.to_thread.run_sync(ctx.repo.diff_text, worktree, work.base_commit)
-    prompt = build_prompt(task, diff, tests, lint, base, warnings)
+    prompt = build_prompt(task, diff, tests, lint, base, warnings, checking is not None)
     try:
         run = await run_agent(spec, prompt)
     except BudgetReached as exc:  # the work stands; it is judged when the budget allows

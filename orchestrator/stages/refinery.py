@@ -33,7 +33,7 @@ from orchestrator.domain.models import (
 )
 from orchestrator.stages.backlog import tick_item
 from orchestrator.stages.context import ProjectContext
-from orchestrator.stages.judge import run_tests, tests_again
+from orchestrator.stages.judge import listed, run_tests, tests_again
 from orchestrator.stages.test_runs import tested
 
 
@@ -143,6 +143,8 @@ class MergedTests:
             if result.runs == 1 and not any(failing <= seen for seen in self.failed):
                 self.doubtful[self.ctx.repo.head_of(worktree)] = result
             self.failed.append(failing)
+            # Named first: on a red base the output's end may show only main's own failures.
+            return False, f"{listed(sorted(failing - set(known or ())))}\n{result.output[-500:]}"
         return False, result.output[-500:]
 
     @cached_property

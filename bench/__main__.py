@@ -81,6 +81,16 @@ def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) 
     return {"cycles": cycles, "resume": resume, "reads": reads}
 
 
+def _field(parser: argparse.ArgumentParser, pair: str) -> tuple[str, object]:
+    name, sep, value = pair.partition("=")
+    if not sep or not name:
+        parser.error(f"--set {pair}: expected FIELD=VALUE")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["scale"]:
@@ -107,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="3,8", help="With --repo: the cycles' task counts, comma-separated.")
     parser.add_argument("--test-strategy", choices=["auto", "batch", "per_branch"],
                         help="With --repo: the project's test_strategy (default: its own default).")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="With --repo: another project field (VALUE as JSON, else a string), such as "
+                             "review_while_testing=false; may be given more than once.")
     parser.add_argument("--broken", type=int, action="append", default=[], metavar="I",
                         help="With --repo: the worker of step I (from 0) leaves a module its own test fails "
                              "and says it is done all the same; may be given more than once.")
@@ -131,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 for tasks in (int(n) for n in args.tasks.split(",")):
                     progress(f"cycle: {tasks} tasks on {repo.name}, 1 s per response, running server")
                     chosen = {"test_strategy": args.test_strategy} if args.test_strategy else {}
+                    chosen |= dict(_field(parser, pair) for pair in args.set)
                     cycles.append(_cycle(root, f"cycle-{tasks}", tasks, 1.0, server.api_url, repo,
                                          frozenset(args.broken), **chosen))
                 print(render_cycles(cycles))

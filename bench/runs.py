@@ -103,5 +103,7 @@ def cycle_figures(scenario: Scenario, config: Path, project: str, env: dict[str,
         figures = measure(run.spawned, run.exited, run.spans, model.requests, scenario.latency_s)
     figures.extra["servers started"] = run.servers_started
     figures.extra["cpu s"] = run.cpu_s
-    figures.extra["outcome"] = next((line.strip() for line in run.output.splitlines() if line.strip().startswith("planned ")), "")
+    # What orch run says it did and spent, for a cycle whose branches do not all pass.
+    figures.extra["outcome"] = "; ".join(line.strip() for line in run.output.splitlines()
+                                         if line.strip().startswith(("planned ", "cost: ")))
     return figures

@@ -91,7 +91,10 @@ class FaultyScenario(Scenario):
     def _per_project(self, script: Callable[[Layout], Script]) -> Script:
         """``script``'s turns, each written for the project of the session it answers."""
         def turn(k: int) -> Callable[[RequestView], Any]:
-            return lambda view: script(self._layout(view))[k]
+            def answer(view: RequestView) -> Any:
+                chosen = script(self._layout(view))[k]
+                return chosen(view) if callable(chosen) else chosen  # a turn may itself look at the request
+            return answer
         return [turn(k) for k in range(len(script(sample.SAMPLE)))]
 
     def _plan(self, view: RequestView) -> list[dict]:

@@ -14,9 +14,10 @@ import pytest
 from cycles import failing_first, processes_under
 from pydantic import BaseModel, field_validator
 
-from orchestrator.adapters.agent import AgentSpec, run_agent, session_uuid
+from orchestrator.adapters.agent import AgentSpec, WaitTool, run_agent, session_uuid
 from orchestrator.adapters.fences import Fence
 from orchestrator.demo.scripted import (
+    CHECKS_TOOL,
     Fail,
     RequestView,
     Scenario,
@@ -26,6 +27,7 @@ from orchestrator.demo.scripted import (
     read,
     structured,
     text,
+    tool,
     write,
 )
 from orchestrator.domain.errors import AgentError
@@ -337,3 +339,46 @@ def test_timeout_kills_the_cli(tmp_path: Path, monkeypatch) -> None:
         run(model, monkeypatch, spec(tmp_path, timeout_s=2))
     assert info.value.subtype == "timeout"
     assert processes_under(tmp_path) == []
+
+
+def test_a_wait_tool_answers_in_steps_and_a_stop_ends_the_session_before_the_next_request(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import orchestrator.adapters.agent as agent
+
+    monkeypatch.setattr(agent, "WAIT_STEP_S", 0.5)
+    told: list[str] = []
+    first_call: list[float] = []
+
+    async def outcome() -> str:  # the work beside the session ends 1.6 s after the first call
+        first_call.append(first_call[0] if first_call else time.monotonic())
+        await anyio.sleep(max(0.0, first_call[0] + 1.6 - time.monotonic()))
+        return "all done"
+
+    def again_until_done(view: RequestView):
+        told.extend(view.results)
+        if view.results and "all done" in view.results[-1]:
+            return [structured({"answer": "saw it"})]
+        return [tool(CHECKS_TOOL)]
+
+    with ScriptedModel(Scenario(judge=[again_until_done] * 10)) as model:
+        for key, value in model.env().items():
+            monkeypatch.setenv(key, value)
+        result = anyio.run(run_agent, spec(tmp_path, role=Role.judge,
+                                           wait_tool=WaitTool("checks", "Wait for the checks.", outcome)), "go")
+        # Each call answered "still running" after half a second, until the work ended.
+        assert result.structured == {"answer": "saw it"} and CHECKS_TOOL in model.requests[0].tools
+        assert told[-1] == "all done" and len(told) >= 3 and all("Still running" in t for t in told[:-1])
+
+        # A stop asked after a tool call ends the session there: no request follows; it reports its cost.
+        asked = len(model.requests)
+        stopping = spec(tmp_path, role=Role.judge, wait_tool=WaitTool("checks", "Wait.", _at_once),
+                        stop=lambda: "the checks failed", session_id=session_uuid("test", tmp_path.name, "stop"))
+        with pytest.raises(AgentError) as caught:
+            anyio.run(run_agent, stopping, "go")
+        assert len(model.requests) == asked + 1
+        assert caught.value.cost_usd == pytest.approx(model.cost_usd() / len(model.requests), abs=1e-9)
+
+
+async def _at_once() -> str:
+    return "failed"

@@ -135,7 +135,7 @@ def test_an_issue_github_could_not_take_is_labelled_by_the_next_cycle(
             gh.fail_next(503, count=1000)  # from the review on: through the merge's comment and label
             return judge(view)  # type: ignore[operator]
 
-        scenario.judge = [judge_while_github_is_down]
+        scenario.judge = [judge_while_github_is_down, judge]  # a second turn when it waits for the tests
         with ScriptedModel(scenario) as model:
             use_model(model, monkeypatch)
             first = run_cycle(config)

@@ -105,8 +105,8 @@ def test_full_cycle_merges_good_branches_and_rejects_the_bad_one(
     for role in ("planner", "worker", "judge"):
         assert summary.cost_by_role[role] == pytest.approx(model.cost_usd(role), abs=1e-9)
     assert store.total_cost() == pytest.approx(model.cost_usd(), abs=1e-9)
-    # The judge was never asked about the branch that failed the checks.
-    assert {r.task for r in model.requests if r.role == "judge"} == {
+    # No review of the branch that failed the checks was answered (with fast tests, none was asked).
+    assert {r.task for r in model.requests if r.role == "judge" and r.final} == {
         tasks["Add shout helper"].id, tasks["Add mean function"].id
     }
 
@@ -226,7 +226,7 @@ def test_a_batch_on_a_red_base_sends_back_both_branches_that_break_it_and_merges
     project, config = sample
     (project / "test_known.py").write_text(KNOWN_BUG)  # main fails a test of its own
     git(project, "add", "-A")
-    git(project, "commit", "-qm", "A known failing test")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "A known failing test")
     runs = config.parent / "test-runs"
     set_fields(config, test_strategy="batch", max_workers=4,
                test_command=f"echo $(basename $PWD) >> {runs}; {sys.executable} -m unittest -q")
@@ -250,10 +250,10 @@ def test_a_batch_on_a_red_base_sends_back_both_branches_that_break_it_and_merges
     assert sorted(summary.merged) == sorted([tasks["Add shout helper"].id, tasks["Add mean function"].id])
     tested = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, capture_output=True, text=True)
     assert "test_known" in tested.stderr and "FAILED (failures=1)" in tested.stderr
-    # The batch, main (never tested before), two steps, the rest once; the second search's step
-    # meets a tree already tested.
+    # No branch alone: the batch (1), main's own failures, confirmed (2), and two searches over four
+    # merges with the rest merged again between them (5 at most).
     made = runs.read_text().splitlines()
-    assert all(m.startswith(("integration-", "main-")) for m in made) and len(made) <= 5, made
+    assert all(m.startswith(("integration-", "main-")) for m in made) and len(made) <= 8, made
 
 
 @pytest.mark.guarantee

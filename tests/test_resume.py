@@ -185,7 +185,7 @@ def test_killed_while_judging_reuses_finished_reviews_and_resumes_the_cut_one(tm
             return stall(view)
         return approve(view)
 
-    scenario.judge = [review]
+    scenario.judge = [review, approve]  # a second turn when it waits for the tests
     database = tmp_path / "data" / "calc.db"
     with ScriptedModel(scenario) as model:
         def one_review_done_one_cut() -> bool:
@@ -197,7 +197,7 @@ def test_killed_while_judging_reuses_finished_reviews_and_resumes_the_cut_one(tm
         run_until_killed(config, model, tmp_path / "prefect-home", one_review_done_one_cut)
         before = len(model.requests)
         reviewed = {r.session_id for r in model.requests if r.role == "judge"}
-        scenario.judge = [approve]
+        scenario.judge = [approve, approve]
         summary = rerun(config, model, monkeypatch)
         after = model.requests[before:]
     assert summary.status == "done" and len(summary.merged) == 2

@@ -268,8 +268,8 @@ class ProjectConfig(BaseModel):
         "merge's); null = the CPU count."
     )
     review_while_testing: bool = Field(
-        True, description="Start a branch's AI review with its tests and lint, rather than after them: "
-        "the reviewer reads their outcome when it is in, and is stopped if they fail."
+        True, description="Start a branch's AI review while its tests and lint run (once they take over 3 s), "
+        "rather than after them: the reviewer reads their outcome when it is in, and is stopped if they fail."
     )
     lint_timeout_seconds: int = Field(300, gt=0, description="Limit on one lint run.")
     planner_timeout_seconds: int = Field(600, gt=0, description="Limit on one planner session.")

@@ -9,10 +9,11 @@ apart); a test command that cannot run is a failure; lint that was clean on
 the base and fails on the branch is a failure. Tests are run again before
 they reject a branch or count as failing on the base: a test that fails, then
 passes, is flaky (kept in the verdict, and for the base in the project's
-state) and rejects nothing. The reviewer cannot overrule the checks: it
-reviews while they run (``review_while_testing``), reads their outcome through
-a tool that waits for them, and is stopped, its cost so far recorded, as soon
-as they fail; or, with that off, only a branch through the checks is shown to it.
+state) and rejects nothing. The reviewer cannot overrule the checks. Checks
+that outlast :data:`HEAD_START_S` are reviewed meanwhile (``review_while_testing``):
+the reviewer reads their outcome through a tool that waits for them, and is
+stopped at its next step, its cost so far recorded, when they fail. Otherwise
+only a branch through the checks is shown to it.
 """
 
 from __future__ import annotations
@@ -199,55 +200,68 @@ async def judge(ctx: ProjectContext, task: Task, work: WorkResult, base: Baselin
         return previous.model_copy(update={"cycle_id": work.cycle_id})
     warnings = await anyio.to_thread.run_sync(scope_warnings, ctx, worktree, work.base_commit)  # git
     verdict = verdict.model_copy(update={"scope_warnings": warnings})
-    if ctx.config.review_while_testing and not base.batch and (ctx.config.test_command or ctx.config.lint_command):
-        return await _review_while_checking(ctx, task, work, base, verdict)
-    tests, lint = await _checks(ctx, worktree, base)
+    c = ctx.config
+    checks = BranchChecks(ctx, worktree, base)
+    overlap = c.review_while_testing and not base.batch and bool(c.test_command or c.lint_command)
+    async with anyio.create_task_group() as group:
+        group.start_soon(checks.run)
+        with anyio.move_on_after(HEAD_START_S if overlap else None):
+            await checks.done.wait()
+        if checks.done.is_set():
+            return await _after_checks(ctx, task, work, base, verdict, checks)
+        tool = WaitTool(CHECKS_TOOL, "Wait for the branch's tests and lint to finish; returns their outcome.",
+                        checks.outcome)
+        reviewed = await _review(ctx, task, work, base, verdict, tool, checks.failed)
+    tests, lint = checks.results
+    if reasons := failed_checks(base, tests, lint):  # final, whatever the review said or what cut it short
+        return reviewed.model_copy(update={"tests": tests, "lint": lint, "reasons": reasons, "passed": False,
+                                           "api_fault": "", "budget_stop": ""})
+    return reviewed.model_copy(update={"tests": tests, "lint": lint})
+
+
+HEAD_START_S = 3.0
+"""Checks that end within this long (about a CLI's start-up and one model response) are waited
+for before the review starts: reviewing meanwhile would gain nothing, and a reviewer would pay
+one more response to read their outcome."""
+
+
+class BranchChecks:
+    """A branch's tests (unless the merge tests a batch) and lint, run beside its review."""
+
+    def __init__(self, ctx: ProjectContext, worktree: Path, base: Baseline) -> None:
+        self.ctx, self.worktree, self.base = ctx, worktree, base
+        self.done = anyio.Event()
+        self.results: tuple[CheckResult | None, CheckResult | None] = (None, None)
+
+    async def run(self) -> None:
+        """In threads: judges of several branches run their tests at the same time. A failing run
+        is run again before its failures reject the branch."""
+        ctx, base = self.ctx, self.base
+        tests = None if base.batch else await anyio.to_thread.run_sync(
+            run_tests, ctx, self.worktree, lambda t: bool(failed_checks(base, t, None)))
+        self.results = (tests, await anyio.to_thread.run_sync(run_lint, ctx, self.worktree))
+        self.done.set()
+
+    async def outcome(self) -> str:
+        """What the reviewer is told once they are done."""
+        await self.done.wait()
+        tests, lint = self.results
+        return _evidence(tests, self.base.tests, "Tests") + "\n\n" + _evidence(lint, self.base.lint, "Lint")
+
+    def failed(self) -> str:
+        """Why the review should stop ('' while the checks run or once they passed)."""
+        return "the branch's checks failed" if self.done.is_set() and failed_checks(self.base, *self.results) else ""
+
+
+async def _after_checks(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline, verdict: Verdict,
+                        checks: BranchChecks) -> Verdict:
+    """The verdict of a branch whose checks are done: rejected by them, or reviewed with their output."""
+    tests, lint = checks.results
     verdict = verdict.model_copy(update={"tests": tests, "lint": lint})
     reasons = failed_checks(base, tests, lint)
     if reasons:  # the reviewer cannot overrule the checks, so do not pay for it
         return verdict.model_copy(update={"reasons": reasons})
     return await _review(ctx, task, work, base, verdict)
-
-
-async def _checks(ctx: ProjectContext, worktree: Path, base: Baseline) -> tuple[CheckResult | None, CheckResult | None]:
-    """The branch's tests (unless the merge tests a batch) and lint, in threads.
-
-    Judges of several branches run their tests at the same time. A failing run
-    is run again before its failures reject the branch.
-    """
-    tests = None if base.batch else await anyio.to_thread.run_sync(
-        run_tests, ctx, worktree, lambda t: bool(failed_checks(base, t, None)))
-    return tests, await anyio.to_thread.run_sync(run_lint, ctx, worktree)
-
-
-async def _review_while_checking(ctx: ProjectContext, task: Task, work: WorkResult, base: Baseline,
-                                 verdict: Verdict) -> Verdict:
-    """Review the branch while its checks run; stop the review at its next step if they fail."""
-    worktree = ctx.repo.worktree_path(task.id)
-    done = anyio.Event()
-    checks: list[tuple[CheckResult | None, CheckResult | None]] = []
-
-    def failed() -> str:
-        return "the branch's checks failed" if checks and failed_checks(base, *checks[0]) else ""
-
-    async def outcome() -> str:
-        await done.wait()
-        tests, lint = checks[0]
-        return _evidence(tests, base.tests, "Tests") + "\n\n" + _evidence(lint, base.lint, "Lint")
-
-    async def check() -> None:
-        checks.append(await _checks(ctx, worktree, base))
-        done.set()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(check)
-        tool = WaitTool(CHECKS_TOOL, "Wait for the branch's tests and lint to finish; returns their outcome.", outcome)
-        reviewed = await _review(ctx, task, work, base, verdict, tool, failed)
-    tests, lint = checks[0]
-    if reasons := failed_checks(base, tests, lint):  # final, whatever the review said or what cut it short
-        return reviewed.model_copy(update={"tests": tests, "lint": lint, "reasons": reasons, "passed": False,
-                                           "api_fault": "", "budget_stop": ""})
-    return reviewed.model_copy(update={"tests": tests, "lint": lint})
 
 
 def _review_spec(ctx: ProjectContext, task: Task, work: WorkResult) -> AgentSpec:

@@ -30,7 +30,8 @@ from .runs import base_env, cycle_figures
 
 
 def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None,
-           real: RealProject | None = None, broken: frozenset[int] = frozenset(), **settings: object) -> Cycle:
+           real: RealProject | None = None, broken: frozenset[int] = frozenset(), judge_reads: int = 1,
+           **settings: object) -> Cycle:
     """One cycle of ``orch run``: on a generated project, or on a copy of ``real``."""
     folder = root / name
     folder.mkdir()
@@ -38,7 +39,7 @@ def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | N
     layout = real.layout if real else sample.SAMPLE
     config = sample.write_portfolio(folder, path, tasks, layout.test_command, **settings)
     env = base_env(root, api_url)
-    figures = cycle_figures(sample.scenario(tasks, latency_s, layout, broken), config, path.name, env, folder)
+    figures = cycle_figures(sample.scenario(tasks, latency_s, layout, broken, judge_reads), config, path.name, env, folder)
     server = "running server" if api_url else "temporary server"
     return Cycle(tasks=tasks, latency_s=latency_s, server=server, figures=figures,
                  project=real.name if real else SAMPLE_NAME)
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="3,8", help="With --repo: the cycles' task counts, comma-separated.")
     parser.add_argument("--test-strategy", choices=["auto", "batch", "per_branch"],
                         help="With --repo: the project's test_strategy (default: its own default).")
+    parser.add_argument("--latency", type=float, default=1.0, metavar="S",
+                        help="With --repo: seconds per model response (default 1).")
+    parser.add_argument("--judge-reads", type=int, default=1, metavar="N",
+                        help="With --repo: responses the reviewer spends reading before it answers (default 1).")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="With --repo: another project field (VALUE as JSON, else a string), such as "
                              "review_while_testing=false; may be given more than once.")
@@ -142,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                 repo = realrepos.from_repo(args.repo, args.test_cmd, args.test_dir)
                 cycles = []
                 for tasks in (int(n) for n in args.tasks.split(",")):
-                    progress(f"cycle: {tasks} tasks on {repo.name}, 1 s per response, running server")
+                    progress(f"cycle: {tasks} tasks on {repo.name}, {args.latency:g} s per response, running server")
                     chosen = {"test_strategy": args.test_strategy} if args.test_strategy else {}
                     chosen |= dict(_field(parser, pair) for pair in args.set)
-                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, 1.0, server.api_url, repo,
-                                         frozenset(args.broken), **chosen))
+                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, args.latency, server.api_url, repo,
+                                         frozenset(args.broken), args.judge_reads, **chosen))
                 print(render_cycles(cycles))
                 return 0
             results = run(root, server.api_url, args.quick, progress)

@@ -103,18 +103,20 @@ def worker_script(i: int, layout: Layout = SAMPLE, broken: bool = False) -> Scri
     ]
 
 
-def judge_script(layout: Layout = SAMPLE) -> Script:
-    """Read, wait for the branch's checks if they run meanwhile, then approve."""
+def judge_script(layout: Layout = SAMPLE, reads: int = 1) -> Script:
+    """Read (``reads`` responses), wait for the branch's checks if they run meanwhile, then approve."""
     approve = [structured({"approve": True, "reasons": ["small and tested"], "summary": "Fine."})]
-    return [[read(layout.readme)], checks_then(approve), approve]
+    script: Script = [[read(layout.readme)] for _ in range(reads)]
+    return [*script, checks_then(approve), approve]
 
 
-def scenario(n: int, latency_s: float, layout: Layout = SAMPLE, broken: frozenset[int] = frozenset()) -> Scenario:
+def scenario(n: int, latency_s: float, layout: Layout = SAMPLE, broken: frozenset[int] = frozenset(),
+             judge_reads: int = 1) -> Scenario:
     """Planner, ``n`` workers and the judge, each with a fixed number of turns; the steps in ``broken`` fail their tests."""
     return Scenario(
         planner=planner_turns([structured(plan(list(range(n)), f"Add {n} small steps.", layout))]),
         workers={f"Add step {i}\n": worker_script(i, layout, i in broken) for i in range(n)},
-        judge=judge_script(layout),
+        judge=judge_script(layout, judge_reads),
         latency_s=latency_s,
     )
 

@@ -113,7 +113,7 @@ class MergedTests:
     branch that breaks it runs the tests on parts of the same merges, and a
     step that fails tests an earlier run failed confirms them, as a rerun
     would. Only a failure no other run agreed with is run again before it
-    blames a branch (see :meth:`confirmed`), so a flaky test blames none, and
+    blames a branch (see :meth:`again`), so a flaky test blames none, and
     a branch that breaks the tests is found in 1 + log2(merges) runs.
     """
 

@@ -191,7 +191,7 @@ def test_reviewers_work_while_the_tests_run_and_one_whose_tests_fail_is_stopped_
 ) -> None:
     _, config = sample
     # Tests slow enough that every reviewer is asked before they end.
-    set_fields(config, test_command=f"sleep 4; {sys.executable} -m unittest -q")
+    set_fields(config, review_while_testing=True, test_command=f"sleep 4; {sys.executable} -m unittest -q")
     with ScriptedModel(demo_scenario()) as model:
         use_model(model, monkeypatch)
         summary = run_cycle(config)

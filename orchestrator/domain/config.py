@@ -268,8 +268,9 @@ class ProjectConfig(BaseModel):
         "merge's); null = the CPU count."
     )
     review_while_testing: bool = Field(
-        True, description="Start a branch's AI review while its tests and lint run (once they take over 3 s), "
-        "rather than after them: the reviewer reads their outcome when it is in, and is stopped if they fail."
+        False, description="Start a branch's AI review while its tests and lint run (once they take over 3 s), "
+        "rather than after them: the reviewer reads their outcome when it is in, and is stopped if they fail. "
+        "Off by default: on two cores it saved no time (see BENCHMARKS.md)."
     )
     lint_timeout_seconds: int = Field(300, gt=0, description="Limit on one lint run.")
     planner_timeout_seconds: int = Field(600, gt=0, description="Limit on one planner session.")

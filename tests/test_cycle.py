@@ -7,13 +7,21 @@ import gc
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cycles import run_cycle, set_fields, use_model
 
 from orchestrator.adapters.store import Store
 from orchestrator.demo.sample import PLAN, demo_scenario, make_sample_project, write_portfolio
-from orchestrator.demo.scripted import CHECKS_TOOL, ScriptedModel, structured, write
+from orchestrator.demo.scripted import (
+    CHECKS_TOOL,
+    RequestView,
+    ScriptedModel,
+    edit,
+    structured,
+    write,
+)
 from orchestrator.domain.models import TaskStatus, TaskWait
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agent_env")]
@@ -162,28 +170,45 @@ def test_a_batch_cycle_tests_only_merged_results_and_sends_back_the_branch_that_
     runs = config.parent / "test-runs"  # where each test run is made: a line per run
     set_fields(config, test_strategy="batch",
                test_command=f"echo $(basename $PWD) >> {runs}; {sys.executable} -m unittest -q")
-    with ScriptedModel(demo_scenario()) as model:
+    scenario = demo_scenario()
+    careless, report = scenario.workers["Make add faster"][1], scenario.workers["Make add faster"][2]
+
+    def told_why(view: RequestView) -> list[dict[str, Any]]:  # the retry, told why, keeps add right
+        if "The previous attempt failed" in view.prompt:
+            return [edit("calc.py", "return a + b", "return b + a  # same result")]
+        return careless  # type: ignore[return-value]
+
+    scenario.workers["Make add faster"] = [scenario.workers["Make add faster"][0], told_why, report]
+    with ScriptedModel(scenario) as model:
         use_model(model, monkeypatch)
         summary = run_cycle(config)
+        store = Store.for_project(config.parent / "data", "calc")
+        tasks = {t.title: t for t in store.list_tasks()}  # as the first cycle left them
+        first_runs = len(runs.read_text().splitlines())
+        main_after_first = git(project, "show", "main:calc.py")
+        second = run_cycle(config)
 
-    store = Store.for_project(config.parent / "data", "calc")
-    tasks = {t.title: t for t in store.list_tasks()}
     bad = tasks["Make add faster"]
     # No branch was tested alone, nor the base: only merged results (and main, to tell its own failures).
-    made = runs.read_text().splitlines()
+    made = runs.read_text().splitlines()[:first_runs]
     assert all(m.startswith(("integration-", "main-")) for m in made), made
-    # The first run fails (and is confirmed), the search finds the culprit, the rest is checked once.
+    # The batch fails, main's failures are read, the search finds the culprit, the rest is checked once.
     assert len(made) <= 6, made
     # The branch that breaks the tests was found and sent back with its own failing output.
     assert bad.status is TaskStatus.pending and bad.attempts == 1
     assert "tests fail once merged" in bad.last_failure and "AssertionError: -1 != 5" in bad.last_failure
     assert sorted(summary.merged) == sorted([tasks["Add shout helper"].id, tasks["Add mean function"].id])
-    assert "a - b" not in git(project, "show", "main:calc.py")
+    assert "a - b" not in main_after_first
     subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=project, check=True, capture_output=True)
     # The reviewer saw every branch, told that the tests run on the merged branches.
     reviews = [r for r in model.requests if r.role == "judge" and r.turn == 0]
     assert {r.task for r in reviews} == {t.id for t in tasks.values()}
     assert all("Not run on this branch alone" in r.prompt for r in reviews)
+    # The retry passes as a batch of its own: one suite run, the batch's; main's tree was tested
+    # as the first cycle's merged result, so nothing runs on main.
+    assert second.merged == [bad.id]
+    assert runs.read_text().splitlines()[first_runs:] == [f"integration-{second.cycle_id}"]
+    assert "b + a" in git(project, "show", "main:calc.py")
 
 
 def test_reviewers_work_while_the_tests_run_and_one_whose_tests_fail_is_stopped_its_cost_kept(

@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.repo) != bool(args.test_cmd):
         parser.error("--repo and --test-cmd go together")
+    chosen = {"test_strategy": args.test_strategy} if args.test_strategy else {}
+    chosen |= dict(_field(parser, pair) for pair in args.set)  # a bad one fails before a server starts
 
     def progress(message: str) -> None:
         print(f"... {message}", file=sys.stderr, flush=True)
@@ -148,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
                 cycles = []
                 for tasks in (int(n) for n in args.tasks.split(",")):
                     progress(f"cycle: {tasks} tasks on {repo.name}, {args.latency:g} s per response, running server")
-                    chosen = {"test_strategy": args.test_strategy} if args.test_strategy else {}
-                    chosen |= dict(_field(parser, pair) for pair in args.set)
                     cycles.append(_cycle(root, f"cycle-{tasks}", tasks, args.latency, server.api_url, repo,
                                          frozenset(args.broken), args.judge_reads, **chosen))
                 print(render_cycles(cycles))

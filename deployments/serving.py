@@ -10,7 +10,10 @@ Here SIGTERM, and Ctrl+C when asked, make the loop stop serving: no new run
 starts, the flow runs in flight have their processes killed (Prefect records
 them as crashed; their agents stop with them and their cycles resume on the
 next run), Prefect pauses the served schedules, and serving returns. A second
-signal stops at once.
+signal stops at once. A signal that comes while the runner is still starting
+(its deployments registered, their schedules already active) is kept, and the
+runner stops as soon as it has started: raised there, a KeyboardInterrupt can
+be swallowed by whatever code it lands in, and serving would go on.
 
 A run whose process dies is reported Crashed by Prefect's runner whatever its
 state. A cycle that has just suspended for approval ends its process by
@@ -38,26 +41,39 @@ logger = logging.getLogger(__name__)
 class StoppingRunner(Runner):
     """Prefect's runner, whose stop ends its runs' processes without cancelling the runs."""
 
+    stop_asked = False
+
     async def __aenter__(self) -> StoppingRunner:
         await super().__aenter__()
         _spare_suspended_runs(self)
+        if self.stop_asked:  # a signal came while it was starting
+            self.execute_in_background(self._stop)
         return self
 
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
-        if not self.started or self.stopping:
-            raise KeyboardInterrupt  # not serving yet, or asked a second time: at once
-        self.stopping = True
+        if self.stop_asked:
+            raise KeyboardInterrupt  # asked a second time: at once
+        self.stop_asked = True
         # A signal handler runs between two bytecodes of the loop's thread: the stop
-        # itself runs in the loop, as one of its tasks.
-        self.execute_in_background(self.astop)
+        # itself runs in the loop, as one of its tasks. Not started yet: __aenter__ stops it.
+        if self.started:
+            self.execute_in_background(self._stop)
+
+    async def _stop(self) -> None:
+        if self.started:  # astop clears it before its first await: a second call does nothing
+            await self.astop()
 
     async def cancel_all(self) -> None:
         # The first step of Prefect's stop; its own proposes Cancelled for every run.
         # Killed at once: a SIGTERM lets a run's agents go on asking for seconds, and
-        # a cycle is built to resume after a kill.
+        # a cycle is built to resume after a kill. A kill that fails must not stop the
+        # stop: its future is read by nobody, and serving would go on.
         processes = internals.prefect_runner_processes(self)
         for flow_run_id in processes.flow_run_ids():
-            await processes.kill(flow_run_id, force=True)
+            try:
+                await processes.kill(flow_run_id, force=True)
+            except Exception:
+                logger.exception("Could not kill the process of flow run %s", flow_run_id)
 
 
 STATE_READ_S = 10.0
@@ -88,12 +104,13 @@ def _spare_suspended_runs(runner: Runner) -> None:
 async def serve(deployments: Sequence[RunnerDeployment], ctrl_c: bool) -> None:
     """Serve ``deployments`` until SIGTERM (or Ctrl+C, with ``ctrl_c``) stops it, schedules paused."""
     runner = StoppingRunner(pause_on_shutdown=True)
-    for deployment in deployments:
-        await runner.aadd_deployment(deployment)
+    # Set before the deployments are added: adding them makes their schedules active.
     # The runner sets its SIGTERM handler itself when it starts; both are put back after.
     stops = [signal.SIGTERM, signal.SIGINT] if ctrl_c else [signal.SIGTERM]
     previous = {signum: signal.signal(signum, runner.handle_sigterm) for signum in stops}
     try:
+        for deployment in deployments:
+            await runner.aadd_deployment(deployment)
         await runner.start()
     finally:
         for signum, handler in previous.items():

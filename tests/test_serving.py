@@ -278,6 +278,35 @@ def test_a_run_stopped_as_it_suspends_stays_suspended_and_a_working_one_crashes(
     assert states == {"suspends": "Suspended", "works": "Crashed"}
 
 
+async def serve_stopped_while_starting(monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Ctrl+C right after the deployment is added (its schedule active), before the runner has started."""
+    from stopping_flows import stopping
+
+    from deployments import serving
+
+    add = StoppingRunner.aadd_deployment
+
+    async def add_then_interrupt(self: StoppingRunner, deployment: Any) -> Any:
+        added = await add(self, deployment)
+        os.kill(os.getpid(), signal.SIGINT)
+        return added
+
+    monkeypatch.setattr(StoppingRunner, "aadd_deployment", add_then_interrupt)
+    with anyio.fail_after(60):
+        await serving.serve([await stopping.to_deployment(name="early", interval=3600)], ctrl_c=True)
+    async with get_client() as client:
+        return (await client.read_deployment_by_name("stopping/early")).paused
+
+
+def test_ctrl_c_while_serving_starts_stops_it_once_started(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Raised there, a KeyboardInterrupt could land in code that swallows it, and serving went on.
+    monkeypatch.chdir(ROOT)
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        paused = asyncio.run(serve_stopped_while_starting(monkeypatch))
+    assert paused  # stopped the way a stop once serving does: its schedule paused
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 def orch_prefect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "prefect"), *args], env=env, capture_output=True, text=True, timeout=120)
 

@@ -31,12 +31,12 @@ from .runs import base_env, cycle_figures
 
 def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None,
            real: RealProject | None = None, broken: frozenset[int] = frozenset(), judge_reads: int = 1,
-           **settings: object) -> Cycle:
+           suite_tests: int = sample.SUITE_TESTS, **settings: object) -> Cycle:
     """One cycle of ``orch run``: on a generated project, or on a copy of ``real``."""
     folder = root / name
     folder.mkdir()
-    path = real.make(folder) if real else sample.make_project(folder)
-    layout = real.layout if real else sample.SAMPLE
+    path = real.make(folder) if real else sample.make_project(folder, suite_tests=suite_tests)
+    layout = real.layout if real else sample.WITH_SUITE
     config = sample.write_portfolio(folder, path, tasks, layout.test_command, **settings)
     env = base_env(root, api_url)
     figures = cycle_figures(sample.scenario(tasks, latency_s, layout, broken, judge_reads), config, path.name, env, folder)
@@ -48,6 +48,7 @@ def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | N
 def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     cycles: list[Cycle] = []
     modes: list[str | None] = [api_url]
+    suite = 40 if quick else sample.SUITE_TESTS
     if quick:
         plan = [(2, 0.0)]
     else:
@@ -61,10 +62,11 @@ def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) 
         label = "running" if mode else "temporary"
         if not quick:  # the first cycle of a process tree pays for cold caches and a new database
             progress(f"warm-up cycle ({label} server)")
-            _cycle(root, f"warm-up-{label}", 1, 0.0, mode)
+            _cycle(root, f"warm-up-{label}", 1, 0.0, mode, suite_tests=suite)
         for tasks, latency in plan:
             progress(f"cycle: {tasks} tasks, {latency:g} s per response, {label} server")
-            cycles.append(_cycle(root, f"cycle-{tasks}-{latency:g}-{label}", tasks, latency, mode))
+            cycles.append(_cycle(root, f"cycle-{tasks}-{latency:g}-{label}", tasks, latency, mode,
+                                 suite_tests=suite))
     toolz = realrepos.toolz()  # after the warm-up: the sample's figures stay as they were
     if toolz is None:
         progress(f"The real-project snapshots are not here ({realrepos.FOLDER_ENV} names them): "

@@ -4,7 +4,9 @@ A project of ``n`` tasks: the planner looks around and proposes ``n``
 independent tasks (each a small module with its own test); every worker
 reads, writes its two files, runs the tests in its sandbox and reports;
 the reviewer reads and approves. A chain about as short as the offline
-demo's: the critical path is short, so the overhead shows.
+demo's: the critical path is short, so the overhead shows. The benchmark's
+project also carries a small library with a pytest suite of a few hundred
+tests that takes seconds (:mod:`bench.suite`), as a real project's does.
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ from orchestrator.demo.scripted import (
     write,
 )
 
+from .suite import suite_files
+
 PLANNER_TURNS, WORKER_TURNS, JUDGE_TURNS = 3, 4, 2
 TEST_COMMAND = f"{sys.executable} -m unittest -q"
+PYTEST_COMMAND = f"{sys.executable} -m pytest -q"
+SUITE_TESTS = 400
+"""The benchmark's sample suite: about 3 s on one core of the project's machine."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class Layout:
 
 
 SAMPLE = Layout()
+WITH_SUITE = Layout(test_command=PYTEST_COMMAND, green_command=PYTEST_COMMAND)
+"""The sample project with :mod:`bench.suite`'s library and tests (``make_project(..., suite_tests=N)``)."""
 
 
 def _module(i: int, layout: Layout, broken: bool = False) -> tuple[str, str]:
@@ -61,12 +70,14 @@ def _module(i: int, layout: Layout, broken: bool = False) -> tuple[str, str]:
     return code, test
 
 
-def make_project(root: Path, name: str = "sample") -> Path:
-    """A git project with a passing test suite at ``root/name``."""
+def make_project(root: Path, name: str = "sample", suite_tests: int = 0) -> Path:
+    """A git project with a passing test suite at ``root/name``; with ``suite_tests``, a pytest suite of about as many."""
     path = root / name
+    runner = "python -m pytest" if suite_tests else "python -m unittest"
     init_repo(path, {
-        ".gitignore": "__pycache__/\n",
-        "README.md": f"# {name}\n\nSmall steps. Tests: `python -m unittest`.\n",
+        ".gitignore": "__pycache__/\n.pytest_cache/\n",
+        "README.md": f"# {name}\n\nSmall steps. Tests: `{runner}`.\n",
+        **(suite_files(suite_tests) if suite_tests else {}),
         "core.py": 'def identity(x):\n    """Return x."""\n    return x\n',
         "test_core.py": (
             "import unittest\n\nfrom core import identity\n\n\n"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,15 @@ def test_no_flow_module_shares_a_name_with_an_installed_package() -> None:
     for path in (ROOT / "flows").glob("*.py"):
         if path.stem != "__init__":
             assert importlib.util.find_spec(path.stem) is None, path.name
+
+
+@pytest.mark.parametrize(("module", "kept_out"), [
+    # What every orch command imports before it runs: orch status and orch tasks need neither.
+    ("orchestrator.cli.main", ("claude_agent_sdk", "prefect")),
+    # What the leash imports before every agent session's CLI starts.
+    ("orchestrator.adapters.leash", ("pydantic", "claude_agent_sdk")),
+])
+def test_start_up_paths_leave_heavy_libraries_out(module: str, kept_out: tuple[str, ...]) -> None:
+    code = f"import sys, {module}; print(' '.join(m for m in {kept_out!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == ""

@@ -28,10 +28,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.adapters.secrets import looks_secret
-from orchestrator.domain.config import PortfolioConfig, ProjectConfig
+
+if TYPE_CHECKING:  # the leash imports this module at every agent's start: pydantic stays out
+    from orchestrator.domain.config import PortfolioConfig, ProjectConfig
 
 KEEP_ENV = "ORCH_AGENT_ENV_KEEP"
 """Names the leash keeps in the CLI's environment, comma-separated (besides KEPT_PREFIXES)."""

@@ -20,8 +20,6 @@ from deployments.server import running_server
 from orchestrator.adapters.lock import CycleLock
 from orchestrator.adapters.portfolio_file import find_config, load_portfolio
 from orchestrator.cli.read import ConfigOpt, OnlyProjectOpt
-from orchestrator.stages import retention
-from orchestrator.stages.context import ProjectContext, ProjectRef
 
 console = Console()
 
@@ -29,6 +27,11 @@ console = Console()
 def gc(config: ConfigOpt = None, project: OnlyProjectOpt = None,
        dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False) -> None:
     """Remove finished cycles' transcripts, step results, audit files and Prefect runs past retention_days."""
+    # Imported here: through the project context they import the agent SDK, which every
+    # other command (orch status, orch tasks) would pay for at start-up.
+    from orchestrator.stages import retention
+    from orchestrator.stages.context import ProjectContext, ProjectRef
+
     path = find_config(config).resolve()
     portfolio = load_portfolio(path)
     names = [portfolio.project(project).name] if project else [p.name for p in portfolio.projects]

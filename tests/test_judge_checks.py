@@ -143,6 +143,27 @@ def test_tests_flaky_on_main_are_kept_for_status_and_cleared_when_steady(tmp_pat
         assert ctx.store.state().flaky_on_main == []
 
 
+PRIORITY = (f"{sys.executable} -c 'import os; print(\"nice\", os.nice(0))'; "
+            "test -e /proc/self/autogroup && sed -n 's/.* nice /group /p' /proc/self/autogroup; true")
+
+
+def test_the_baselines_checks_run_niced_and_a_branchs_do_not(tmp_path: Path) -> None:
+    # Beside the workers, the base's checks take the CPU the agents leave idle.
+    init_repo(tmp_path / "app", {"README.md": "app\n"})
+    config = tmp_path / "portfolio.json"
+    config.write_text(json.dumps({"projects": [{"name": "app", "path": "app", "test_command": PRIORITY,
+                                                "lint_command": PRIORITY}]}))
+    with ProjectContext.open(ProjectRef(project="app", config_path=str(config))) as ctx:
+        base = baseline(ctx, "c1", ctx.repo.head())
+        assert base.tests is not None and base.lint is not None
+        for check in (base.tests, base.lint):
+            assert "nice 10" in check.output
+            if Path("/proc/self/autogroup").exists():  # Linux schedules sessions as groups: the group too
+                assert "group 10" in check.output
+    branch = run_check(PRIORITY, tmp_path, 60)
+    assert "nice 0" in branch.output and "group 10" not in branch.output
+
+
 def test_a_flaky_merged_result_blames_no_branch(tmp_path: Path) -> None:
     init_repo(tmp_path / "app", {"test_x.py": suite()})
     config = tmp_path / "portfolio.json"

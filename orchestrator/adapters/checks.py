@@ -45,15 +45,20 @@ def tail(text: str, limit: int = _TAIL_CHARS) -> str:
     return text if len(text) <= limit else "...\n" + text[-limit:]
 
 
-def run_check(command: str, cwd: Path, timeout_s: float) -> CheckResult:
-    """Run one configured command through bash in ``cwd``.
+BACKGROUND_NICE = 10
+"""The niceness of a check nothing waits on yet: it takes the CPU the agents leave idle."""
+
+
+def run_check(command: str, cwd: Path, timeout_s: float, background: bool = False) -> CheckResult:
+    """Run one configured command through bash in ``cwd``; ``background`` runs it niced.
 
     The command comes from the user's own config; nothing an agent wrote is
     ever part of it.
     """
     started = time.monotonic()
+    niced = ["nice", "-n", str(BACKGROUND_NICE)] if background else []
     proc = subprocess.Popen(
-        ["bash", "-c", command],
+        [*niced, "bash", "-c", command],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -62,6 +67,8 @@ def run_check(command: str, cwd: Path, timeout_s: float) -> CheckResult:
         errors="replace",
         start_new_session=True,  # its own process group, so a timeout kills it all
     )
+    if background:
+        _lower_session_priority(proc.pid)
     try:
         output, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -119,6 +126,17 @@ def flaky_names(tests: CheckResult) -> list[str]:
     if not tests.flaky:
         return []
     return tests.flaky_tests or [f"`{tests.command}` (failed, then passed; it names no failing test)"]
+
+
+def _lower_session_priority(pid: int) -> None:
+    """Nice the whole session ``pid`` leads, where Linux schedules sessions as groups (autogroup).
+
+    There a session competes with the others as one: a niced process in a session
+    of its own would still take a full share. The session's processes, later
+    ones too, share its group, so this holds for every process the check starts.
+    """
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(BACKGROUND_NICE))
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

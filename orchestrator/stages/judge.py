@@ -46,31 +46,32 @@ MAX_FILES = 15  # a small task touching more files than this is worth a look
 MAX_LINES = 400
 
 
-def run_lint(ctx: ProjectContext, cwd: Path) -> CheckResult | None:
+def run_lint(ctx: ProjectContext, cwd: Path, background: bool = False) -> CheckResult | None:
     """The project's lint command in ``cwd`` (None when not configured)."""
     c = ctx.config
-    return run_check(c.lint_command, cwd, c.lint_timeout_seconds) if c.lint_command else None
+    return run_check(c.lint_command, cwd, c.lint_timeout_seconds, background) if c.lint_command else None
 
 
-def tests_again(ctx: ProjectContext, cwd: Path, tests: CheckResult) -> CheckResult:
+def tests_again(ctx: ProjectContext, cwd: Path, tests: CheckResult, background: bool = False) -> CheckResult:
     """A failing test run confirmed by running it again (``test_retries``); see :func:`confirmed`."""
-    return confirmed(tests, partial(run_check, tests.command, cwd, ctx.config.test_timeout_seconds),
+    return confirmed(tests, partial(run_check, tests.command, cwd, ctx.config.test_timeout_seconds, background),
                      ctx.config.test_retries)
 
 
 def run_tests(ctx: ProjectContext, cwd: Path, confirm: Callable[[CheckResult], bool] = lambda _: True,
-              ) -> CheckResult | None:
+              background: bool = False) -> CheckResult | None:
     """The project's tests in ``cwd`` (None when not configured), or the result kept for its tree.
 
-    A failing run is run again when ``confirm`` says its failures would count.
+    A failing run is run again when ``confirm`` says its failures would count. A
+    ``background`` run is niced (see :func:`run_check`).
     """
     c = ctx.config
     if not c.test_command:
         return None
 
     def run() -> CheckResult:
-        result = run_check(c.test_command, cwd, c.test_timeout_seconds)
-        return tests_again(ctx, cwd, result) if not result.passed and confirm(result) else result
+        result = run_check(c.test_command, cwd, c.test_timeout_seconds, background)
+        return tests_again(ctx, cwd, result, background) if not result.passed and confirm(result) else result
 
     return tested(ctx, cwd, run)
 
@@ -80,10 +81,13 @@ def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str, batch: bool =
 
     With ``batch`` the tests are left to the merge (it reads main's own failures
     if the batch fails). What is flaky there is kept in the project's state, for
-    ``orch status``.
+    ``orch status``. They run niced, beside the workers: nothing needs them before
+    the first verdict, and at full priority they would slow the agents' CLIs
+    starting and the workers' own test runs, which the cycle waits on.
     """
     worktree = ctx.base_worktree(cycle_id, base_commit)
-    tests, lint = None if batch else run_tests(ctx, worktree), run_lint(ctx, worktree)
+    tests = None if batch else run_tests(ctx, worktree, background=True)
+    lint = run_lint(ctx, worktree, background=True)
     if tests is not None:
         ctx.store.set_flaky_on_main(flaky_names(tests), base_commit)
     return Baseline(commit=base_commit, tests=tests, lint=lint, batch=batch)

@@ -10,6 +10,7 @@ cycle id, so the cached steps of its first run are reused.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -51,6 +52,7 @@ from orchestrator.stages import (
     plan_inputs,
     planner,
     rate_limit,
+    refinery,
     test_runs,
 )
 from orchestrator.stages.context import ProjectContext, ProjectRef, in_thread
@@ -252,23 +254,66 @@ async def _run(ctx: ProjectContext, ref: ProjectRef, start: cycle.CycleStart) ->
             return cycle.summarize(ctx, cycle_id, CycleStatus.rejected, f"plan rejected ({decision.decided_by}): {decision.reason}")
     tasks = [t for t in cycle.claim(ctx, cycle_id) if cycle.still_held(ctx, cycle_id, t)]
     await progress.expect(2 * len(tasks))
-    passing = await _work_and_judge(ctx, ref, cycle_id, base, tasks, progress)
-    if approval.asks(ctx, ApprovalStage.merge, len(passing)):
-        decision = await ask_approval(ctx, cycle_id, ApprovalStage.merge, _merge_request(passing))
-        if decision is None:
-            return cycle.summarize(ctx, cycle_id, CycleStatus.waiting, _waiting(ctx, cycle_id, ApprovalStage.merge))
-        if not decision.approved:
-            approval.reject_merge(ctx, [t.id for t, _ in passing], decision)
-            return cycle.summarize(ctx, cycle_id, CycleStatus.rejected, f"merge rejected ({decision.decided_by}): {decision.reason}")
-    if passing:
-        await _merge(ctx, ref, cycle_id, passing)
+    ahead = TestsAhead(ref, cycle_id)
+    try:
+        passing = await _work_and_judge(ctx, ref, cycle_id, base, tasks, progress, ahead)
+        if approval.asks(ctx, ApprovalStage.merge, len(passing)):
+            await ahead.end()  # an approval may take days: the merge's own run tests what is then merged
+            decision = await ask_approval(ctx, cycle_id, ApprovalStage.merge, _merge_request(passing))
+            if decision is None:
+                return cycle.summarize(ctx, cycle_id, CycleStatus.waiting, _waiting(ctx, cycle_id, ApprovalStage.merge))
+            if not decision.approved:
+                approval.reject_merge(ctx, [t.id for t, _ in passing], decision)
+                return cycle.summarize(ctx, cycle_id, CycleStatus.rejected, f"merge rejected ({decision.decided_by}): {decision.reason}")
+        if passing:
+            ahead.keep_if_merging([t.id for t, _ in passing])
+            await _merge(ctx, ref, cycle_id, passing)
+    finally:
+        await ahead.end()
     await progress.finish()
     return cycle.summarize(ctx, cycle_id, CycleStatus.done, note)
 
 
+class TestsAhead:
+    """The merged result's tests, started once every worker is done (see :func:`refinery.merged_tests_ahead`).
+
+    Started with the branches that worked; the merge's own test run finds its
+    pass when every one of them passed its judge, and waits for it if it is
+    still running. Stopped when the merge will build something else, and at
+    the end of the cycle, which waits for it to be gone.
+    """
+
+    def __init__(self, ref: ProjectRef, cycle_id: str) -> None:
+        self.ref, self.cycle_id = ref, cycle_id
+        self.stop = threading.Event()
+        self.task_ids: list[str] = []
+        self.running: asyncio.Future[None] | None = None
+
+    def start(self, candidates: list[tuple[Task, WorkResult]]) -> None:
+        self.task_ids = [t.id for t, _ in candidates]
+        self.running = asyncio.ensure_future(
+            in_thread(self.ref, refinery.merged_tests_ahead, self.cycle_id, candidates, self.stop))
+
+    def keep_if_merging(self, task_ids: list[str]) -> None:
+        if task_ids != self.task_ids:
+            self.stop.set()
+
+    async def end(self) -> None:
+        self.stop.set()
+        if self.running is None:
+            return
+        [outcome] = await asyncio.gather(self.running, return_exceptions=True)
+        if isinstance(outcome, Exception):  # it only saves time: the merge tests for itself
+            get_run_logger().warning("Testing the merged result ahead of the merge failed: %s", outcome)
+
+
 async def _work_and_judge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, base: str, tasks: list[Task],
-                          progress: Progress) -> list[tuple[Task, WorkResult]]:
-    """Work and judge every task; the tasks whose branches passed, with their work."""
+                          progress: Progress, ahead: TestsAhead) -> list[tuple[Task, WorkResult]]:
+    """Work and judge every task; the tasks whose branches passed, with their work.
+
+    Once every worker is done, ``ahead`` tests what the merge will build if every
+    branch that worked passes its judge.
+    """
     # Each task goes from its worker straight to its judge; the base's checks
     # run while the workers work, so no step waits for a slower sibling.
     # With a long suite the branches are tested together, at the merge (see test_runs.batch_first).
@@ -278,11 +323,15 @@ async def _work_and_judge(ctx: ProjectContext, ref: ProjectRef, cycle_id: str, b
                               len(tasks), ctx.config.test_strategy)
     base_checks = asyncio.ensure_future(_baseline(ctx, ref, cycle_id, base, batch)) if tasks else None
     worker_step, judge_step = _step(ctx, work), _step(ctx, judge)
+    worked: dict[str, WorkResult] = {}
 
     async def work_then_judge(t: Task) -> tuple[WorkResult, Verdict | None]:
         # Recording may remove a worktree (a large tree takes a while): in a thread, as git calls are.
         result = await _recorded(progress, worker_step(ref, cycle_id, base, t),
                                  partial(in_thread, ref, cycle.record_work, t), "work")
+        worked[t.id] = result
+        if len(worked) == len(tasks):
+            ahead.start([(x, worked[x.id]) for x in tasks if worked[x.id].success])
         if not result.success or base_checks is None:
             return result, None
         verdict = await _recorded(progress, judge_step(ref, t, result, await base_checks),

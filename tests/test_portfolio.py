@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "agen
 
 # alpha's tests of its merged result take seconds: run on the event loop, they would stall beta.
 TESTS = f"{sys.executable} -m unittest -q"  # whatever `python` is on the PATH, if any
-SLOW_MERGED_TESTS = f'case "$PWD" in */integration-*) sleep 4;; esac; {TESTS}'
+SLOW_MERGED_TESTS = f'case "$PWD" in */integration-*|*/ahead-*) sleep 4;; esac; {TESTS}'
 
 
 def portfolio_file(root: Path, max_total_workers: int) -> Path:

@@ -6,6 +6,8 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,18 +15,18 @@ import pytest
 from orchestrator.adapters.git_commands import init_repo
 from orchestrator.domain.models import MergeOutcome, Task, WorkResult
 from orchestrator.stages.context import ProjectContext, ProjectRef
-from orchestrator.stages.refinery import merge
+from orchestrator.stages.refinery import ahead_name, merge, merged_tests_ahead
 
 pytestmark = pytest.mark.guarantee
 
 PIN = "import unittest\n\nimport calc\n\n\nclass V(unittest.TestCase):\n    def test_version(self):\n        self.assertEqual(calc.VERSION, 1)\n"
 
 
-def project(tmp_path: Path) -> ProjectContext:
-    """A project whose test command also counts its runs in runs.log."""
+def project(tmp_path: Path, wait_s: float = 0) -> ProjectContext:
+    """A project whose test command also counts its runs in runs.log (after ``wait_s``)."""
     init_repo(tmp_path / "calc", {"calc.py": "VERSION = 1\n", "test_calc.py": "import unittest\n"})
     config = tmp_path / "portfolio.json"
-    count = f"echo run >> {tmp_path / 'runs.log'} && {sys.executable} -m unittest -q"
+    count = f"sleep {wait_s} && echo run >> {tmp_path / 'runs.log'} && {sys.executable} -m unittest -q"
     config.write_text(json.dumps({"data_dir": "data", "projects": [{"name": "calc", "path": "calc", "test_command": count}]}))
     return ProjectContext.open(ProjectRef(project="calc", config_path=str(config)))
 
@@ -108,3 +110,55 @@ def test_a_flaky_failure_of_the_merged_result_blames_no_branch(tmp_path: Path) -
     assert count_test_runs(tmp_path) == 5  # the whole, main, two steps, the whole again: it passes
     merged_into_main(ctx, outcome)
 
+
+
+def test_the_merged_result_tested_ahead_costs_the_merge_no_run(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    candidates = [neutral(ctx, i) for i in range(3)]
+    merged_tests_ahead(ctx, "c1", candidates, threading.Event())
+    assert count_test_runs(tmp_path) == 1
+    assert not ctx.repo.worktree_path(ahead_name("c1")).exists()
+    outcome = asyncio.run(merge(ctx, "c1", candidates))
+    assert sorted(outcome.merged) == sorted(t.id for t, _ in candidates)
+    assert count_test_runs(tmp_path) == 1  # the merge built the same tree, and found its pass
+    merged_into_main(ctx, outcome)
+
+
+def test_a_merge_of_other_branches_tests_for_itself(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    candidates = [neutral(ctx, i) for i in range(3)]
+    merged_tests_ahead(ctx, "c1", candidates, threading.Event())
+    outcome = asyncio.run(merge(ctx, "c1", candidates[:2]))  # a reviewer rejected the third
+    assert len(outcome.merged) == 2 and count_test_runs(tmp_path) == 2
+
+
+def test_the_merge_waits_for_the_run_ahead(tmp_path: Path) -> None:
+    ctx = project(tmp_path, wait_s=2)
+    candidates = [neutral(ctx, i) for i in range(2)]
+    ahead = threading.Thread(target=merged_tests_ahead, args=(ctx, "c1", candidates, threading.Event()))
+    ahead.start()
+    time.sleep(0.5)  # under way: the merge asks for the same tree, and waits for its pass
+    outcome = asyncio.run(merge(ctx, "c1", candidates))
+    ahead.join()
+    assert len(outcome.merged) == 2 and count_test_runs(tmp_path) == 1
+
+
+def test_a_stop_ends_the_run_ahead_at_once_and_keeps_nothing(tmp_path: Path) -> None:
+    ctx = project(tmp_path, wait_s=30)
+    stop = threading.Event()
+    candidates = [neutral(ctx, i) for i in range(2)]
+    ahead = threading.Thread(target=merged_tests_ahead, args=(ctx, "c1", candidates, stop))
+    started = time.monotonic()
+    ahead.start()
+    time.sleep(1)
+    stop.set()
+    ahead.join(10)
+    assert not ahead.is_alive() and time.monotonic() - started < 5
+    assert count_test_runs(tmp_path) == 0 and not ctx.repo.worktree_path(ahead_name("c1")).exists()
+
+
+def test_a_conflict_stops_the_run_ahead(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    candidates = [branch(ctx, "One", {"calc.py": "VERSION = 1  # one\n"}), branch(ctx, "Two", {"calc.py": "VERSION = 1  # two\n"})]
+    merged_tests_ahead(ctx, "c1", candidates, threading.Event())
+    assert count_test_runs(tmp_path) == 0 and not ctx.repo.worktree_path(ahead_name("c1")).exists()

@@ -149,10 +149,12 @@ def test_killed_while_merging_merges_once_and_keeps_main_green(tmp_path: Path, m
     settings = json.loads(config.read_text())
     tests = settings["projects"][0]["test_command"]
     marker = tmp_path / "merging"
-    # The first run hangs in the merged result's tests, the one place only the merge step runs them.
+    # The first run hangs in the merged result's tests, the one place only the merge step runs them
+    # (without the test cache, nothing tests it ahead of the merge).
     settings["projects"][0]["test_command"] = (
         f'case "$PWD" in */integration-*) touch {marker}; sleep 120;; esac; {tests}'
     )
+    settings["projects"][0]["test_cache"] = False
     config.write_text(json.dumps(settings))
     with ScriptedModel(demo_scenario()) as model:
         run_until_killed(config, model, tmp_path / "prefect-home", marker.exists)

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,11 +50,17 @@ BACKGROUND_NICE = 10
 """The niceness of a check nothing waits on yet: it takes the CPU the agents leave idle."""
 
 
-def run_check(command: str, cwd: Path, timeout_s: float, background: bool = False) -> CheckResult:
+STOP_POLL_S = 0.5
+"""How often a check that may be stopped looks at its ``stop`` event."""
+
+
+def run_check(command: str, cwd: Path, timeout_s: float, background: bool = False,
+              stop: threading.Event | None = None) -> CheckResult:
     """Run one configured command through bash in ``cwd``; ``background`` runs it niced.
 
-    The command comes from the user's own config; nothing an agent wrote is
-    ever part of it.
+    Once ``stop`` is set, the command is killed and the result says it did not
+    run. The command comes from the user's own config; nothing an agent wrote
+    is ever part of it.
     """
     started = time.monotonic()
     niced = ["nice", "-n", str(BACKGROUND_NICE)] if background else []
@@ -70,7 +77,13 @@ def run_check(command: str, cwd: Path, timeout_s: float, background: bool = Fals
     if background:
         _lower_session_priority(proc.pid)
     try:
-        output, _ = proc.communicate(timeout=timeout_s)
+        output = _output(proc, timeout_s, stop)
+    except _Stopped:
+        _kill_group(proc)
+        proc.communicate()
+        mark("check", command, started, time.monotonic())
+        return CheckResult(command=command, ran=False, passed=False, exit_code=None,
+                           duration_s=round(time.monotonic() - started, 3), output="[stopped: no longer needed]")
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         output, _ = proc.communicate()
@@ -126,6 +139,25 @@ def flaky_names(tests: CheckResult) -> list[str]:
     if not tests.flaky:
         return []
     return tests.flaky_tests or [f"`{tests.command}` (failed, then passed; it names no failing test)"]
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _output(proc: subprocess.Popen[str], timeout_s: float, stop: threading.Event | None) -> str:
+    """The command's output once it ends; TimeoutExpired past ``timeout_s``, _Stopped once ``stop`` is set."""
+    if stop is None:
+        return proc.communicate(timeout=timeout_s)[0]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:  # communicate may be called again after a timeout: nothing read is lost
+            return proc.communicate(timeout=max(0.0, min(STOP_POLL_S, deadline - time.monotonic())))[0]
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+            if stop.is_set():
+                raise _Stopped from None
 
 
 def _lower_session_priority(pid: int) -> None:

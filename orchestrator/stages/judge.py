@@ -18,6 +18,7 @@ only a branch through the checks is shown to it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -74,6 +75,19 @@ def run_tests(ctx: ProjectContext, cwd: Path, confirm: Callable[[CheckResult], b
         return tests_again(ctx, cwd, result, background) if not result.passed and confirm(result) else result
 
     return tested(ctx, cwd, run)
+
+
+def tests_ahead(ctx: ProjectContext, cwd: Path, stop: threading.Event) -> CheckResult | None:
+    """The tests of a tree the cycle may ask for later: niced, without a turn, once, until ``stop``.
+
+    Only a pass is kept for the tree (a first failure is not final), so a later
+    ask finds it, or waits for it if it is still running (see :func:`tested`).
+    """
+    c = ctx.config
+    if not c.test_command:
+        return None
+    return tested(ctx, cwd, partial(run_check, c.test_command, cwd, c.test_timeout_seconds, True, stop),
+                  take_turn=False)
 
 
 def baseline(ctx: ProjectContext, cycle_id: str, base_commit: str, batch: bool = False) -> Baseline:

@@ -12,6 +12,7 @@ only (see :meth:`GitRepo.advance_main <orchestrator.adapters.git_repo.GitRepo.ad
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from orchestrator.domain.models import (
 )
 from orchestrator.stages.backlog import tick_item
 from orchestrator.stages.context import ProjectContext
-from orchestrator.stages.judge import listed, run_tests, tests_again
+from orchestrator.stages.judge import listed, run_tests, tests_again, tests_ahead
 from orchestrator.stages.test_runs import tested
 
 
@@ -77,7 +78,7 @@ async def _merge_all(
 ) -> None:
     """Merge each candidate into the integration worktree, resolving conflicts."""
     for task, work in candidates:
-        message = f"Merge {work.branch}: {task.title}\n\norchestrator task {task.id}, cycle {cycle_id}"
+        message = _merge_message(task, work, cycle_id)
         conflicts = await anyio.to_thread.run_sync(ctx.repo.merge_branch, worktree, work.branch, message)
         if conflicts:
             try:
@@ -94,6 +95,40 @@ async def _merge_all(
             outcome.resolved_conflicts.append(task.id)
             await anyio.to_thread.run_sync(ctx.repo.conclude_merge, worktree)
         outcome.merged[task.id] = await anyio.to_thread.run_sync(_ticked_head, ctx, worktree, task)
+
+
+def _merge_message(task: Task, work: WorkResult, cycle_id: str) -> str:
+    return f"Merge {work.branch}: {task.title}\n\norchestrator task {task.id}, cycle {cycle_id}"
+
+
+def ahead_name(cycle_id: str) -> str:
+    return f"ahead-{cycle_id}"
+
+
+def merged_tests_ahead(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
+               stop: threading.Event) -> None:
+    """Test, niced and ahead of the merge, the result it will build if every candidate passes its judge.
+
+    The merge builds the same merges from the same commits, so the same tree: its
+    test run then finds this one's pass kept (see :func:`~orchestrator.stages.test_runs.tested`),
+    and the suite runs while the reviewers read rather than after them. A
+    conflict stops it (a resolver's answer cannot be foreseen), as does ``stop``:
+    the cycle sets it when the merge will build something else. Git and the tests
+    only; in a thread.
+    """
+    c = ctx.config
+    if not (c.test_command and c.test_cache and candidates) or c.merge_strategy == "pr":
+        return
+    name = ahead_name(cycle_id)
+    worktree = ctx.repo.add_worktree(name, ctx.branch(name), ctx.repo.head())  # as the merge will start
+    try:
+        for task, work in candidates:
+            if stop.is_set() or ctx.repo.merge_branch(worktree, work.branch, _merge_message(task, work, cycle_id)):
+                return
+            _ticked_head(ctx, worktree, task)
+        tests_ahead(ctx, worktree, stop)
+    finally:
+        ctx.repo.remove_worktree(name, ctx.branch(name))
 
 
 def _ticked_head(ctx: ProjectContext, worktree: Path, task: Task) -> str:

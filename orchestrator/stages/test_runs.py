@@ -36,7 +36,7 @@ import os
 import statistics
 import threading
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -62,24 +62,26 @@ def result_key(tree: str, command: str, env_digest: str) -> str:
     return hashlib.sha256(f"{tree}\0{command}\0{env_digest}".encode()).hexdigest()
 
 
-def tested(ctx: ProjectContext, worktree: Path, run: Callable[[], CheckResult]) -> CheckResult:
+def tested(ctx: ProjectContext, worktree: Path, run: Callable[[], CheckResult],
+           take_turn: bool = True) -> CheckResult:
     """The test result for ``worktree``: one kept for its tree, else ``run()`` in its turn (kept when final).
 
     A kept result comes back with ``reused`` set; its output is the run's that made it.
+    A run that does not ``take_turn`` (a niced one nothing waits on) starts at once.
     """
     tree = ctx.repo.clean_tree_of(worktree) if ctx.config.test_cache else None
+    turn = _turn(ctx) if take_turn else nullcontext()
     if tree is None:
-        with _turn(ctx):
+        with turn:
             return run()
     key = result_key(tree, ctx.config.test_command, environment_digest())
     since = (datetime.now(UTC) - timedelta(hours=KEEP_HOURS)).isoformat(timespec="seconds")
     # A connection of its own: judges run their tests in threads, and a connection stays in its thread.
-    with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store:
+    # One run of a tree at a time: a second ask waits for the first (the merge for a run ahead of it).
+    with closing(Store.for_project(ctx.portfolio.data_dir, ctx.name)) as store, _tree_lock(key):
         if found := store.tested(key, since):
             return found.model_copy(update={"reused": True})
-        with _turn(ctx):
-            if found := store.tested(key, since):  # tested while this run waited its turn
-                return found.model_copy(update={"reused": True})
+        with turn:
             result = run()
             if result.passed or (result.ran and result.runs > ctx.config.test_retries):
                 store.record_tested(key, tree, result, forget_before=since)  # before the next turn
@@ -88,6 +90,12 @@ def tested(ctx: ProjectContext, worktree: Path, run: Callable[[], CheckResult]) 
 
 _turns: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _turns_lock = threading.Lock()
+_tree_locks: dict[str, threading.Lock] = {}
+
+
+def _tree_lock(key: str) -> threading.Lock:
+    with _turns_lock:
+        return _tree_locks.setdefault(key, threading.Lock())
 
 
 def _turn(ctx: ProjectContext) -> threading.BoundedSemaphore:

@@ -32,7 +32,7 @@ from orchestrator.demo.scripted import RecordedRequest, peak_overlap
 
 COMPONENTS = ("model", "tests", "git", "CLI start-up", "CLI tools", "start-up", "shutdown",
               "Prefect + orchestrator")
-STEPS = ("plan", "work", "baseline", "judge", "merge")
+STEPS = ("plan", "work", "baseline", "judge", "ahead", "merge")
 
 Interval = tuple[float, float]
 

@@ -291,8 +291,11 @@ class TestsAhead:
 
     def start(self, candidates: list[tuple[Task, WorkResult]]) -> None:
         self.task_ids = [t.id for t, _ in candidates]
-        self.running = asyncio.ensure_future(
-            in_thread(self.ref, refinery.merged_tests_ahead, self.cycle_id, candidates, self.stop))
+        self.running = asyncio.ensure_future(self._test(candidates))
+
+    async def _test(self, candidates: list[tuple[Task, WorkResult]]) -> None:
+        with span("step", "ahead"):
+            await in_thread(self.ref, refinery.merged_tests_ahead, self.cycle_id, candidates, self.stop)
 
     def keep_if_merging(self, task_ids: list[str]) -> None:
         if task_ids != self.task_ids:

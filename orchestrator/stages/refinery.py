@@ -106,7 +106,7 @@ def ahead_name(cycle_id: str) -> str:
 
 
 def merged_tests_ahead(ctx: ProjectContext, cycle_id: str, candidates: list[tuple[Task, WorkResult]],
-               stop: threading.Event) -> None:
+                       stop: threading.Event) -> None:
     """Test, niced and ahead of the merge, the result it will build if every candidate passes its judge.
 
     The merge builds the same merges from the same commits, so the same tree: its

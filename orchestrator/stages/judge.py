@@ -77,15 +77,14 @@ def run_tests(ctx: ProjectContext, cwd: Path, confirm: Callable[[CheckResult], b
     return tested(ctx, cwd, run)
 
 
-def tests_ahead(ctx: ProjectContext, cwd: Path, stop: threading.Event) -> CheckResult | None:
+def tests_ahead(ctx: ProjectContext, cwd: Path, stop: threading.Event) -> CheckResult:
     """The tests of a tree the cycle may ask for later: niced, without a turn, once, until ``stop``.
 
     Only a pass is kept for the tree (a first failure is not final), so a later
     ask finds it, or waits for it if it is still running (see :func:`tested`).
+    The caller has checked that the project has a test command.
     """
     c = ctx.config
-    if not c.test_command:
-        return None
     return tested(ctx, cwd, partial(run_check, c.test_command, cwd, c.test_timeout_seconds, True, stop),
                   take_turn=False)
 

@@ -162,3 +162,12 @@ def test_a_conflict_stops_the_run_ahead(tmp_path: Path) -> None:
     candidates = [branch(ctx, "One", {"calc.py": "VERSION = 1  # one\n"}), branch(ctx, "Two", {"calc.py": "VERSION = 1  # two\n"})]
     merged_tests_ahead(ctx, "c1", candidates, threading.Event())
     assert count_test_runs(tmp_path) == 0 and not ctx.repo.worktree_path(ahead_name("c1")).exists()
+
+
+def test_a_branch_gone_meanwhile_ends_the_run_ahead_quietly(tmp_path: Path) -> None:
+    ctx = project(tmp_path)
+    candidates = [neutral(ctx, i) for i in range(2)]
+    rejected = candidates[1][0].id
+    ctx.repo.remove_worktree(rejected, ctx.branch(rejected))  # its judge rejected it, and its branch went
+    merged_tests_ahead(ctx, "c1", candidates, threading.Event())
+    assert count_test_runs(tmp_path) == 0 and not ctx.repo.worktree_path(ahead_name("c1")).exists()

@@ -127,6 +127,10 @@ def merged_tests_ahead(ctx: ProjectContext, cycle_id: str, candidates: list[tupl
                 return
             _ticked_head(ctx, worktree, task)
         tests_ahead(ctx, worktree, stop)
+    except GitError:
+        if not ctx.repo.branch_exists(work.branch):
+            return  # its judge rejected it meanwhile, and its branch went: the merge will build something else
+        raise
     finally:
         ctx.repo.remove_worktree(name, ctx.branch(name))
 

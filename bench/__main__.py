@@ -29,25 +29,27 @@ from .resume import measure_resume
 from .runs import base_env, cycle_figures
 
 
-def _cycle(root: Path, name: str, tasks: int, latency_s: float, api_url: str | None,
+def _cycle(root: Path, name: str, tasks: int, latency_s: float, server: Server | None,
            real: RealProject | None = None, broken: frozenset[int] = frozenset(), judge_reads: int = 1,
            suite_tests: int = sample.SUITE_TESTS, **settings: object) -> Cycle:
-    """One cycle of ``orch run``: on a generated project, or on a copy of ``real``."""
+    """One cycle of ``orch run`` against ``server`` (None: Prefect's temporary one), on a generated
+    project or on a copy of ``real``."""
     folder = root / name
     folder.mkdir()
     path = real.make(folder) if real else sample.make_project(folder, suite_tests=suite_tests)
     layout = real.layout if real else sample.WITH_SUITE
     config = sample.write_portfolio(folder, path, tasks, layout.test_command, **settings)
-    env = base_env(root, api_url)
-    figures = cycle_figures(sample.scenario(tasks, latency_s, layout, broken, judge_reads), config, path.name, env, folder)
-    server = "running server" if api_url else "temporary server"
-    return Cycle(tasks=tasks, latency_s=latency_s, server=server, figures=figures,
-                 project=real.name if real else SAMPLE_NAME)
+    env = base_env(root, server.api_url if server else None)
+    figures = cycle_figures(sample.scenario(tasks, latency_s, layout, broken, judge_reads), config, path.name, env,
+                            folder, server.process.pid if server and server.process else None)
+    return Cycle(tasks=tasks, latency_s=latency_s, server="running server" if server else "temporary server",
+                 figures=figures, project=real.name if real else SAMPLE_NAME)
 
 
-def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(root: Path, server: Server, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+    api_url = server.api_url
     cycles: list[Cycle] = []
-    modes: list[str | None] = [api_url]
+    modes: list[Server | None] = [server]
     suite = 40 if quick else sample.SUITE_TESTS
     if quick:
         plan = [(2, 0.0)]
@@ -73,7 +75,7 @@ def run(root: Path, api_url: str, quick: bool, progress: Callable[[str], None]) 
                  "no cycle on a real project.")
     elif not quick:
         progress(f"cycle: 8 tasks on {toolz.name}, 1 s per response, running server")
-        cycles.append(_cycle(root, "cycle-toolz", 8, 1.0, api_url, toolz))
+        cycles.append(_cycle(root, "cycle-toolz", 8, 1.0, server, toolz))
     progress("resume after a kill")
     (root / "resume").mkdir()
     resume = measure_resume(root / "resume", base_env(root, api_url), latency_s=0.3 if quick else 1.0)
@@ -152,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                 cycles = []
                 for tasks in (int(n) for n in args.tasks.split(",")):
                     progress(f"cycle: {tasks} tasks on {repo.name}, {args.latency:g} s per response, running server")
-                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, args.latency, server.api_url, repo,
+                    cycles.append(_cycle(root, f"cycle-{tasks}", tasks, args.latency, server, repo,
                                          frozenset(args.broken), args.judge_reads, **chosen))
                 print(render_cycles(cycles))
                 return 0
-            results = run(root, server.api_url, args.quick, progress)
+            results = run(root, server, args.quick, progress)
         finally:
             server.stop()
     print(render(results["cycles"], results["resume"], results["reads"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .cpu import KINDS
 from .reads import ReadFigures
 from .resume import ResumeFigures
 from .timeline import COMPONENTS, STEPS, Figures
@@ -37,6 +38,10 @@ def _cycle_lines(c: Cycle) -> list[str]:
     runs = ", ".join(f"{s} {n}" for s, n in f.test_runs.items() if n)
     rss = f"{f.peak_rss_mib:.0f} MiB" if f.peak_rss_mib else "-"
     cpu = float(f.extra.get("cpu s", 0.0))
+    by: dict[str, float] = f.extra.get("cpu by") or {}
+    merged = int(f.extra.get("merged", 0))
+    everything = cpu + (by.get("server", 0.0) if c.server == "running server" else 0.0)
+    per_merged = f", {everything / merged:.1f} s per merged task ({merged}), the server's included" if merged else ""
     return [
         f"{c.title}",
         head,
@@ -47,7 +52,8 @@ def _cycle_lines(c: Cycle) -> list[str]:
         f"  requests {f.requests}; test runs: {runs}; peak RSS of orch run {rss};"
         f" servers started {f.extra.get('servers started', '-')}",
         f"  CPU {cpu:.1f} s (orch run and every process it waited for: CLIs, tests, git),"
-        f" {cpu / c.tasks:.1f} s per task",
+        f" {cpu / c.tasks:.1f} s per task{per_merged}",
+        "  CPU by component (s): " + ", ".join(f"{k} {by[k]:.1f}" for k in KINDS if k in by),
     ] + ([f"  {f.extra['outcome']}"] if f.extra.get("outcome") else [])
 
 
@@ -66,8 +72,11 @@ def _targets(cycles: list[Cycle], resume: ResumeFigures, reads: ReadFigures) -> 
                          f"{f.in_flight['worker']} and {f.in_flight['judge']} of {c.tasks} (sessions alive at once:"
                          f" {f.sessions['worker']} and {f.sessions['judge']})",
                          f.in_flight["worker"] >= c.tasks and f.in_flight["judge"] >= c.tasks))
-    merges = [c.figures.test_runs.get("merge", 0) for c in cycles]
-    rows.append(("merge: one test run for all passing branches", f"{sorted(set(merges))} per cycle",
+    # The merged result's one run is the merge's own, or the run ahead of it that the merge took.
+    merges = [c.figures.test_runs.get("merge", 0) + c.figures.test_runs.get("ahead", 0) for c in cycles
+              if c.project == SAMPLE_NAME]  # a real project's main may be red: the merge then reads its failures
+    rows.append(("sample project's merge: one test run for all passing branches (at the merge or ahead of it)",
+                 f"{sorted(set(merges))} per cycle",
                  all(n == 1 for n in merges)))
     rows.append(("resume: no repeated request for a finished step",
                  f"{resume.repeated_for_finished_steps}", resume.repeated_for_finished_steps == 0))

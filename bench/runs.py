@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.adapters.leash import descendants
 from orchestrator.adapters.timing import ENV, read_spans
 from orchestrator.demo.scripted import Scenario, ScriptedModel
 
+from .cpu import ProcessWatch
 from .timeline import Figures, measure
 
 ORCH = str(Path(sys.executable).with_name("orch"))
@@ -33,49 +34,38 @@ class Run:
     spans: list[dict[str, Any]]
     servers_started: int  # Prefect servers seen among its child processes
     cpu_s: float  # user + system of it and every process it waited for (CLIs, tests, git)
+    cpu_by: dict[str, float]  # cpu_s by component (see bench.cpu), and a running server's
 
 
 def run_orch(args: list[str], env: dict[str, str], spans_file: Path, timeout_s: float = 600,
-             watch: Callable[[subprocess.Popen[str]], None] | None = None) -> Run:
-    """Run ``orch args`` to its end; ``watch(process)`` runs beside it in a thread."""
+             watch: Callable[[subprocess.Popen[str]], None] | None = None, server_pid: int | None = None) -> Run:
+    """Run ``orch args`` to its end; ``watch(process)`` runs beside it in a thread.
+
+    ``server_pid``: the running server's process, whose CPU meanwhile is counted too.
+    """
     spans_file.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     spawned = time.monotonic()
     process = subprocess.Popen([ORCH, *args], env={**env, ENV: str(spans_file)}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-    servers: set[int] = set()
-    done = threading.Event()
-    watchers = [threading.Thread(target=_spot_servers, args=(process.pid, servers, done), daemon=True)]
-    if watch is not None:
-        watchers.append(threading.Thread(target=watch, args=(process,), daemon=True))
-    for thread in watchers:
-        thread.start()
+    processes = ProcessWatch(process.pid, server_pid)
+    watcher = threading.Thread(target=watch, args=(process,), daemon=True) if watch is not None else None
+    if watcher is not None:
+        watcher.start()
     try:
         output, _ = process.communicate(timeout=timeout_s)
     finally:
         exited = time.monotonic()
-        done.set()
         if process.poll() is None:
             process.kill()
             process.wait()
-    for thread in watchers:
-        thread.join(timeout=30)
+    if watcher is not None:
+        watcher.join(timeout=30)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the one child waited for meanwhile
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(spawned, exited, process.returncode, output, read_spans(spans_file), len(servers), cpu_s)
-
-
-def _spot_servers(pid: int, servers: set[int], done: threading.Event) -> None:
-    """Note every Prefect server (uvicorn) process that ``pid`` starts, until ``done``."""
-    while not done.wait(0.05):
-        for child in descendants(pid):
-            try:
-                with open(f"/proc/{child}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if b"uvicorn" in cmdline or b"prefect server start" in cmdline:
-                servers.add(child)
+    cpu_by = processes.stop(cpu_s)
+    return Run(spawned, exited, process.returncode, output, read_spans(spans_file), processes.servers_started,
+               cpu_s, cpu_by)
 
 
 def base_env(home: Path, api_url: str | None) -> dict[str, str]:
@@ -94,15 +84,20 @@ def base_env(home: Path, api_url: str | None) -> dict[str, str]:
     return env
 
 
-def cycle_figures(scenario: Scenario, config: Path, project: str, env: dict[str, str], workdir: Path) -> Figures:
-    """Run one cycle with ``orch run`` and measure it."""
+def cycle_figures(scenario: Scenario, config: Path, project: str, env: dict[str, str], workdir: Path,
+                  server_pid: int | None = None) -> Figures:
+    """Run one cycle with ``orch run`` and measure it (with the CPU of the running server ``server_pid``)."""
     with ScriptedModel(scenario) as model:
-        run = run_orch(["run", "-p", project, "-c", str(config)], {**env, **model.env()}, workdir / "spans.jsonl")
+        run = run_orch(["run", "-p", project, "-c", str(config)], {**env, **model.env()}, workdir / "spans.jsonl",
+                       server_pid=server_pid)
         if run.returncode != 0:
             raise RuntimeError(f"orch run failed (exit {run.returncode}):\n{run.output[-3000:]}")
         figures = measure(run.spawned, run.exited, run.spans, model.requests, scenario.latency_s)
     figures.extra["servers started"] = run.servers_started
     figures.extra["cpu s"] = run.cpu_s
+    figures.extra["cpu by"] = run.cpu_by
+    merged = re.search(r"\bmerged (\d+)", run.output)
+    figures.extra["merged"] = int(merged.group(1)) if merged else 0
     # What orch run says it did and spent, for a cycle whose branches do not all pass.
     figures.extra["outcome"] = "; ".join(line.strip() for line in run.output.splitlines()
                                          if line.strip().startswith(("planned ", "cost: ")))

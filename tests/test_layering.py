@@ -149,8 +149,8 @@ def test_no_flow_module_shares_a_name_with_an_installed_package() -> None:
 
 
 @pytest.mark.parametrize(("module", "kept_out"), [
-    # What every orch command imports before it runs: orch status and orch tasks need neither.
-    ("orchestrator.cli.main", ("claude_agent_sdk", "prefect")),
+    # What every orch command imports before it runs: orch status and orch tasks need none of them.
+    ("orchestrator.cli.main", ("claude_agent_sdk", "prefect", "git", "asyncio")),
     # What the leash imports before every agent session's CLI starts.
     ("orchestrator.adapters.leash", ("pydantic", "claude_agent_sdk")),
 ])

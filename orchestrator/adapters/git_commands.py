@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import git
-
 from orchestrator.adapters.timing import span
 from orchestrator.domain.errors import GitError
 
@@ -74,6 +72,8 @@ def _call(
     as_text: bool,
 ) -> object:
     """Run a git command; its stdout as GitPython gives it (text, or bytes unless ``as_text``)."""
+    import git  # here: orch status and orch tasks run no git, and GitPython takes 50 ms to import
+
     runner = git.Git(str(cwd))
     if config:
         runner = runner(c=config)
@@ -90,6 +90,8 @@ def _call(
 
 def status(cwd: Path, cmd: str, *args: str) -> int:
     """Exit status of a git command used as a question (is-ancestor, verify)."""
+    import git
+
     runner = git.Git(str(cwd))
     try:
         with span("git", cmd):
@@ -134,6 +136,8 @@ def branches(path: Path) -> tuple[set[str], str | None]:
     GitError when ``path`` is missing, not a repository itself (its parents are
     not searched), bare, or has no commits yet.
     """
+    import git
+
     path = Path(path).absolute()
     try:
         repo = git.Repo(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-import anyio
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -65,6 +64,8 @@ def gc(config: ConfigOpt = None, project: OnlyProjectOpt = None,
 
 def _old_runs(server: str | None, project: str, before: datetime, delete: bool) -> str:
     """How many of the project's flow runs ended before ``before`` (deleted unless told not to)."""
+    import anyio
+
     from deployments import control
     from tasks.runs import delete_runs, old_runs
 

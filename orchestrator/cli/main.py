@@ -8,7 +8,6 @@ line and exit 1; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -82,6 +81,8 @@ def run_cycle(project: str, config: str | None, wait: bool = False) -> CycleSumm
     store = _store(project, config, check_repo=True)  # before Prefect starts
     use_running_server(store.path.parent)
     prepare_prefect()
+    import asyncio
+
     import httpx
     from prefect.exceptions import PrefectHTTPStatusError
 

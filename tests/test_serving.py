@@ -301,10 +301,11 @@ async def serve_stopped_while_starting(monkeypatch: pytest.MonkeyPatch) -> bool:
 def test_ctrl_c_while_serving_starts_stops_it_once_started(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     # Raised there, a KeyboardInterrupt could land in code that swallows it, and serving went on.
     monkeypatch.chdir(ROOT)
+    before = signal.getsignal(signal.SIGINT)  # ignored when the tests were started as a background job
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         paused = asyncio.run(serve_stopped_while_starting(monkeypatch))
     assert paused  # stopped the way a stop once serving does: its schedule paused
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back
 
 
 def orch_prefect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

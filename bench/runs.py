@@ -56,6 +56,7 @@ def run_orch(args: list[str], env: dict[str, str], spans_file: Path, timeout_s: 
         output, _ = process.communicate(timeout=timeout_s)
     finally:
         exited = time.monotonic()
+        processes.done.set()  # read no more: what it saw is kept for stop()
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -96,7 +97,7 @@ def cycle_figures(scenario: Scenario, config: Path, project: str, env: dict[str,
     figures.extra["servers started"] = run.servers_started
     figures.extra["cpu s"] = run.cpu_s
     figures.extra["cpu by"] = run.cpu_by
-    merged = re.search(r"\bmerged (\d+)", run.output)
+    merged = re.search(r"^\s*planned \d+.*\bmerged (\d+)", run.output, re.MULTILINE)  # orch run's summary line
     figures.extra["merged"] = int(merged.group(1)) if merged else 0
     # What orch run says it did and spent, for a cycle whose branches do not all pass.
     figures.extra["outcome"] = "; ".join(line.strip() for line in run.output.splitlines()

@@ -211,9 +211,12 @@ def _a_host_lost_and_a_worker_stopped_resume(api_url: str, model: ScriptedModel,
     assert "Stopped the worker of pool 'host-b'" in beta.log()
     wait_for(lambda: not [pid for pid in under if Path(f"/proc/{pid}").exists()], "the stopped worker's processes to end", 15)
     # Nobody tells the server: the runs' heartbeats stop, and the server's automation crashes them.
-    for run_id in (lost, stopped):
-        wait_for(lambda r=run_id: run_state(api_url, r) == "Crashed", "a lost run to be marked Crashed",
-                 CRASH_WITHIN_S)
+    for name, run_id in (("host a's lost run", lost), ("the stopped worker's run", stopped)):
+        try:
+            wait_for(lambda r=run_id: run_state(api_url, r) == "Crashed", f"{name} to be marked Crashed",
+                     CRASH_WITHIN_S)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; it is {run_state(api_url, run_id)}") from None
     # Host a is gone for good: alpha moves to host c. Its checkout and data dir are at the same
     # paths there (on one machine they are there already), its entry in host c's portfolio file.
     gamma.root.mkdir()

@@ -24,7 +24,7 @@ KINDS = ("orch run process", "CLIs", "tests and lint", "git", "server", "short-l
 """The components, in the order they are printed; the last is found by difference."""
 
 
-def _stat(pid: int) -> tuple[int, float, float] | None:
+def stat_of(pid: int) -> tuple[int, float, float] | None:
     """Parent, own CPU seconds and reaped children's CPU seconds of ``pid`` (None once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -92,11 +92,9 @@ class ProcessWatch:
         for pid, (_, own, reaped) in stats.items():
             if pid == self.root:
                 continue
-            top = pid
-            while top in stats and stats[top][0] != self.root:
+            top = pid  # the direct child of root it is under (_tree holds every parent up to root)
+            while stats[top][0] != self.root:
                 top = stats[top][0]
-            if top not in stats:  # its parent ended between the reads
-                continue
             sums[top] = sums.get(top, 0.0) + own + reaped
         if new := [pid for pid in sums if pid not in self.kinds]:
             root_cmdline = _cmdline(self.root)  # what a child forked and not yet running its program shows
@@ -127,7 +125,7 @@ def _all_stats() -> dict[int, tuple[int, float, float]]:
     """Every live process: parent, own CPU, reaped children's CPU."""
     stats = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+        if entry.name.isdigit() and (stat := stat_of(int(entry.name))) is not None:
             stats[int(entry.name)] = stat
     return stats
 

@@ -33,11 +33,11 @@ from orchestrator.adapters.leash import descendants
 from orchestrator.demo.scripted import ScriptedModel, most_sessions_at_once
 
 from . import postgres
+from .cpu import stat_of
 from .project import TEST_COMMAND, make_project
 from .runs import base_env
 from .soak import FaultyScenario
 
-TICKS = os.sysconf("SC_CLK_TCK")
 # Runs the portfolio flow in its own process, timing every request its Prefect client sends.
 RUNNER = r"""
 import asyncio, json, resource, sys, time
@@ -70,14 +70,7 @@ json.dump({"wall_s": wall, "statuses": [str(s.status) for s in summaries],
 
 def cpu_s(pids: list[int]) -> dict[int, float]:
     """CPU seconds (user + system) each live process of ``pids`` has used so far."""
-    found = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        found[pid] = (int(fields[11]) + int(fields[12])) / TICKS
-    return found
+    return {pid: stat[1] for pid in pids if (stat := stat_of(pid)) is not None}
 
 
 def postgres_pids() -> list[int]:
